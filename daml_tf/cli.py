@@ -1,0 +1,21 @@
+"""What the entry points share: turning expected failures into one clear message."""
+
+import sys
+
+from absl import logging
+
+from daml_tf import config as config_lib
+from daml_tf.data import layout
+
+# Errors that describe bad input or a bad flag: the message says everything, a traceback
+# would only bury it.
+EXPECTED_ERRORS = (config_lib.ConfigError, layout.DataError, FileNotFoundError)
+
+
+def exit_on_expected_errors(function, *args, **kwargs):
+  """Calls `function`; on an expected error logs its message and exits with status 1."""
+  try:
+    return function(*args, **kwargs)
+  except EXPECTED_ERRORS as error:
+    logging.error("%s", error)
+    sys.exit(1)

@@ -1,0 +1,246 @@
+"""Typed, frozen configuration objects passed down from the entry points.
+
+Flags are turned into these once (`daml_tf.flags.config_from_flags`); library code never reads
+FLAGS. Every config validates itself on construction so bad values stop the run before any data
+is touched, with a message naming the flag.
+"""
+
+import dataclasses
+import json
+from typing import Any, Dict, Optional
+
+from daml_tf.data import registry
+
+NORMALIZE_CHOICES = ("per_video", "none")
+MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGY_CHOICES = ("default", "mirrored")
+FRAME_CACHE_CHOICES = ("memory", "none")
+
+
+class ConfigError(ValueError):
+  """A configuration value is out of range; the message names the flag."""
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the frames are and how clips are cut from them.
+
+  Attributes:
+    dataset: registry name (see daml_tf.data.registry).
+    data_dir: the dataset root (holding training/ and testing/), or a folder holding
+      `<dataset>/`.
+    image_height, image_width: model resolution.
+    channels: 1 (gray) or 3.
+    time_steps: k, input frames per clip.
+    interval: frames between consecutive inputs.
+    delta: frames between the last input and the target.
+    batch_size: global batch of clips.
+    frame_cache: "memory" decodes every frame once and cuts clips from RAM; "none" decodes
+      each clip's frames from disk (for datasets larger than memory).
+    clips_per_epoch: 0 means every training clip once per epoch.
+    shuffle_buffer: clips held by the shuffle buffer.
+    label_file: overrides the spec's label file when set.
+    seed: shuffling seed.
+  """
+
+  dataset: str = "synthetic"
+  data_dir: str = ""
+  image_height: int = 64
+  image_width: int = 96
+  channels: int = 1
+  time_steps: int = 4
+  interval: int = 2
+  delta: int = 2
+  batch_size: int = 8
+  frame_cache: str = "memory"
+  clips_per_epoch: int = 0
+  shuffle_buffer: int = 2048
+  label_file: str = ""
+  seed: int = 0
+
+  def __post_init__(self):
+    registry.get_spec(self.dataset)  # Raises with the list of known names.
+    _require(self.time_steps >= 2, f"--time_steps must be >= 2, got {self.time_steps}.")
+    _require(self.interval >= 1, f"--interval must be >= 1, got {self.interval}.")
+    _require(self.delta >= 1, f"--delta must be >= 1, got {self.delta}.")
+    _require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}.")
+    _require(self.image_height >= 8 and self.image_width >= 8,
+             f"--image_height/--image_width must be >= 8, got "
+             f"{self.image_height}x{self.image_width}.")
+    _require(self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}.")
+    _require(self.frame_cache in FRAME_CACHE_CHOICES,
+             f"--frame_cache must be one of {FRAME_CACHE_CHOICES}, got {self.frame_cache!r}.")
+    _require(self.clips_per_epoch >= 0,
+             f"--clips_per_epoch must be >= 0, got {self.clips_per_epoch}.")
+    _require(self.shuffle_buffer >= 1,
+             f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
+
+  @property
+  def image_size(self):
+    return (self.image_height, self.image_width)
+
+  @property
+  def clip_span(self) -> int:
+    """Frames from the first input to the target: the target's index in a clip starting at 0."""
+    return self.interval * (self.time_steps - 1) + self.delta
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the appearance U-Net and the motion model.
+
+  Attributes:
+    levels: encoder blocks; the latent grid is the input size / 2^(levels-1).
+    feature_root: channels of the first block, doubled per level.
+    max_channels: cap on channels (the paper: 512).
+    leaky_relu_slope: negative slope of every LeakyReLU.
+    weight_decay: gamma of the L2 kernel regulariser (loss term gamma * sum ||W||^2).
+  """
+
+  levels: int = 3
+  feature_root: int = 16
+  max_channels: int = 512
+  leaky_relu_slope: float = 0.2
+  weight_decay: float = 0.001
+
+  def __post_init__(self):
+    _require(2 <= self.levels <= 6, f"--levels must be in [2, 6], got {self.levels}.")
+    _require(self.feature_root >= 1, f"--feature_root must be >= 1, got {self.feature_root}.")
+    _require(self.max_channels >= self.feature_root,
+             f"--max_channels ({self.max_channels}) must be >= --feature_root "
+             f"({self.feature_root}).")
+    _require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation schedule of the two phases.
+
+  Attributes:
+    model_dir: checkpoints, TensorBoard logs, background, resolved config, export.
+    train_epochs / finetune_epochs: epochs of each phase.
+    train_lambda_r / train_lambda_p: loss weights of the *train* phase.
+    finetune_lambda_r / finetune_lambda_p: loss weights of the *finetune* phase.
+    learning_rate: Adam's initial rate, restarted at each phase.
+    adam_epsilon: Adam's epsilon.
+    lr_decay_epochs: multiply the rate by lr_decay_factor every this many epochs of a phase
+      (0: never).
+    lr_decay_factor: the step factor.
+    mixed_precision: Keras dtype policy.
+    strategy: tf.distribute strategy.
+    image_summary_steps: write input/reconstruction/prediction images every N steps (0: never).
+    log_every_steps: scalar summaries every N steps.
+    export: write the scorer SavedModel at the end.
+  """
+
+  model_dir: str = "runs/demo"
+  train_epochs: int = 1
+  finetune_epochs: int = 1
+  train_lambda_r: float = 1.0
+  train_lambda_p: float = 0.001
+  finetune_lambda_r: float = 0.001
+  finetune_lambda_p: float = 1.0
+  learning_rate: float = 1e-4
+  adam_epsilon: float = 1e-4
+  lr_decay_epochs: int = 0
+  lr_decay_factor: float = 0.1
+  mixed_precision: str = "float32"
+  strategy: str = "default"
+  image_summary_steps: int = 200
+  log_every_steps: int = 10
+  export: bool = True
+
+  def __post_init__(self):
+    _require(bool(self.model_dir), "--model_dir must be set.")
+    _require(self.train_epochs >= 0, f"--train_epochs must be >= 0, got {self.train_epochs}.")
+    _require(self.finetune_epochs >= 0,
+             f"--finetune_epochs must be >= 0, got {self.finetune_epochs}.")
+    _require(self.learning_rate > 0, f"--learning_rate must be > 0, got {self.learning_rate}.")
+    _require(self.adam_epsilon > 0, f"--adam_epsilon must be > 0, got {self.adam_epsilon}.")
+    _require(self.lr_decay_epochs >= 0,
+             f"--lr_decay_epochs must be >= 0, got {self.lr_decay_epochs}.")
+    _require(0 < self.lr_decay_factor <= 1,
+             f"--lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
+    for name in ("train_lambda_r", "train_lambda_p", "finetune_lambda_r", "finetune_lambda_p"):
+      _require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}.")
+    _require(self.mixed_precision in MIXED_PRECISION_CHOICES,
+             f"--mixed_precision must be one of {MIXED_PRECISION_CHOICES}, "
+             f"got {self.mixed_precision!r}.")
+    _require(self.strategy in STRATEGY_CHOICES,
+             f"--strategy must be one of {STRATEGY_CHOICES}, got {self.strategy!r}.")
+    _require(self.image_summary_steps >= 0,
+             f"--image_summary_steps must be >= 0, got {self.image_summary_steps}.")
+    _require(self.log_every_steps >= 1,
+             f"--log_every_steps must be >= 1, got {self.log_every_steps}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Frame-level evaluation.
+
+  Attributes:
+    output_dir: metrics.json, scores.csv and plots; defaults to <model_dir>/eval.
+    normalize: "per_video" min-max (the paper's protocol) or "none" (online scores).
+    batch_size: frames encoded at once.
+    plots: write one score-curve PNG per test video.
+  """
+
+  output_dir: str = ""
+  normalize: str = "per_video"
+  batch_size: int = 32
+  plots: bool = True
+
+  def __post_init__(self):
+    _require(self.normalize in NORMALIZE_CHOICES,
+             f"--normalize must be one of {NORMALIZE_CHOICES}, got {self.normalize!r}.")
+    _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+  def __post_init__(self):
+    factor = 2**(self.model.levels - 1)
+    _require(self.data.image_height % factor == 0 and self.data.image_width % factor == 0,
+             f"--image_height/--image_width ({self.data.image_height}x{self.data.image_width}) "
+             f"must be divisible by 2^(levels-1) = {factor} for --levels={self.model.levels}.")
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "Config":
+    return cls(
+        data=DataConfig(**values.get("data", {})),
+        model=ModelConfig(**values.get("model", {})),
+        train=TrainConfig(**values.get("train", {})),
+        eval=EvalConfig(**values.get("eval", {})),
+    )
+
+  def replace(self, **sections) -> "Config":
+    return dataclasses.replace(self, **sections)
+
+
+def load_config(path: str) -> Optional[Config]:
+  """Reads a resolved config written by `save_config`."""
+  import tensorflow as tf  # Deferred: config objects are usable without TensorFlow.
+  with tf.io.gfile.GFile(path) as f:
+    return Config.from_dict(json.load(f))
+
+
+def save_config(config: Config, path: str) -> None:
+  import tensorflow as tf
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(config.to_json())

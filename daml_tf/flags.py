@@ -1,0 +1,117 @@
+"""Command-line flags of the entry points, defined in one place and turned into a Config once.
+
+Entry points call `define_flags()` before `app.run` and `config_from_flags(FLAGS)` in `main`;
+nothing reads FLAGS anywhere else. Flag names equal the config field names, except where a name
+is shared between sections (`eval_batch_size`).
+"""
+
+import dataclasses
+
+from absl import flags
+
+from daml_tf import config as config_lib
+from daml_tf.data import registry
+
+# Flags whose name differs from the config field they set: flag name -> (section, field).
+_RENAMED = {"eval_batch_size": ("eval", "batch_size"), "plots": ("eval", "plots")}
+
+_HELP = {
+    "dataset": f"Dataset name: one of {', '.join(registry.dataset_names())}.",
+    "data_dir": "Dataset root (holding training/ and testing/) or a folder holding <dataset>/.",
+    "image_height": "Model input height (0: the dataset's default).",
+    "image_width": "Model input width (0: the dataset's default).",
+    "channels": "1 (gray) or 3 (RGB); 0: the dataset's default.",
+    "time_steps": "k, input frames per clip (0: the dataset's default).",
+    "interval": "Frames between consecutive input frames (0: the dataset's default).",
+    "delta": "Frames from the last input to the target frame (0: the dataset's default).",
+    "batch_size": "Global training batch size, in clips.",
+    "frame_cache": "memory: decode every frame once and cut clips from RAM; none: decode per clip.",
+    "clips_per_epoch": "Training clips per epoch (0: every clip once).",
+    "shuffle_buffer": "Clips held in the shuffle buffer.",
+    "label_file": "Frame-label file of the test split (default: the dataset's).",
+    "seed": "Random seed for shuffling and initialisation.",
+    "levels": "U-Net levels.",
+    "feature_root": "Channels of the first U-Net level, doubled per level.",
+    "max_channels": "Channel cap of the U-Net levels.",
+    "leaky_relu_slope": "Negative slope of the LeakyReLUs.",
+    "weight_decay": "gamma: weight of the L2 kernel regularisation.",
+    "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
+    "train_epochs": "Epochs of the train phase.",
+    "finetune_epochs": "Epochs of the finetune phase.",
+    "train_lambda_r": "Reconstruction weight of the train phase.",
+    "train_lambda_p": "Latent prediction weight of the train phase.",
+    "finetune_lambda_r": "Reconstruction weight of the finetune phase.",
+    "finetune_lambda_p": "Latent prediction weight of the finetune phase.",
+    "learning_rate": "Adam learning rate at the start of each phase.",
+    "adam_epsilon": "Adam epsilon.",
+    "lr_decay_epochs": "Multiply the learning rate by lr_decay_factor every N epochs (0: never).",
+    "lr_decay_factor": "Step-decay factor of the learning rate.",
+    "mixed_precision": "Keras dtype policy: float32, mixed_float16 or mixed_bfloat16.",
+    "strategy": "tf.distribute strategy: default (one device) or mirrored (all local GPUs).",
+    "image_summary_steps": "Write image summaries every N steps (0: never).",
+    "log_every_steps": "Write scalar summaries every N steps.",
+    "export": "Write the scorer SavedModel at the end of training.",
+    "output_dir": "Evaluation outputs (default: <model_dir>/eval).",
+    "normalize": "per_video: min-max per test video (the paper); none: raw online scores.",
+    "eval_batch_size": "Frames encoded at once during evaluation.",
+    "plots": "Write one score-curve PNG per test video.",
+}
+
+# Dataset-dependent fields: 0 means "take the registry's value".
+_FROM_SPEC = {
+    "image_height": lambda spec: spec.image_size[0],
+    "image_width": lambda spec: spec.image_size[1],
+    "channels": lambda spec: spec.channels,
+    "time_steps": lambda spec: spec.time_steps,
+    "interval": lambda spec: spec.interval,
+    "delta": lambda spec: spec.delta,
+}
+
+_SECTIONS = {
+    "data": config_lib.DataConfig,
+    "model": config_lib.ModelConfig,
+    "train": config_lib.TrainConfig,
+    "eval": config_lib.EvalConfig,
+}
+
+
+def _flag_name(section: str, field: str) -> str:
+  for flag_name, target in _RENAMED.items():
+    if target == (section, field):
+      return flag_name
+  return field
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines one flag per config field (idempotent, so tests can call it again)."""
+  for section, cls in _SECTIONS.items():
+    for field in dataclasses.fields(cls):
+      name = _flag_name(section, field.name)
+      if name in flag_values:
+        continue
+      default = 0 if name in _FROM_SPEC else field.default
+      help_text = _HELP.get(name, name)
+      if field.type in (bool, "bool"):
+        flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+      elif field.type in (int, "int"):
+        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+      elif field.type in (float, "float"):
+        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+      else:
+        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> config_lib.Config:
+  """Builds the frozen Config; raises ConfigError naming the flag on a bad value."""
+  spec = registry.get_spec(flag_values["dataset"].value)
+  sections = {}
+  for section, cls in _SECTIONS.items():
+    values = {}
+    for field in dataclasses.fields(cls):
+      name = _flag_name(section, field.name)
+      value = flag_values[name].value
+      if name in _FROM_SPEC and not value:
+        value = _FROM_SPEC[name](spec)
+      values[field.name] = value
+    sections[section] = cls(**values)
+  return config_lib.Config(**sections)

@@ -1,0 +1,8 @@
+"""Keras models of DAML: appearance encoder/decoder, motion model and the joint model."""
+
+from daml_tf.models.daml import DAML
+from daml_tf.models.decoder import AppearanceDecoder
+from daml_tf.models.encoder import AppearanceEncoder
+from daml_tf.models.motion import MotionModel
+
+__all__ = ["DAML", "AppearanceDecoder", "AppearanceEncoder", "MotionModel"]

@@ -1,0 +1,65 @@
+"""Motion model: predicts a future latent code from k past codes."""
+
+from typing import Sequence
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="daml_tf")
+class MotionModel(keras.Model):
+  """Three [Conv3D 3x3x3 stride (2,1,1) -> BatchNorm -> LeakyReLU] blocks over time.
+
+  The latent codes z1..zk are stacked on a time axis; each block halves the time axis (padding
+  "same" rounds up), and the mean over what is left of it is the predicted code. Works for any
+  k >= 2.
+
+  Args:
+    time_steps: k, the number of past codes.
+    latent_shape: (h, w, c) of one code; the Conv3D blocks keep c filters.
+    leaky_relu_slope: negative slope of the LeakyReLUs.
+    weight_decay: gamma of the L2 kernel regulariser.
+    num_blocks: Conv3D blocks (the paper: 3).
+
+  Example:
+  >>> motion = MotionModel(time_steps=4, latent_shape=(16, 24, 32))
+  >>> tuple(motion(np.zeros((2, 4, 16, 24, 32), "float32")).shape)
+  (2, 16, 24, 32)
+  """
+
+  def __init__(self, time_steps: int, latent_shape: Sequence[int],
+               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
+               num_blocks: int = 3, **kwargs):
+    latent_shape = tuple(int(d) for d in latent_shape)
+    codes = keras.Input((time_steps,) + latent_shape, name="past_latents")
+    x = codes
+    for block in range(num_blocks):
+      x = keras.layers.Conv3D(
+          latent_shape[-1], 3, strides=(2, 1, 1), padding="same", use_bias=False,
+          kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
+          name=f"motion{block}_conv")(x)
+      x = keras.layers.BatchNormalization(name=f"motion{block}_bn")(x)
+      x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"motion{block}_relu")(x)
+    # Cast before the mean so the latent loss and the score are computed in float32.
+    x = keras.layers.Activation("linear", dtype="float32", name="to_float32")(x)
+    predicted = keras.ops.mean(x, axis=1)
+    super().__init__(inputs=codes, outputs=predicted, **kwargs)
+    self.time_steps = time_steps
+    self.latent_shape = latent_shape
+    self.leaky_relu_slope = leaky_relu_slope
+    self.weight_decay = weight_decay
+    self.num_blocks = num_blocks
+
+  def get_config(self):
+    return {
+        "name": self.name,
+        "trainable": self.trainable,
+        "time_steps": self.time_steps,
+        "latent_shape": self.latent_shape,
+        "leaky_relu_slope": self.leaky_relu_slope,
+        "weight_decay": self.weight_decay,
+        "num_blocks": self.num_blocks,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)

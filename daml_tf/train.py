@@ -1,0 +1,23 @@
+"""Trains a DAML model: `python -m daml_tf.train --flagfile=configs/demo.cfg [--model_dir=...]`."""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from daml_tf import cli
+from daml_tf import flags as daml_flags
+from daml_tf import training
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  cfg = cli.exit_on_expected_errors(daml_flags.config_from_flags, flags.FLAGS)
+  results = cli.exit_on_expected_errors(training.train, cfg)
+  logging.info("Training done at step %d; model directory %s", results["global_step"],
+               cfg.train.model_dir)
+
+
+if __name__ == "__main__":
+  daml_flags.define_flags()
+  app.run(main)

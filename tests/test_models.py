@@ -1,0 +1,190 @@
+"""Shapes, wiring, losses and serialisation of the DAML models."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from daml_tf.models import DAML, AppearanceDecoder, AppearanceEncoder, MotionModel
+
+
+def tiny_model(time_steps=3, levels=2, image_size=(8, 12), channels=1, weight_decay=0.0):
+  return DAML(image_size=image_size, channels=channels, time_steps=time_steps, levels=levels,
+              feature_root=2, max_channels=8, weight_decay=weight_decay)
+
+
+def random_clip(model, batch=2, seed=0):
+  shape = (batch, model.time_steps + 1) + model.image_size + (model.channels,)
+  return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("levels", [3, 4, 5])
+@pytest.mark.parametrize("time_steps", [4, 6, 8])
+def test_shapes(levels, time_steps):
+  model = DAML(image_size=(32, 48), channels=1, time_steps=time_steps, levels=levels,
+               feature_root=2, max_channels=8)
+  latent = (32 // 2**(levels - 1), 48 // 2**(levels - 1), min(2 * 2**(levels - 1), 8))
+  assert model.latent_shape == latent
+  clip = random_clip(model)
+  outputs = model.forward(clip)
+  assert outputs["reconstructions"].shape == (2, time_steps - 1, 32, 48, 1)
+  assert outputs["predicted_latent"].shape == (2,) + latent
+  assert outputs["target_latent"].shape == (2,) + latent
+  assert model(clip).shape == (2,)
+  rendered = model.render(clip)
+  assert rendered["predicted_frame"].shape == (2, 32, 48, 1)
+
+
+def test_encoder_channel_cap_and_levels():
+  encoder = AppearanceEncoder(image_size=(16, 16), channels=3, levels=4, feature_root=4,
+                              max_channels=16)
+  features = encoder(np.zeros((1, 16, 16, 3), "float32"))
+  assert [tuple(f.shape[1:]) for f in features] == [
+      (16, 16, 4), (8, 8, 8), (4, 4, 16), (2, 2, 16)]
+
+
+def test_encoder_rejects_indivisible_size():
+  with pytest.raises(ValueError, match="divisible"):
+    AppearanceEncoder(image_size=(20, 16), channels=1, levels=4)
+
+
+def test_previous_frame_shortcut_wiring():
+  model = tiny_model(time_steps=3)
+  clip = random_clip(model, batch=1)
+  k = model.time_steps
+  changed = clip.copy()
+  # Alter frame T(k-1) (index k-2) only.
+  changed[:, k - 2] += 1.0
+  base = model.forward(clip)
+  after = model.forward(changed)
+  # Frame T(k) (index k-1) is reconstruction number k-2 (reconstructions start at frame 2).
+  recon_k_before = base["reconstructions"][:, k - 2].numpy()
+  recon_k_after = after["reconstructions"][:, k - 2].numpy()
+  assert np.abs(recon_k_before - recon_k_after).max() > 1e-6
+  # T(k)'s own code is unaffected: the encoder sees one frame at a time.
+  latents_before = model.encode(clip[:, k - 1])[-1].numpy()
+  latents_after = model.encode(changed[:, k - 1])[-1].numpy()
+  np.testing.assert_array_equal(latents_before, latents_after)
+  # And T(k)'s reconstruction depends on T(k-1) only through the skips: feeding the decoder the
+  # skips of the unchanged previous frame reproduces the original reconstruction.
+  skips = model.encode(clip[:, k - 2])[:-1]
+  redecoded = model.decoder([model.encode(changed[:, k - 1])[-1]] + skips).numpy()
+  np.testing.assert_allclose(redecoded, recon_k_before, rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_uses_own_code():
+  model = tiny_model(time_steps=3)
+  clip = random_clip(model, batch=1)
+  changed = clip.copy()
+  changed[:, 2] += 1.0  # Frame 3 = T(k): its reconstruction must change through its own code.
+  before = model.forward(clip)["reconstructions"][:, 1].numpy()
+  after = model.forward(changed)["reconstructions"][:, 1].numpy()
+  assert np.abs(before - after).max() > 1e-6
+
+
+def _hand_outputs(batch, k, height, width, latent_value):
+  return {
+      "reconstructions": tf.ones((batch, k - 1, height, width, 1)),
+      "predicted_latent": tf.fill((batch, 1, 1, 2), latent_value),
+      "target_latent": tf.zeros((batch, 1, 1, 2)),
+  }
+
+
+@pytest.mark.parametrize("phase,lambda_r,lambda_p", [
+    ("train", 1.0, 0.001), ("finetune", 0.001, 1.0)])
+def test_loss_matches_hand_computation(phase, lambda_r, lambda_p):
+  del phase
+  model = tiny_model(time_steps=3, image_size=(8, 12), weight_decay=0.0)
+  model.set_phase_weights(lambda_r, lambda_p)
+  clip = np.zeros((2, 4, 8, 12, 1), "float32")
+  # Frames 2..k of the first example are 0.5, of the second 0: with reconstructions of 1,
+  # the SSE per frame is 96 * 0.25 = 24 and 96 * 1 = 96, mean over batch and frames = 60.
+  clip[0, 1:3] = 0.5
+  losses = model.compute_losses(clip, _hand_outputs(2, 3, 8, 12, 3.0))
+  # Latent: 2 elements of (3 - 0)^2 summed = 18 per example, mean over batch = 18.
+  assert losses["recon_loss"].numpy() == pytest.approx(60.0)
+  assert losses["latent_loss"].numpy() == pytest.approx(18.0)
+  assert losses["reg_loss"].numpy() == pytest.approx(0.0)
+  assert losses["total_loss"].numpy() == pytest.approx(lambda_r * 60.0 + lambda_p * 18.0)
+
+
+def test_regularisation_is_gamma_sum_squared_kernels():
+  gamma = 0.001
+  model = tiny_model(weight_decay=gamma)
+  model(random_clip(model))
+  kernels = [w.numpy() for w in model.trainable_weights if w.path.endswith("kernel")]
+  assert len(kernels) == len(model.losses) > 0
+  expected = gamma * sum(float(np.sum(k.astype(np.float64)**2)) for k in kernels)
+  clip = random_clip(model)
+  losses = model.compute_losses(clip, model.forward(clip))
+  assert losses["reg_loss"].numpy() == pytest.approx(expected, rel=1e-5)
+  # Biases and BatchNorm parameters are not regularised.
+  assert any(w.path.endswith("bias") for w in model.trainable_weights)
+
+
+def test_score_is_mean_latent_error():
+  model = tiny_model()
+  clip = random_clip(model)
+  outputs = model.forward(clip)
+  expected = np.mean((outputs["predicted_latent"].numpy() - outputs["target_latent"].numpy())**2,
+                     axis=(1, 2, 3))
+  np.testing.assert_allclose(model(clip).numpy(), expected, rtol=1e-5)
+
+
+def test_train_step_reduces_loss_and_reports_terms():
+  keras.utils.set_random_seed(1)
+  model = tiny_model(weight_decay=0.001)
+  model.compile(optimizer=keras.optimizers.Adam(1e-2))
+  clip = random_clip(model, batch=4)
+  step = tf.function(model.train_step)
+  first = step(clip)
+  assert set(first) == {"recon_loss", "latent_loss", "reg_loss", "total_loss", "learning_rate"}
+  for _ in range(30):
+    last = step(clip)
+  assert float(last["total_loss"]) < float(first["total_loss"])
+  assert float(last["learning_rate"]) == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_train_step(policy):
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    if policy == "mixed_float16":
+      assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    results = tf.function(model.train_step)(random_clip(model))
+    assert all(np.isfinite(float(v)) for v in results.values())
+    assert model.encoder.outputs[-1].dtype != "float32"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    changed = [not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
+    # A loss-scaled first step may be skipped if it overflows; bfloat16 has no such skip.
+    if policy == "mixed_bfloat16":
+      assert any(changed)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_keras_save_load_round_trip(tmp_path):
+  model = tiny_model(time_steps=4, levels=3, image_size=(16, 16))
+  model.set_background(np.full((16, 16, 1), 0.25, "float32"))
+  clip = random_clip(model)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  restored = keras.models.load_model(path)
+  assert restored.get_config() == model.get_config()
+  np.testing.assert_array_equal(restored(clip).numpy(), model(clip).numpy())
+  np.testing.assert_array_equal(restored.background.numpy(), model.background.numpy())
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (AppearanceEncoder, dict(image_size=(16, 16), channels=1, levels=3, feature_root=2)),
+    (AppearanceDecoder, dict(image_size=(16, 16), channels=1, levels=3, feature_root=2)),
+    (MotionModel, dict(time_steps=6, latent_shape=(4, 4, 8))),
+])
+def test_submodel_config_round_trip(cls, kwargs):
+  model = cls(**kwargs)
+  clone = cls.from_config(model.get_config())
+  assert clone.get_config() == model.get_config()
+  assert clone.count_params() == model.count_params()
