@@ -43,7 +43,6 @@ class DataConfig:
     frame_cache: "memory" decodes every frame once and cuts clips from RAM; "none" decodes
       each clip's frames from disk (for datasets larger than memory).
     clips_per_epoch: 0 means every training clip once per epoch.
-    shuffle_buffer: clips held by the shuffle buffer.
     label_file: overrides the spec's label file when set.
     seed: shuffling seed.
   """
@@ -59,7 +58,6 @@ class DataConfig:
   batch_size: int = 8
   frame_cache: str = "memory"
   clips_per_epoch: int = 0
-  shuffle_buffer: int = 2048
   label_file: str = ""
   seed: int = 0
 
@@ -77,8 +75,6 @@ class DataConfig:
              f"--frame_cache must be one of {FRAME_CACHE_CHOICES}, got {self.frame_cache!r}.")
     _require(self.clips_per_epoch >= 0,
              f"--clips_per_epoch must be >= 0, got {self.clips_per_epoch}.")
-    _require(self.shuffle_buffer >= 1,
-             f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
 
   @property
   def image_size(self):

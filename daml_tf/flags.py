@@ -27,7 +27,6 @@ _HELP = {
     "batch_size": "Global training batch size, in clips.",
     "frame_cache": "memory: decode every frame once and cut clips from RAM; none: decode per clip.",
     "clips_per_epoch": "Training clips per epoch (0: every clip once).",
-    "shuffle_buffer": "Clips held in the shuffle buffer.",
     "label_file": "Frame-label file of the test split (default: the dataset's).",
     "seed": "Random seed for shuffling and initialisation.",
     "levels": "U-Net levels.",

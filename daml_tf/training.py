@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 import keras
@@ -82,10 +82,17 @@ def compile_model(model: DAML, train_cfg: config_lib.TrainConfig) -> None:
   model.optimizer.build(model.trainable_variables)
 
 
-def make_checkpoint(model: DAML, phase_index: tf.Variable, epoch_in_phase: tf.Variable):
-  return tf.train.Checkpoint(
-      model=model, optimizer=model.optimizer, phase_index=phase_index,
-      epoch_in_phase=epoch_in_phase)
+def epoch_schedule(train_cfg: config_lib.TrainConfig) -> List[Tuple[Phase, int]]:
+  """(phase, epoch within the phase) of every epoch of the run, in order.
+
+  A checkpoint stores how many of these are done, so a resumed run continues at the right
+  phase and epoch, and a run given more epochs of its last phase trains just those.
+  """
+  return [(phase, epoch) for phase in phases(train_cfg) for epoch in range(phase.epochs)]
+
+
+def make_checkpoint(model: DAML, epochs_done: tf.Variable) -> tf.train.Checkpoint:
+  return tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epochs_done)
 
 
 def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
@@ -180,28 +187,24 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
   config_lib.save_config(cfg, os.path.join(cfg.train.model_dir, CONFIG_FILE))
 
   strategy = make_strategy(cfg.train.strategy)
-  data = pipeline.training_dataset(videos, background, cfg.data, training=True)
-  num_clips = pipeline.count_clips(videos, cfg.data)
-  clips_per_epoch = cfg.data.clips_per_epoch or num_clips
-  steps_per_epoch = max(1, clips_per_epoch // cfg.data.batch_size)
+  clip_data = pipeline.training_dataset(videos, background, cfg.data, training=True)
+  steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
   logging.info("%d training videos, %d clips; %d steps of %d clips per epoch; %s on %d replica(s)",
-               len(videos), num_clips, steps_per_epoch, cfg.data.batch_size,
+               len(videos), clip_data.num_clips, steps_per_epoch, cfg.data.batch_size,
                cfg.train.strategy, strategy.num_replicas_in_sync)
 
   with strategy.scope():
     model = build_model(cfg)
     model.set_background(background)
     compile_model(model, cfg.train)
-    phase_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_index")
-    epoch_in_phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_in_phase")
-  checkpoint = make_checkpoint(model, phase_index, epoch_in_phase)
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+  checkpoint = make_checkpoint(model, epochs_done)
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR), max_to_keep=3)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resuming from %s: phase %d, %d epoch(s) done, step %d",
-                 manager.latest_checkpoint, int(phase_index.numpy()),
-                 int(epoch_in_phase.numpy()), int(model.optimizer.iterations.numpy()))
+    logging.info("Resuming from %s: %d epoch(s) done, step %d", manager.latest_checkpoint,
+                 int(epochs_done.numpy()), int(model.optimizer.iterations.numpy()))
   # The background is data, not a learned weight: the one just computed or loaded wins.
   model.set_background(background)
 
@@ -213,27 +216,23 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
         for name, value in per_replica.items()
     }
 
-  iterator = iter(strategy.experimental_distribute_dataset(data))
+  iterator = iter(strategy.experimental_distribute_dataset(clip_data.dataset))
+  schedule = epoch_schedule(cfg.train)
   summaries = _Summaries(os.path.join(cfg.train.model_dir, SUMMARY_SUBDIR), cfg.train)
   last_epoch_values: Dict[str, float] = {}
-  all_phases = phases(cfg.train)
   try:
-    while int(phase_index.numpy()) < len(all_phases):
-      phase = all_phases[int(phase_index.numpy())]
+    while int(epochs_done.numpy()) < len(schedule):
+      phase, epoch = schedule[int(epochs_done.numpy())]
       model.set_phase_weights(phase.lambda_r, phase.lambda_p)
-      while int(epoch_in_phase.numpy()) < phase.epochs:
-        epoch = int(epoch_in_phase.numpy())
-        model.optimizer.learning_rate = learning_rate_for_epoch(cfg.train, epoch)
-        logging.info("Phase %s, epoch %d/%d, lr %.3g", phase.name, epoch + 1, phase.epochs,
-                     learning_rate_for_epoch(cfg.train, epoch))
-        last_epoch_values = _run_epoch(model, distributed_step, iterator, steps_per_epoch,
-                                       cfg, summaries, phase, epoch, strategy)
-        epoch_in_phase.assign_add(1)
-        path = manager.save(checkpoint_number=model.optimizer.iterations)
-        logging.info("Saved checkpoint %s", path)
-      phase_index.assign_add(1)
-      epoch_in_phase.assign(0)
-      manager.save(checkpoint_number=model.optimizer.iterations)
+      learning_rate = learning_rate_for_epoch(cfg.train, epoch)
+      model.optimizer.learning_rate = learning_rate
+      logging.info("Phase %s, epoch %d/%d, lr %.3g", phase.name, epoch + 1, phase.epochs,
+                   learning_rate)
+      last_epoch_values = _run_epoch(model, distributed_step, iterator, steps_per_epoch, cfg,
+                                     summaries, phase, epoch, strategy)
+      epochs_done.assign_add(1)
+      logging.info("Saved checkpoint %s",
+                   manager.save(checkpoint_number=model.optimizer.iterations))
   finally:
     summaries.close()
 

@@ -12,6 +12,10 @@ LABELS_PER_VIDEO_MAT = "per_video_mat"  # .mat, one 1xN 0/1 array per video, key
 LABELS_NUMPY = "numpy"  # .npz keyed by video name, or a folder of <video>.npy.
 
 
+class UnknownDatasetError(ValueError):
+  """The dataset name is not in the registry; the message lists the known names."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   """What the pipeline needs to know about one benchmark.
@@ -73,11 +77,11 @@ _REGISTRY = {
 
 
 def get_spec(name: str) -> DatasetSpec:
-  """Returns the spec of dataset `name`; raises ValueError naming the known ones."""
+  """Returns the spec of dataset `name`; raises UnknownDatasetError naming the known ones."""
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise ValueError(
+    raise UnknownDatasetError(
         f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(_REGISTRY))}."
     ) from None
 

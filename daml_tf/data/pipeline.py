@@ -1,0 +1,431 @@
+"""The TensorFlow input pipeline: frame decoding, background, clips.
+
+Frames are float32 in [0, 1] at model resolution everywhere (decoded, cached, background); the
+model sees `frame - background`. A clip is k input frames `j, j+interval, ..., j+(k-1)*interval`
+followed by its target frame `j+(k-1)*interval+delta`; clips never cross videos.
+
+tf.data reports an undecodable image as a bare InvalidArgumentError without the file name, so
+every pass that decodes frames here re-decodes the suspects one by one on failure and raises a
+DataError naming the file.
+"""
+
+import dataclasses
+import io
+import os
+import re
+import time
+from typing import Iterator, Sequence, Tuple
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from daml_tf.data.layout import DataError, Video, check_clip_length
+
+BACKGROUND_FILE = "background.npy"
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+AUTOTUNE = tf.data.AUTOTUNE
+# Byte alignment TensorFlow requires of a buffer it adopts through DLPack (Eigen's maximum).
+_TF_ALIGNMENT = 64
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding.
+
+
+def _decode_tiff(contents: tf.Tensor) -> tf.Tensor:
+  # Deferred: tensorflow_io loads native ops that only the UCSD TIFF releases need.
+  import tensorflow_io as tfio  # pylint: disable=g-import-not-at-top
+  # decode_tiff always returns RGBA uint8.
+  return tf.image.convert_image_dtype(tfio.experimental.image.decode_tiff(contents), tf.float32)
+
+
+def _decode_other(contents: tf.Tensor) -> tf.Tensor:
+  def jpeg():
+    # The accurate integer IDCT (TensorFlow's default is the fast one) is what PIL and OpenCV
+    # use, so frames match the reference implementations' to the level.
+    image = tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+  def other():
+    # dtype=float32 scales by the stored dtype's maximum, so 16-bit PNGs land in [0, 1] too.
+    return tf.io.decode_image(contents, channels=0, dtype=tf.float32, expand_animations=False)
+
+  return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+
+
+def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+  """Drops alpha and converts to gray or RGB; the decoded channel count is only known at run."""
+  n = tf.shape(image)[-1]
+  # 2 = gray + alpha, 4 = RGBA; alpha carries no appearance.
+  image = image[..., :tf.where(n % 2 == 0, n - 1, n)]
+  n = tf.shape(image)[-1]
+  if channels == 1:
+    image = tf.cond(n == 3, lambda: tf.image.rgb_to_grayscale(image), lambda: image)
+  else:
+    image = tf.cond(n == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image)
+  image.set_shape([None, None, channels])
+  return image
+
+
+def _decode(path: tf.Tensor, image_size: Tuple[int, int], channels: int,
+            allow_tiff: bool = True) -> tf.Tensor:
+  contents = tf.io.read_file(path)
+  if allow_tiff:
+    is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
+    image = tf.cond(is_tiff, lambda: _decode_tiff(contents), lambda: _decode_other(contents))
+  else:
+    image = _decode_other(contents)
+  image = _to_channels(image, channels)
+  image = tf.image.resize(image, image_size, method=tf.image.ResizeMethod.BILINEAR)
+  image.set_shape([image_size[0], image_size[1], channels])
+  return image
+
+
+def decode_frame(path: tf.Tensor, image_size: Tuple[int, int], channels: int) -> tf.Tensor:
+  """Reads and decodes one frame; works eagerly and inside tf.data / tf.function.
+
+  The format is chosen in-graph: TIFF by the file extension (tensorflow_io's decode_tiff), JPEG
+  by its signature (tf.io.decode_jpeg with the accurate IDCT, as PIL and OpenCV decode), the
+  rest (PNG, BMP, GIF) by tf.io.decode_image. Alpha channels are dropped.
+
+  Args:
+    path: scalar string tensor, the image file.
+    image_size: (height, width) to resize to, bilinearly.
+    channels: 1 (converted with tf.image.rgb_to_grayscale) or 3 (gray is replicated).
+
+  Returns:
+    float32 [height, width, channels] in [0, 1].
+  """
+  return _decode(path, tuple(image_size), channels, allow_tiff=True)
+
+
+def _needs_tiff(paths: Sequence[str]) -> bool:
+  return any(p.lower().endswith(_TIFF_EXTENSIONS) for p in paths)
+
+
+def _decoder(paths: Sequence[str], image_size, channels):
+  # Leaves the TIFF branch (and tensorflow_io) out of the graph when no path needs it.
+  allow_tiff = _needs_tiff(paths)
+  image_size = tuple(image_size)
+  return lambda path: _decode(path, image_size, channels, allow_tiff)
+
+
+def _locate_decode_error(paths: Sequence[str], start: int, image_size, channels,
+                         error: Exception) -> None:
+  """Raises DataError naming the first undecodable file, searching from `start` first."""
+  decode = _decoder(paths, image_size, channels)
+  order = list(range(start, len(paths))) + list(range(min(start, len(paths))))
+  for i in order:
+    try:
+      decode(tf.constant(paths[i]))
+    except (tf.errors.OpError, ValueError) as e:
+      message = getattr(e, "message", str(e)).strip().splitlines()[0]
+      # Keep TensorFlow's reason, drop its kernel and op decorations.
+      message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", message)
+      raise DataError(f"Cannot decode frame {paths[i]!r}: {message}") from error
+  # Every file decodes on its own: the failure was not a bad image.
+  raise error
+
+
+def _iterate_frames(paths: Sequence[str], image_size, channels,
+                    batch_size: int) -> Iterator[np.ndarray]:
+  """Yields float32 [<=batch_size, H, W, C] batches of the decoded frames, in order."""
+  paths = list(paths)
+  dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+             # Ordered, so a failure points at the region of the file that caused it.
+             .map(_decoder(paths, image_size, channels), num_parallel_calls=AUTOTUNE,
+                  deterministic=True)
+             .batch(batch_size)
+             .prefetch(AUTOTUNE))
+  done = 0
+  iterator = iter(dataset)
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      _locate_decode_error(paths, done, image_size, channels, e)
+    batch = batch.numpy()
+    done += len(batch)
+    yield batch
+
+
+def _aligned_empty(shape) -> np.ndarray:
+  """An uninitialised float32 array whose data TensorFlow can adopt without copying."""
+  size = int(np.prod(shape)) * 4
+  buffer = np.empty(size + _TF_ALIGNMENT, np.uint8)
+  offset = -buffer.ctypes.data % _TF_ALIGNMENT
+  return buffer[offset:offset + size].view(np.float32).reshape(shape)
+
+
+def decode_frames(frame_paths: Sequence[str], image_size: Tuple[int, int], channels: int,
+                  batch_size: int = 64) -> np.ndarray:
+  """Decodes frames in parallel with tf.data.
+
+  Args:
+    frame_paths: image files.
+    image_size: (height, width).
+    channels: 1 or 3.
+    batch_size: frames decoded per step (memory granularity only).
+
+  Returns:
+    float32 [N, height, width, channels] in [0, 1], in the order of frame_paths.
+
+  Raises:
+    DataError: naming a file that cannot be read or decoded.
+  """
+  frames = _aligned_empty((len(frame_paths), image_size[0], image_size[1], channels))
+  done = 0
+  # Filled in place: concatenating batches would briefly hold everything twice.
+  for batch in _iterate_frames(frame_paths, image_size, channels, batch_size):
+    frames[done:done + len(batch)] = batch
+    done += len(batch)
+  return frames
+
+
+def _frame_cache(paths: Sequence[str], image_size, channels, background: np.ndarray) -> tf.Tensor:
+  """All frames, background subtracted, as one float32 [N, H, W, C] tensor in host memory."""
+  start = time.time()
+  frames = decode_frames(paths, image_size, channels)
+  frames -= background
+  if frames.ctypes.data % _TF_ALIGNMENT == 0:
+    # Zero-copy: the tensor adopts the NumPy buffer (tf.constant would copy it, doubling the
+    # peak memory of the largest allocation of a run).
+    cache = tf.experimental.dlpack.from_dlpack(frames.__dlpack__())
+  else:
+    with tf.device("/cpu:0"):
+      cache = tf.constant(frames)
+  logging.info("Frame cache: %d frames (%.0f MB) decoded in %.1f s.", len(frames),
+               frames.nbytes / 2**20, time.time() - start)
+  return cache
+
+
+# ------------------------------------------------------------------------------------------------
+# Background.
+
+
+def compute_background(frame_paths: Sequence[str], image_size: Tuple[int, int], channels: int,
+                       batch_size: int = 64) -> np.ndarray:
+  """Per-pixel mean of frames, streamed: never holds more than a few batches.
+
+  Args:
+    frame_paths: every frame to average (normally all training frames).
+    image_size: (height, width) of the model.
+    channels: 1 or 3.
+    batch_size: frames decoded per step.
+
+  Returns:
+    float32 [height, width, channels].
+
+  Raises:
+    DataError: no frames, or naming a file that cannot be decoded.
+  """
+  if not frame_paths:
+    raise DataError("Cannot compute a background from zero frames.")
+  total = np.zeros((image_size[0], image_size[1], channels), np.float64)
+  count = 0
+  for batch in _iterate_frames(frame_paths, image_size, channels, batch_size):
+    # float64 on the host: a float32 running sum over 10^5 frames loses digits.
+    total += batch.sum(axis=0, dtype=np.float64)
+    count += len(batch)
+  return (total / count).astype(np.float32)
+
+
+def load_or_compute_background(model_dir: str, videos: Sequence[Video],
+                               image_size: Tuple[int, int], channels: int) -> np.ndarray:
+  """Reads `<model_dir>/background.npy`, or computes it from `videos` and writes it there.
+
+  Args:
+    model_dir: the run's directory (created if needed).
+    videos: the training videos; every frame is averaged.
+    image_size: (height, width) of the model.
+    channels: 1 or 3.
+
+  Returns:
+    float32 [height, width, channels].
+  """
+  path = os.path.join(model_dir, BACKGROUND_FILE)
+  shape = (image_size[0], image_size[1], channels)
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      background = np.load(io.BytesIO(f.read()))
+    if background.shape == shape:
+      logging.info("Background read from %s.", path)
+      return background.astype(np.float32)
+    logging.warning("Background %s has shape %s, expected %s; recomputing it.", path,
+                    background.shape, shape)
+  paths = [p for v in videos for p in v.frame_paths]
+  start = time.time()
+  background = compute_background(paths, image_size, channels)
+  logging.info("Background of %d frames computed in %.1f s; writing %s.", len(paths),
+               time.time() - start, path)
+  tf.io.gfile.makedirs(model_dir)
+  buffer = io.BytesIO()
+  np.save(buffer, background)
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())
+  return background
+
+
+def _check_background(background: np.ndarray, image_size, channels) -> np.ndarray:
+  shape = (image_size[0], image_size[1], channels)
+  background = np.asarray(background, np.float32)
+  if background.shape != shape:
+    raise ValueError(f"Background has shape {background.shape}, expected {shape}.")
+  return background
+
+
+def load_video(video: Video, image_size: Tuple[int, int], channels: int,
+               background: np.ndarray) -> np.ndarray:
+  """All frames of one video, background subtracted (for evaluation).
+
+  Args:
+    video: the video.
+    image_size: (height, width) of the model.
+    channels: 1 or 3.
+    background: float32 [height, width, channels].
+
+  Returns:
+    float32 [num_frames, height, width, channels]: frame - background.
+
+  Raises:
+    DataError: naming a frame that cannot be decoded.
+  """
+  background = _check_background(background, image_size, channels)
+  frames = decode_frames(video.frame_paths, image_size, channels)
+  frames -= background
+  return frames
+
+
+# ------------------------------------------------------------------------------------------------
+# Clips.
+
+
+def clip_indices(num_frames: int, time_steps: int, interval: int, delta: int) -> np.ndarray:
+  """Frame indices of every clip of a video.
+
+  Args:
+    num_frames: frames in the video.
+    time_steps: k, input frames per clip.
+    interval: frames between consecutive inputs.
+    delta: frames between the last input and the target.
+
+  Returns:
+    int64 [N, k+1], N = max(num_frames - clip_span, 0), clip_span = (k-1)*interval + delta.
+    Row j is j, j+interval, ..., j+(k-1)*interval, j+(k-1)*interval+delta.
+  """
+  if time_steps < 1 or interval < 1 or delta < 1:
+    raise ValueError(f"time_steps, interval and delta must be >= 1, got {time_steps}, "
+                     f"{interval}, {delta}.")
+  offsets = np.arange(time_steps, dtype=np.int64) * interval
+  offsets = np.append(offsets, offsets[-1] + delta)
+  num_clips = max(num_frames - int(offsets[-1]), 0)
+  return np.arange(num_clips, dtype=np.int64)[:, None] + offsets[None, :]
+
+
+def _video_clip_table(videos: Sequence[Video], data_cfg) -> np.ndarray:
+  """int64 [N_clips, k+1] indices into the concatenation of all videos' frames."""
+  tables = []
+  offset = 0
+  for video in videos:
+    tables.append(clip_indices(video.num_frames, data_cfg.time_steps, data_cfg.interval,
+                               data_cfg.delta) + offset)
+    offset += video.num_frames
+  if not tables:
+    return np.zeros((0, data_cfg.time_steps + 1), np.int64)
+  return np.concatenate(tables, axis=0)
+
+
+def count_clips(videos: Sequence[Video], data_cfg) -> int:
+  """Number of clips of `videos` under data_cfg's clip geometry."""
+  return sum(max(v.num_frames - data_cfg.clip_span, 0) for v in videos)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipData:
+  """A clip dataset and its size.
+
+  Attributes:
+    dataset: yields float32 [B, k+1, H, W, C] batches of background-subtracted clips; the k
+      inputs come first, the target last.
+    num_clips: clips in one pass over the videos.
+    batch_size: B.
+  """
+
+  dataset: tf.data.Dataset
+  num_clips: int
+  batch_size: int
+
+  def steps_per_epoch(self, clips_per_epoch: int = 0) -> int:
+    """Batches per epoch: clips_per_epoch (0: every clip once) // batch size, at least 1."""
+    return max((clips_per_epoch or self.num_clips) // self.batch_size, 1)
+
+
+def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
+                     training: bool = True) -> ClipData:
+  """Builds the clip dataset of the given videos.
+
+  With data_cfg.frame_cache == "memory" every frame is decoded once (here, eagerly) into one
+  float32 tensor in host memory, already background subtracted, and a clip is a gather from it
+  (costs frames x H x W x C x 4 bytes of RAM); with "none" each clip's frames are decoded from
+  disk when it is drawn (about 30x slower; for datasets larger than memory).
+
+  Args:
+    videos: the videos to cut clips from (clips never cross videos).
+    background: float32 [H, W, C] subtracted from every frame.
+    data_cfg: config.DataConfig (clip geometry, image size, channels, batch size, cache, seed).
+    training: True: shuffle clip order (seeded, reshuffled every pass), repeat forever and drop
+      the last partial batch; the caller bounds epochs with ClipData.steps_per_epoch. False:
+      every clip once, in order (video by video, then by first frame), last batch kept.
+
+  Returns:
+    ClipData.
+
+  Raises:
+    DataError: a video is shorter than one clip, or (memory cache) a frame cannot be decoded.
+  """
+  if not videos:
+    raise DataError("No videos to cut clips from.")
+  check_clip_length(videos, data_cfg.clip_span)
+  image_size = data_cfg.image_size
+  channels = data_cfg.channels
+  background = _check_background(background, image_size, channels)
+  table = _video_clip_table(videos, data_cfg)
+  num_clips = len(table)
+  clip_len = data_cfg.time_steps + 1
+  paths = [p for v in videos for p in v.frame_paths]
+
+  clips = tf.data.Dataset.from_tensor_slices(table)
+  if training:
+    # Clip rows are a few int64s, so the buffer holds all of them: a perfect shuffle for the
+    # price of num_clips * (k+1) * 8 bytes.
+    clips = clips.shuffle(num_clips, seed=data_cfg.seed, reshuffle_each_iteration=True)
+    clips = clips.repeat()
+
+  if data_cfg.frame_cache == "memory":
+    frames = _frame_cache(paths, image_size, channels, background)
+    dataset = (clips.batch(data_cfg.batch_size, drop_remainder=training)
+               # Gathering a whole batch of index rows copies each frame once.
+               .map(lambda rows: tf.gather(frames, rows), num_parallel_calls=AUTOTUNE,
+                    deterministic=True))
+  elif data_cfg.frame_cache == "none":
+    path_table = tf.constant(paths, tf.string)
+    background_t = tf.constant(background)
+    dataset = (clips.map(lambda row: tf.gather(path_table, row))
+               .unbatch()
+               # Must stay ordered: the next batch() regroups consecutive frames into clips.
+               .map(_decoder(paths, image_size, channels), num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
+               .batch(clip_len, drop_remainder=True)
+               .map(lambda clip: clip - background_t)
+               .batch(data_cfg.batch_size, drop_remainder=training))
+  else:
+    raise ValueError(f"Unknown frame_cache {data_cfg.frame_cache!r}.")
+  dataset = dataset.prefetch(AUTOTUNE)
+  logging.info("Clip dataset: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
+               "training=%s.", len(videos), num_clips, clip_len, data_cfg.clip_span,
+               data_cfg.batch_size, data_cfg.frame_cache, training)
+  return ClipData(dataset=dataset, num_clips=num_clips, batch_size=data_cfg.batch_size)
+
