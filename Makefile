@@ -18,7 +18,7 @@ venv: $(VENV)/installed
 
 # Generates the embedded dataset (seconds), trains the demo model, evaluates it.
 demo: venv
-	$(PY) -m daml_tf.data.synthetic --output_dir=$(DEMO_DATA)
+	$(PY) -m daml_tf.data.synthetic --output_dir=$(DEMO_DATA) --overwrite
 	$(PY) -m daml_tf.train --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 	$(PY) -m daml_tf.evaluate --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 

@@ -168,10 +168,24 @@ class _Summaries:
     self._writer.close()
 
 
-def _progress_bar(steps: int) -> keras.utils.Progbar:
-  # A redrawn bar only makes sense on a terminal; in log files print one line per epoch.
-  return keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2,
-                             stateful_metrics=["clips/s", "lr", "input_wait"])
+class _Progress:
+  """A redrawn progress bar on a terminal; in a log file, a line every tenth of the epoch."""
+
+  def __init__(self, steps: int):
+    self._steps = steps
+    self._bar = keras.utils.Progbar(steps, stateful_metrics=["clips/s", "lr"]) if (
+        sys.stdout.isatty()) else None
+    self._log_every = max(1, steps // 10)
+
+  def update(self, step: int, values: Dict[str, float], clips_per_second: float) -> None:
+    shown = [("loss", values["total_loss"]), ("recon", values["recon_loss"]),
+             ("latent", values["latent_loss"]), ("clips/s", clips_per_second),
+             ("lr", values["learning_rate"])]
+    if self._bar is not None:
+      self._bar.update(step, shown)
+    elif step % self._log_every == 0 or step == self._steps:
+      logging.info("step %d/%d: %s", step, self._steps,
+                   " ".join(f"{name} {value:.4g}" for name, value in shown))
 
 
 def train(cfg: config_lib.Config) -> Dict[str, float]:
@@ -246,7 +260,7 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
 def _run_epoch(model, distributed_step, iterator, steps, cfg, summaries, phase, epoch,
                strategy) -> Dict[str, float]:
   model.reset_metrics()
-  progress = _progress_bar(steps)
+  progress = _Progress(steps)
   wait_seconds = 0.0
   epoch_start = time.perf_counter()
   for step_in_epoch in range(steps):
@@ -265,11 +279,8 @@ def _run_epoch(model, distributed_step, iterator, steps, cfg, summaries, phase, 
           f"in {os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)} is kept.")
     summaries.step(global_step, values)
     summaries.images(global_step, model, strategy.experimental_local_results(batch)[0])
-    clips_per_second = cfg.data.batch_size / max(done - step_start, 1e-9)
-    progress.update(step_in_epoch + 1, [
-        ("loss", values["total_loss"]), ("recon", values["recon_loss"]),
-        ("latent", values["latent_loss"]), ("clips/s", clips_per_second),
-        ("lr", values["learning_rate"])])
+    progress.update(step_in_epoch + 1, values,
+                    cfg.data.batch_size / max(done - step_start, 1e-9))
   elapsed = time.perf_counter() - epoch_start
   epoch_values = {name: float(tracker.result()) for name, tracker in model.loss_trackers.items()}
   epoch_values["learning_rate"] = values["learning_rate"]

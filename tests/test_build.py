@@ -27,9 +27,12 @@ def test_every_module_has_a_library_target():
 
 
 def test_every_test_file_has_a_test_target():
-  covered = {src for rule, _, srcs in _build_targets() if rule == "py_test" for src in srcs}
+  targets = {name: srcs for rule, name, srcs in _build_targets() if rule == "py_test"}
   tests = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")}
-  assert tests == covered
+  # One target per test file, named after it.
+  assert {f"tests/{name}.py" for name in targets} == tests
+  for name, srcs in targets.items():
+    assert f"tests/{name}.py" in srcs and "tests/run_pytest.py" in srcs
 
 
 def test_every_entry_point_has_a_binary():
