@@ -96,6 +96,8 @@ class ModelConfig:
     max_channels: cap on channels (the paper: 512).
     leaky_relu_slope: negative slope of every LeakyReLU.
     weight_decay: gamma of the L2 kernel regulariser (loss term gamma * sum ||W||^2).
+    latent_loss_trains_encoder: let the latent prediction loss update the encoder too (the
+      paper's joint training); False trains the encoder by reconstruction only.
   """
 
   levels: int = 3
@@ -103,6 +105,7 @@ class ModelConfig:
   max_channels: int = 512
   leaky_relu_slope: float = 0.2
   weight_decay: float = 0.001
+  latent_loss_trains_encoder: bool = True
 
   def __post_init__(self):
     _require(2 <= self.levels <= 6, f"--levels must be in [2, 6], got {self.levels}.")

@@ -89,8 +89,8 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
 
   scorer = VideoScorer(model, cfg.data, cfg.eval.batch_size)
   results: List[report.VideoScores] = []
-  progress = keras.utils.Progbar(len(videos), unit_name="video",
-                                 verbose=1 if sys.stdout.isatty() else 2)
+  # A redrawn bar on a terminal; a log line per video otherwise.
+  progress = keras.utils.Progbar(len(videos), unit_name="video") if sys.stdout.isatty() else None
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
     frame_indices, scores = scorer.score(frames)
@@ -98,7 +98,11 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
         name=video.name, frame_indices=frame_indices, scores=scores,
         normalized=metrics_lib.normalize_scores(scores, cfg.eval.normalize),
         labels=video_labels[frame_indices]))
-    progress.update(number)
+    if progress is not None:
+      progress.update(number)
+    else:
+      logging.info("video %s (%d/%d): %d of %d frames scored", video.name, number, len(videos),
+                   len(scores), video.num_frames)
 
   metrics = metrics_lib.evaluate_scores(
       [r.scores for r in results], [r.labels for r in results], cfg.eval.normalize)

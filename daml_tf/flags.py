@@ -34,6 +34,9 @@ _HELP = {
     "max_channels": "Channel cap of the U-Net levels.",
     "leaky_relu_slope": "Negative slope of the LeakyReLUs.",
     "weight_decay": "gamma: weight of the L2 kernel regularisation.",
+    "latent_loss_trains_encoder": ("Let the latent loss update the encoder (the paper); "
+                                   "--nolatent_loss_trains_encoder trains it by reconstruction "
+                                   "only."),
     "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
     "train_epochs": "Epochs of the train phase.",
     "finetune_epochs": "Epochs of the finetune phase.",

@@ -41,6 +41,10 @@ class DAML(keras.Model):
     levels, feature_root, max_channels: U-Net geometry (see AppearanceEncoder).
     leaky_relu_slope: negative slope of every LeakyReLU.
     weight_decay: gamma.
+    latent_loss_trains_encoder: when True (the paper's joint training) the latent loss also
+      updates the encoder; when False the codes are constants for the latent loss, so the
+      encoder learns appearance only from the reconstruction loss and cannot trade the anomaly
+      signal for predictable codes.
 
   Example:
   >>> model = DAML(image_size=(64, 96), channels=1, time_steps=4, levels=3, feature_root=8)
@@ -51,8 +55,10 @@ class DAML(keras.Model):
 
   def __init__(self, image_size: Sequence[int], channels: int, time_steps: int,
                levels: int = 4, feature_root: int = 64, max_channels: int = 512,
-               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001, **kwargs):
+               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
+               latent_loss_trains_encoder: bool = True, **kwargs):
     super().__init__(**kwargs)
+    self.latent_loss_trains_encoder = latent_loss_trains_encoder
     self.image_size = (int(image_size[0]), int(image_size[1]))
     self.channels = channels
     self.time_steps = time_steps
@@ -138,6 +144,8 @@ class DAML(keras.Model):
     reconstructions = self.decoder([current] + skips, training=training)
     reconstructions = tf.reshape(
         reconstructions, tf.concat([[-1, k - 1], tf.shape(reconstructions)[1:]], axis=0))
+    if not self.latent_loss_trains_encoder:
+      latents = tf.stop_gradient(latents)
     predicted_latent = self.motion(latents[:, :k], training=training)
     return {
         "reconstructions": reconstructions,
@@ -221,6 +229,7 @@ class DAML(keras.Model):
         "max_channels": self.max_channels,
         "leaky_relu_slope": self.leaky_relu_slope,
         "weight_decay": self.weight_decay,
+        "latent_loss_trains_encoder": self.latent_loss_trains_encoder,
     }
 
   @classmethod

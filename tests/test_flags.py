@@ -1,0 +1,76 @@
+"""Flags -> Config: flagfile layering, dataset defaults, validation, round trip."""
+
+import pathlib
+
+from absl import flags
+import pytest
+
+from daml_tf import config as config_lib
+from daml_tf import flags as daml_flags
+from daml_tf.data import registry
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def parse(*args):
+  flag_values = flags.FlagValues()
+  daml_flags.define_flags(flag_values)
+  flag_values(["prog", *args])
+  return daml_flags.config_from_flags(flag_values)
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+  # Flagfiles include each other by paths relative to the repository root.
+  monkeypatch.chdir(REPO)
+
+
+def test_demo_flagfile_layers_base_and_overrides():
+  cfg = parse("--flagfile=configs/demo.cfg")
+  assert cfg.data.dataset == "synthetic"
+  assert cfg.train.finetune_lambda_p == 1.0  # From base.cfg.
+  assert cfg.train.learning_rate == 1e-3  # demo.cfg overrides base.cfg.
+  # The command line overrides both.
+  assert parse("--flagfile=configs/demo.cfg", "--batch_size=3").data.batch_size == 3
+
+
+def test_ped2_flagfile_has_paper_settings():
+  cfg = parse("--flagfile=configs/ped2.cfg")
+  assert (cfg.data.image_height, cfg.data.image_width, cfg.data.channels) == (128, 192, 1)
+  assert (cfg.data.time_steps, cfg.data.interval, cfg.data.delta) == (8, 2, 6)
+  assert (cfg.model.levels, cfg.model.feature_root) == (4, 64)
+  assert (cfg.train.train_epochs, cfg.train.finetune_epochs) == (25, 25)
+  assert cfg.data.batch_size == 10 and cfg.train.mixed_precision == "mixed_float16"
+
+
+def test_zero_means_dataset_default():
+  cfg = parse("--dataset=avenue")
+  spec = registry.get_spec("avenue")
+  assert cfg.data.image_size == spec.image_size and cfg.data.channels == spec.channels
+  assert (cfg.data.time_steps, cfg.data.interval, cfg.data.delta) == (
+      spec.time_steps, spec.interval, spec.delta)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--time_steps=1"], "--time_steps must be >= 2"),
+    (["--interval=-2"], "--interval must be >= 1"),
+    (["--normalize=max"], "--normalize must be one of"),
+    (["--mixed_precision=float64"], "--mixed_precision must be one of"),
+    (["--levels=5", "--image_height=72"], "divisible by 2^(levels-1) = 16"),
+])
+def test_out_of_range_flags_name_the_flag(args, message):
+  with pytest.raises(config_lib.ConfigError, match=message.replace("^", r"\^").replace(
+      "(", r"\(").replace(")", r"\)")):
+    parse("--dataset=synthetic", *args)
+
+
+def test_unknown_dataset():
+  with pytest.raises(registry.UnknownDatasetError, match="ped2"):
+    parse("--dataset=ped3")
+
+
+def test_config_json_round_trip(tmp_path):
+  cfg = parse("--flagfile=configs/demo.cfg", "--model_dir=x")
+  path = str(tmp_path / "config.json")
+  config_lib.save_config(cfg, path)
+  assert config_lib.load_config(path) == cfg
