@@ -30,6 +30,7 @@ def test_demo_flagfile_layers_base_and_overrides():
   assert cfg.data.dataset == "synthetic"
   assert cfg.train.finetune_lambda_p == 1.0  # From base.cfg.
   assert cfg.train.learning_rate == 1e-3  # demo.cfg overrides base.cfg.
+  assert not cfg.model.latent_loss_trains_encoder
   # The command line overrides both.
   assert parse("--flagfile=configs/demo.cfg", "--batch_size=3").data.batch_size == 3
 
