@@ -9,6 +9,7 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional
 
+from daml_tf.data import perturb
 from daml_tf.data import registry
 
 NORMALIZE_CHOICES = ("per_video", "none")
@@ -187,17 +188,23 @@ class EvalConfig:
     normalize: "per_video" min-max (the paper's protocol) or "none" (online scores).
     batch_size: frames encoded at once.
     plots: write one score-curve PNG per test video.
+    perturb: test-time perturbation, "" or "brightness:<factor>" (HLS lightness scaled).
   """
 
   output_dir: str = ""
   normalize: str = "per_video"
   batch_size: int = 32
   plots: bool = True
+  perturb: str = ""
 
   def __post_init__(self):
     _require(self.normalize in NORMALIZE_CHOICES,
              f"--normalize must be one of {NORMALIZE_CHOICES}, got {self.normalize!r}.")
     _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")
+    try:
+      perturb.parse_perturbation(self.perturb)
+    except perturb.PerturbationError as error:
+      raise ConfigError(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)

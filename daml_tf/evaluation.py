@@ -15,6 +15,7 @@ from daml_tf import report
 from daml_tf import training
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
+from daml_tf.data import perturb as perturb_lib
 from daml_tf.data import pipeline
 from daml_tf.data import registry
 from daml_tf.models import DAML
@@ -88,11 +89,13 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   tf.io.gfile.makedirs(output_dir)
 
   scorer = VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
   results: List[report.VideoScores] = []
   # A redrawn bar on a terminal; a log line per video otherwise.
   progress = keras.utils.Progbar(len(videos), unit_name="video") if sys.stdout.isatty() else None
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
-    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
+    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
+                                 transform=perturbation)
     frame_indices, scores = scorer.score(frames)
     results.append(report.VideoScores(
         name=video.name, frame_indices=frame_indices, scores=scores,
@@ -109,7 +112,7 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   num_frames = int(sum(v.num_frames for v in videos))
   metrics.update(num_frames=num_frames, num_videos=len(videos),
                  num_skipped_frames=num_frames - int(metrics["num_scored_frames"]),
-                 normalize=cfg.eval.normalize)
+                 normalize=cfg.eval.normalize, perturb=cfg.eval.perturb)
   logging.info("Scored %d of %d test frames in %d videos (the first %d frames of each video "
                "cannot be predicted)", metrics["num_scored_frames"], num_frames, len(videos),
                cfg.data.clip_span)

@@ -57,6 +57,8 @@ _HELP = {
     "normalize": "per_video: min-max per test video (the paper); none: raw online scores.",
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
+    "perturb": "Test-time perturbation: brightness:<factor> scales the HLS lightness of every "
+               "test frame (0 < factor <= 1), as in the paper's robustness experiment.",
 }
 
 # Dataset-dependent fields: 0 means "take the registry's value".

@@ -148,6 +148,17 @@ def test_evaluation_outputs(trained, tmp_path):
       "scores_01.png", "scores_02.png"]
 
 
+def test_evaluation_with_darkened_frames(trained, tmp_path):
+  cfg, _ = trained
+  plain = evaluation.evaluate(cfg.replace(eval=config_lib.EvalConfig(
+      output_dir=str(tmp_path / "plain"), plots=False)))
+  dark = evaluation.evaluate(cfg.replace(eval=config_lib.EvalConfig(
+      output_dir=str(tmp_path / "dark"), plots=False, perturb="brightness:0.3")))
+  assert dark["perturb"] == "brightness:0.3" and plain["perturb"] == ""
+  plain_scores = (tmp_path / "plain" / "scores.csv").read_text()
+  assert (tmp_path / "dark" / "scores.csv").read_text() != plain_scores
+
+
 def test_scores_cache_latents_and_match_clip_scores(trained):
   """The per-frame scorer (codes computed once) equals scoring each clip from scratch."""
   cfg, _ = trained

@@ -58,6 +58,7 @@ def test_zero_means_dataset_default():
     (["--normalize=max"], "--normalize must be one of"),
     (["--mixed_precision=float64"], "--mixed_precision must be one of"),
     (["--levels=5", "--image_height=72"], "divisible by 2^(levels-1) = 16"),
+    (["--perturb=brightness:2"], "--perturb must be brightness:<factor>"),
 ])
 def test_out_of_range_flags_name_the_flag(args, message):
   with pytest.raises(config_lib.ConfigError, match=message.replace("^", r"\^").replace(
@@ -75,3 +76,28 @@ def test_config_json_round_trip(tmp_path):
   path = str(tmp_path / "config.json")
   config_lib.save_config(cfg, path)
   assert config_lib.load_config(path) == cfg
+
+
+@pytest.mark.parametrize("name,levels,size,channels,k,epochs", [
+    ("ped1", 5, (128, 192), 1, 8, (25, 25)),
+    ("ped2", 4, (128, 192), 1, 8, (25, 25)),
+    ("avenue", 4, (128, 224), 3, 6, (25, 25)),
+    ("shanghaitech", 4, (128, 224), 3, 6, (15, 15)),
+])
+def test_paper_configs(name, levels, size, channels, k, epochs):
+  cfg = parse(f"--flagfile=configs/{name}.cfg")
+  assert cfg.data.dataset == name and cfg.model.levels == levels
+  assert cfg.data.image_size == size and cfg.data.channels == channels
+  assert (cfg.data.time_steps, cfg.data.interval, cfg.data.delta) == (k, 2, 6)
+  assert (cfg.train.train_epochs, cfg.train.finetune_epochs) == epochs
+  assert cfg.data.batch_size == 10 and cfg.train.learning_rate == 1e-4
+  assert cfg.model.feature_root == 64 and cfg.model.latent_loss_trains_encoder
+
+
+def test_every_config_parses_and_states_its_command_and_expectations():
+  for path in sorted((REPO / "configs").glob("*.cfg")):
+    cfg = parse(f"--flagfile=configs/{path.name}")
+    assert cfg.data.dataset
+    if path.name != "base.cfg":
+      header = path.read_text().split("\n--", 1)[0]
+      assert "Command:" in header and "Hardware:" in header and "AUC" in header, path.name

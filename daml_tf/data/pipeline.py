@@ -278,7 +278,7 @@ def _check_background(background: np.ndarray, image_size, channels) -> np.ndarra
 
 
 def load_video(video: Video, image_size: Tuple[int, int], channels: int,
-               background: np.ndarray) -> np.ndarray:
+               background: np.ndarray, transform=None) -> np.ndarray:
   """All frames of one video, background subtracted (for evaluation).
 
   Args:
@@ -286,6 +286,8 @@ def load_video(video: Video, image_size: Tuple[int, int], channels: int,
     image_size: (height, width) of the model.
     channels: 1 or 3.
     background: float32 [height, width, channels].
+    transform: optional function of float32 [N, H, W, C] frames in [0, 1] applied before the
+      background is subtracted (a test-time perturbation).
 
   Returns:
     float32 [num_frames, height, width, channels]: frame - background.
@@ -295,6 +297,8 @@ def load_video(video: Video, image_size: Tuple[int, int], channels: int,
   """
   background = _check_background(background, image_size, channels)
   frames = decode_frames(video.frame_paths, image_size, channels)
+  if transform is not None:
+    frames = np.asarray(transform(frames), np.float32)
   frames -= background
   return frames
 
