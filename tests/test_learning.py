@@ -1,4 +1,4 @@
-"""The demo configuration learns: a short training reaches an AUC well above chance."""
+"""The demo configuration learns: its training reaches an AUC well above chance."""
 
 import pathlib
 
@@ -20,12 +20,13 @@ def test_demo_config_learns(tmp_path, monkeypatch):
   synthetic.generate(str(data_dir), seed=0)
   flag_values = flags.FlagValues()
   daml_flags.define_flags(flag_values)
-  # The demo's model and data, shortened: fewer clips per epoch and fewer epochs.
+  # Exactly the demo's training (about 7 minutes on 2 CPU cores): a shorter one (600 clips per
+  # epoch, 2 + 1 epochs) reached only 0.59, too close to chance for a test that must not flake.
   flag_values(["prog", "--flagfile=configs/demo.cfg", f"--data_dir={data_dir}",
-               f"--model_dir={tmp_path / 'model'}", "--clips_per_epoch=600",
-               "--train_epochs=2", "--finetune_epochs=1", "--noexport", "--noplots"])
+               f"--model_dir={tmp_path / 'model'}", "--noexport", "--noplots"])
   cfg = daml_flags.config_from_flags(flag_values)
   training.train(cfg)
   metrics = evaluation.evaluate(cfg)
-  # Chance is 0.5 and the frame-difference baseline reaches 0.58 on this data.
-  assert metrics["micro_auc"] > 0.70, metrics
+  # Chance is 0.5 and the frame-difference baseline reaches 0.58 on this data; the demo run in
+  # the README reached 0.827, the margin allows for other CPUs' floating-point differences.
+  assert metrics["micro_auc"] > 0.75, metrics
