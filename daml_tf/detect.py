@@ -1,0 +1,51 @@
+"""Scores a recorded video (or frames folder) frame by frame, as a live camera would be.
+
+`python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
+
+Writes out/scores.csv (frame,timestamp_s,score,alarm), out/scores.png and, with --annotate,
+out/annotated.mp4 (or .avi). The threshold is --threshold, else <model_dir>/threshold.json;
+with neither only scores are written. See daml_tf.streaming.run_detection.
+"""
+
+from absl import app
+from absl import flags
+
+from daml_tf import cli
+from daml_tf import streaming
+from daml_tf import video_io
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, "
+                      "checkpoints/, optionally threshold.json).", flag_values=flag_values)
+  flags.DEFINE_string("input", None, "A video file (.avi, .mp4, .mkv, ...) or a folder of "
+                      "frames in natural order.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Where scores.csv, scores.png and the annotated "
+                      "video go (created if needed).", flag_values=flag_values)
+  flags.DEFINE_float("threshold", None, "Raw-score alarm threshold; default: "
+                     "<model_dir>/threshold.json, else no alarms.", flag_values=flag_values)
+  flags.DEFINE_integer("smoothing_window", 1, "Causal moving average over this many raw scores "
+                       "before thresholding (1: none).", flag_values=flag_values)
+  flags.DEFINE_bool("annotate", False, "Also write the video with the score and an ALARM "
+                    "banner drawn on each frame.", flag_values=flag_values)
+  flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder (video files "
+                     "carry their own).", flag_values=flag_values)
+  flags.DEFINE_integer("log_every", 100, "Frames between progress lines.",
+                       flag_values=flag_values)
+  flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  cli.exit_on_expected_errors(
+      streaming.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
+      threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
+      annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
