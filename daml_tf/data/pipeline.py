@@ -298,7 +298,8 @@ def load_video(video: Video, image_size: Tuple[int, int], channels: int,
   background = _check_background(background, image_size, channels)
   frames = decode_frames(video.frame_paths, image_size, channels)
   if transform is not None:
-    frames = np.asarray(transform(frames), np.float32)
+    # A copy: arrays viewed from tensors are read-only.
+    frames = np.array(transform(frames), np.float32)
   frames -= background
   return frames
 
