@@ -1,0 +1,289 @@
+"""Inference cost of decoupled (streaming) vs coupled scoring, per new frame.
+
+`python -m daml_tf.benchmark --flagfile=configs/<x>.cfg [--output=bench.json] [--runs=50]
+[--warmup=5] [--threads=2]`
+
+DAML's point is that appearance and motion are decoupled: a streaming scorer encodes each new
+frame once, keeps the last k latent codes, and runs only the small motion model on them. A
+coupled model has to look at the whole clip again for every scored frame, i.e. encode k+1
+frames. This module times both on the model geometry of a config (untrained weights: the cost
+does not depend on their values), counts their multiply-adds analytically and reports frames/s,
+ms/frame, GMAC/frame and achieved GFLOP/s for a single camera (batch 1) and for several streams
+scored together (batch 8).
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Dict, Iterable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from daml_tf import cli
+from daml_tf import config as config_lib
+from daml_tf import flags as daml_flags
+from daml_tf import training
+from daml_tf.models.daml import latent_error
+
+MODES = ("decoupled", "coupled")
+
+
+def _conv_macs(layer) -> int:
+  """Multiply-adds of one example through a convolution: output positions x kernel size.
+
+  For Conv2D/Conv3D the kernel is (spatial..., cin, cout), so output positions times the kernel's
+  element count is exactly H_out*W_out*kh*kw*cin*cout (T_out*... for Conv3D). Conv2DTranspose
+  stores (kh, kw, cout, cin); the same product is counted on its (larger) output.
+  """
+  output_positions = int(np.prod([int(d) for d in layer.output.shape[1:-1]]))
+  kernel_size = int(np.prod([int(d) for d in layer.kernel.shape]))
+  groups = getattr(layer, "groups", 1) or 1
+  # A grouped convolution connects each output channel to cin / groups inputs only.
+  return output_positions * kernel_size // groups
+
+
+def count_macs(keras_model: keras.Model) -> int:
+  """Multiply-adds of one example through a built functional Keras model.
+
+  Counts Conv2D, Conv2DTranspose, Conv3D (see `_conv_macs`) and Dense layers, descending into
+  nested models. BatchNorm, activations and pooling are not multiply-adds and are left out,
+  as is usual for MAC counts; at inference BatchNorm folds into the convolution anyway.
+
+  Args:
+    keras_model: a model whose layers have static output shapes (a functional model).
+
+  Returns:
+    The MAC count for a batch of one.
+  """
+  total = 0
+  for layer in keras_model.layers:
+    if isinstance(layer, keras.Model):
+      total += count_macs(layer)
+    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose,
+                            keras.layers.Conv3D)):
+      total += _conv_macs(layer)
+    elif isinstance(layer, keras.layers.Dense):
+      # Every leading axis except the batch repeats the (cin x cout) product.
+      leading = int(np.prod([int(d) for d in layer.output.shape[1:-1]]))
+      total += leading * int(np.prod([int(d) for d in layer.kernel.shape]))
+  return total
+
+
+def _make_steps(model):
+  """The two scorers as tf.functions, each returning the anomaly scores of the new frames.
+
+  Both run the encoder and the motion model inside one graph, so the timing compares the
+  models' work rather than Python dispatch.
+  """
+  k = model.time_steps
+
+  @tf.function
+  def decoupled(frame, cache):
+    # frame: [B, H, W, C], the newest frame; cache: [B, k, h, w, c], the codes already seen.
+    code = model.encoder(frame, training=False)[-1]
+    predicted = model.motion(cache, training=False)
+    score = latent_error(predicted, code)
+    # Rolling the cache is part of the per-frame work of a real stream.
+    new_cache = tf.concat([cache[:, 1:], code[:, tf.newaxis]], axis=1)
+    return score, new_cache
+
+  @tf.function
+  def coupled(clip):
+    # clip: [B, k+1, H, W, C]; every frame is encoded again for every scored frame.
+    shape = tf.shape(clip)
+    frames = tf.reshape(clip, tf.concat([[-1], shape[2:]], axis=0))
+    codes = model.encoder(frames, training=False)[-1]
+    codes = tf.reshape(codes, tf.concat([[shape[0], k + 1], tf.shape(codes)[1:]], axis=0))
+    predicted = model.motion(codes[:, :k], training=False)
+    return latent_error(predicted, codes[:, k])
+
+  return decoupled, coupled
+
+
+def _median_seconds(call, runs: int, warmup: int) -> float:
+  """Median wall time of `call()` over `runs` calls after `warmup` untimed ones."""
+  for _ in range(warmup):
+    call()
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def machine_info() -> Dict[str, object]:
+  """What the numbers were measured on."""
+  return {
+      "processor": platform.processor(),
+      "machine": platform.machine(),
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+      "tensorflow_version": tf.__version__,
+      "keras_version": keras.__version__,
+  }
+
+
+def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
+                  batch_sizes: Iterable[int] = (1, 8)) -> Dict[str, object]:
+  """Times decoupled and coupled scoring of the config's model geometry in float32.
+
+  The config's mixed-precision policy is ignored (and the global policy restored afterwards):
+  float16 is slow on CPUs, and a float32 result is comparable across machines.
+
+  Args:
+    cfg: the config; only its data geometry and model section are used.
+    runs: timed calls per (mode, batch size); the median is reported.
+    warmup: untimed calls before them (the first one traces the tf.function).
+    batch_sizes: streams scored together.
+
+  Returns:
+    A JSON-serialisable dict with keys
+      machine: `machine_info()` (processor, cpu_count, thread counts, versions).
+      model: image_size, channels, time_steps, levels, feature_root, latent_shape,
+        encoder_parameters, motion_parameters, encoder_gmac_per_frame, motion_gmac.
+      runs, warmup: as given.
+      gmac_per_frame: {decoupled, coupled} -- encoder + motion vs (k+1) encoders + motion.
+      results: one entry per batch size: {batch_size, decoupled: {...}, coupled: {...},
+        speedup}, each mode holding median_seconds (per batch), frames_per_second,
+        ms_per_frame and gflops_per_second (2 * MACs * frames/s / 1e9); speedup is decoupled
+        frames/s over coupled frames/s.
+  """
+  previous_policy = keras.mixed_precision.global_policy().name
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    model = training.build_model(cfg)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+  k = cfg.data.time_steps
+  height, width = cfg.data.image_size
+  channels = cfg.data.channels
+  latent_shape = tuple(int(d) for d in model.latent_shape)
+  encoder_macs = count_macs(model.encoder)
+  motion_macs = count_macs(model.motion)
+  macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}
+  decoupled, coupled = _make_steps(model)
+  rng = np.random.default_rng(0)
+
+  results = []
+  for batch in batch_sizes:
+    frame = tf.constant(rng.standard_normal((batch, height, width, channels), np.float32))
+    cache = tf.constant(rng.standard_normal((batch, k) + latent_shape, np.float32))
+    clip = tf.constant(rng.standard_normal((batch, k + 1, height, width, channels), np.float32))
+    calls = {
+        # .numpy() waits for the result, so a call is timed to its end on any device.
+        "decoupled": lambda: decoupled(frame, cache)[0].numpy(),
+        "coupled": lambda: coupled(clip).numpy(),
+    }
+    entry = {"batch_size": int(batch)}
+    for mode in MODES:
+      seconds = _median_seconds(calls[mode], runs, warmup)
+      fps = batch / seconds
+      entry[mode] = {
+          "median_seconds": seconds,
+          "frames_per_second": fps,
+          "ms_per_frame": 1000.0 / fps,
+          "gflops_per_second": 2.0 * macs[mode] * fps / 1e9,
+      }
+    entry["speedup"] = (entry["decoupled"]["frames_per_second"] /
+                        entry["coupled"]["frames_per_second"])
+    results.append(entry)
+
+  return {
+      "machine": machine_info(),
+      "model": {
+          "image_size": [height, width],
+          "channels": channels,
+          "time_steps": k,
+          "levels": cfg.model.levels,
+          "feature_root": cfg.model.feature_root,
+          "latent_shape": list(latent_shape),
+          "encoder_parameters": int(model.encoder.count_params()),
+          "motion_parameters": int(model.motion.count_params()),
+          "encoder_gmac_per_frame": encoder_macs / 1e9,
+          "motion_gmac": motion_macs / 1e9,
+      },
+      "runs": int(runs),
+      "warmup": int(warmup),
+      "gmac_per_frame": {mode: macs[mode] / 1e9 for mode in MODES},
+      "results": results,
+  }
+
+
+def format_table(result: Dict[str, object]) -> str:
+  """The benchmark as a fixed-width text table."""
+  model = result["model"]
+  machine = result["machine"]
+  lines = [
+      f"Model {model['image_size'][0]}x{model['image_size'][1]}x{model['channels']}, "
+      f"k={model['time_steps']}, levels={model['levels']}, "
+      f"feature_root={model['feature_root']}, latent {'x'.join(map(str, model['latent_shape']))}"
+      f"; float32",
+      f"Machine: {machine['processor'] or machine['machine']}, {machine['cpu_count']} CPUs, "
+      f"{machine['intra_op_threads']} intra-op threads, TF {machine['tensorflow_version']}; "
+      f"median of {result['runs']} runs after {result['warmup']} warmup",
+      f"{'batch':>5}  {'mode':<10} {'GMAC/frame':>10} {'ms/frame':>9} {'frames/s':>9} "
+      f"{'GFLOP/s':>8} {'dec/coup':>8}",
+  ]
+  for entry in result["results"]:
+    for mode in MODES:
+      numbers = entry[mode]
+      ratio = f"{entry['speedup']:8.2f}" if mode == "decoupled" else f"{'':8}"
+      lines.append(
+          f"{entry['batch_size']:>5}  {mode:<10} {result['gmac_per_frame'][mode]:10.4f} "
+          f"{numbers['ms_per_frame']:9.3f} {numbers['frames_per_second']:9.2f} "
+          f"{numbers['gflops_per_second']:8.2f} {ratio}")
+  return "\n".join(lines)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The benchmark's own flags (idempotent, like daml_flags.define_flags)."""
+  if "output" not in flag_values:
+    flags.DEFINE_string("output", "", "Write the results as JSON here (default: no file).",
+                        flag_values=flag_values)
+  if "runs" not in flag_values:
+    flags.DEFINE_integer("runs", 50, "Timed runs per mode and batch size; the median counts.",
+                         lower_bound=1, flag_values=flag_values)
+  if "warmup" not in flag_values:
+    flags.DEFINE_integer("warmup", 5, "Untimed runs before the timed ones.", lower_bound=0,
+                         flag_values=flag_values)
+  if "threads" not in flag_values:
+    flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads (inter-op: 1).",
+                         lower_bound=1, flag_values=flag_values)
+  if "bench_batch_sizes" not in flag_values:
+    flags.DEFINE_list("bench_batch_sizes", ["1", "8"], "Streams scored together.",
+                      flag_values=flag_values)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  flag_values = flags.FLAGS
+  # Thread pools are fixed when the TF runtime starts, so this must precede every op.
+  tf.config.threading.set_intra_op_parallelism_threads(flag_values.threads)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  cfg = cli.exit_on_expected_errors(daml_flags.config_from_flags, flag_values)
+  batch_sizes = [int(b) for b in flag_values.bench_batch_sizes]
+  result = run_benchmark(cfg, flag_values.runs, flag_values.warmup, batch_sizes)
+  result["config"] = {"dataset": cfg.data.dataset, "ignored_mixed_precision":
+                      cfg.train.mixed_precision}
+  logging.info("Benchmark (dec/coup = decoupled / coupled frames/s):\n%s", format_table(result))
+  if flag_values.output:
+    with tf.io.gfile.GFile(flag_values.output, "w") as f:
+      json.dump(result, f, indent=2)
+    logging.info("Wrote %s", flag_values.output)
+
+
+if __name__ == "__main__":
+  daml_flags.define_flags()
+  define_flags()
+  app.run(main)

@@ -1,0 +1,61 @@
+"""Benchmark: analytic MAC counts against hand arithmetic, and a tiny timed run."""
+
+import json
+
+import keras
+
+from daml_tf import benchmark
+from daml_tf import config as config_lib
+from daml_tf.models.encoder import AppearanceEncoder
+from daml_tf.models.motion import MotionModel
+
+
+def test_count_macs_encoder_by_hand():
+  encoder = AppearanceEncoder(image_size=(8, 8), channels=1, levels=2, feature_root=2)
+  # Level 0 at 8x8, 2 channels: conv1 1->2, conv2 2->2, both 3x3.
+  level0 = 8 * 8 * 3 * 3 * 1 * 2 + 8 * 8 * 3 * 3 * 2 * 2  # 1152 + 2304
+  # Max-pool to 4x4; level 1 has 4 channels: conv1 2->4, conv2 4->4.
+  level1 = 4 * 4 * 3 * 3 * 2 * 4 + 4 * 4 * 3 * 3 * 4 * 4  # 1152 + 2304
+  assert benchmark.count_macs(encoder) == level0 + level1 == 6912
+
+
+def test_count_macs_motion_by_hand():
+  motion = MotionModel(time_steps=4, latent_shape=(2, 2, 4))
+  # Three 3x3x3 Conv3D 4->4 with stride (2, 1, 1), 'same': time 4 -> 2 -> 1 -> 1 over 2x2.
+  kernel = 3 * 3 * 3 * 4 * 4  # 432
+  expected = (2 * 2 * 2 * kernel) + (1 * 2 * 2 * kernel) + (1 * 2 * 2 * kernel)
+  assert benchmark.count_macs(motion) == expected == 6912
+
+
+def test_count_macs_strided_and_transposed():
+  inputs = keras.Input((5, 5, 3))
+  x = keras.layers.Conv2D(4, 3, strides=2, padding="valid")(inputs)  # -> 2x2x4
+  x = keras.layers.Conv2DTranspose(6, 2, strides=2)(x)  # -> 4x4x6
+  x = keras.layers.Dense(7)(x)  # -> 4x4x7
+  model = keras.Model(inputs, x)
+  conv = 2 * 2 * 3 * 3 * 3 * 4  # 432
+  transposed = 4 * 4 * 2 * 2 * 4 * 6  # 1536, counted on the output
+  dense = 4 * 4 * 6 * 7  # 672
+  assert benchmark.count_macs(model) == conv + transposed + dense
+
+
+def test_run_benchmark_tiny():
+  cfg = config_lib.Config(
+      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=4),
+      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  result = benchmark.run_benchmark(cfg, runs=3, warmup=1)
+  result = json.loads(json.dumps(result))  # Must survive JSON unchanged in structure.
+  assert set(result) >= {"machine", "model", "runs", "warmup", "gmac_per_frame", "results"}
+  assert set(result["machine"]) >= {"processor", "cpu_count", "intra_op_threads",
+                                    "tensorflow_version"}
+  assert result["model"]["latent_shape"] == [16, 24, 8]
+  gmac = result["gmac_per_frame"]
+  assert 0 < gmac["decoupled"] < gmac["coupled"]
+  assert [entry["batch_size"] for entry in result["results"]] == [1, 8]
+  for entry in result["results"]:
+    for mode in benchmark.MODES:
+      numbers = entry[mode]
+      assert numbers["frames_per_second"] > 0
+      assert numbers["ms_per_frame"] > 0 and numbers["gflops_per_second"] > 0
+    assert entry["speedup"] > 0
+  assert "decoupled" in benchmark.format_table(result)
