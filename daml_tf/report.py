@@ -170,7 +170,6 @@ def plot_video_scores(path: str, video_scores: VideoScores, all_labels: np.ndarr
   Raises:
     ValueError: a scored frame index lies outside `all_labels`.
   """
-  import tensorflow as tf
   # A bare Figure renders with the Agg canvas and never touches pyplot's global backend or
   # figure registry: headless-safe, and nothing to leak if a caller forgets to close it.
   from matplotlib import figure as mpl_figure
@@ -204,6 +203,12 @@ def plot_video_scores(path: str, video_scores: VideoScores, all_labels: np.ndarr
               fontsize="small")
   fig.tight_layout()
 
+  save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib Figure as PNG through tf.io.gfile (so remote paths work)."""
+  import tensorflow as tf  # Deferred: importing TensorFlow takes seconds.
   png_buffer = io.BytesIO()
   fig.savefig(png_buffer, format="png")
   fig.clear()
@@ -211,19 +216,3 @@ def plot_video_scores(path: str, video_scores: VideoScores, all_labels: np.ndarr
   with tf.io.gfile.GFile(path, "wb") as f:
     f.write(png_buffer.getvalue())
 
-
-def plot_all_videos(output_dir: str, rows: Sequence[VideoScores],
-                    all_labels_per_video: Mapping[str, np.ndarray]) -> List[str]:
-  """Saves `<output_dir>/<video>.png` for every video; returns the paths written.
-
-  Args:
-    output_dir: folder for the PNGs (created if needed).
-    rows: the scored frames of each test video.
-    all_labels_per_video: video name -> its full-length 0/1 label array.
-  """
-  paths = []
-  for video in rows:
-    path = os.path.join(output_dir, f"{video.name}.png")
-    plot_video_scores(path, video, all_labels_per_video[video.name])
-    paths.append(path)
-  return paths

@@ -449,11 +449,7 @@ def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
   axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4, frameon=False,
               fontsize="small")
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format="png")
-  fig.clear()
-  with tf.io.gfile.GFile(path, "wb") as f:
-    f.write(png.getvalue())
+  report.save_figure(fig, path)
 
 
 def run_detection(model_dir: str, input_path: str, output_dir: str,

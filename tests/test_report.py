@@ -112,12 +112,3 @@ class TestPlot:
     video = _video("short", 5, np.arange(6.0), np.zeros(6))
     with pytest.raises(ValueError, match="outside"):
       report.plot_video_scores(str(tmp_path / "short.png"), video, np.zeros(8))
-
-  def test_plot_all_videos(self, tmp_path):
-    videos = [_video(f"v{index}", 1, np.arange(4.0), [0, 1, 1, 0]) for index in range(2)]
-    paths = report.plot_all_videos(
-        str(tmp_path), videos, {f"v{index}": np.array([0, 0, 1, 1, 0]) for index in range(2)})
-    assert [path.rsplit("/", 1)[1] for path in paths] == ["v0.png", "v1.png"]
-    for path in paths:
-      with open(path, "rb") as f:
-        assert f.read(8) == PNG_SIGNATURE
