@@ -14,7 +14,7 @@ from daml_tf.data import registry
 
 NORMALIZE_CHOICES = ("per_video", "none")
 MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGY_CHOICES = ("default", "mirrored")
+STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 FRAME_CACHE_CHOICES = ("memory", "none")
 
 
@@ -45,6 +45,9 @@ class DataConfig:
       each clip's frames from disk (for datasets larger than memory).
     clips_per_epoch: 0 means every training clip once per epoch.
     label_file: overrides the spec's label file when set.
+    tfrecord_dir: when set, training clips come from the sharded TFRecords written there by
+      `daml_tf.data.to_tfrecord` instead of the frames under data_dir (evaluation still reads
+      the test frames from data_dir).
     seed: shuffling seed.
   """
 
@@ -60,6 +63,7 @@ class DataConfig:
   frame_cache: str = "memory"
   clips_per_epoch: int = 0
   label_file: str = ""
+  tfrecord_dir: str = ""
   seed: int = 0
 
   def __post_init__(self):
@@ -99,6 +103,9 @@ class ModelConfig:
     weight_decay: gamma of the L2 kernel regulariser (loss term gamma * sum ||W||^2).
     latent_loss_trains_encoder: let the latent prediction loss update the encoder too (the
       paper's joint training); False trains the encoder by reconstruction only.
+    motion_bottleneck: width of the motion model's Conv3D blocks; 0 (the paper) keeps the
+      latent code's channels, a smaller value adds a 1x1 reduction before and a 1x1 expansion
+      after them (see MotionModel).
   """
 
   levels: int = 3
@@ -107,6 +114,7 @@ class ModelConfig:
   leaky_relu_slope: float = 0.2
   weight_decay: float = 0.001
   latent_loss_trains_encoder: bool = True
+  motion_bottleneck: int = 0
 
   def __post_init__(self):
     _require(2 <= self.levels <= 6, f"--levels must be in [2, 6], got {self.levels}.")
@@ -115,6 +123,8 @@ class ModelConfig:
              f"--max_channels ({self.max_channels}) must be >= --feature_root "
              f"({self.feature_root}).")
     _require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}.")
+    _require(self.motion_bottleneck >= 0,
+             f"--motion_bottleneck must be >= 0, got {self.motion_bottleneck}.")
 
 
 @dataclasses.dataclass(frozen=True)

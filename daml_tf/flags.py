@@ -28,6 +28,8 @@ _HELP = {
     "frame_cache": "memory: decode every frame once and cut clips from RAM; none: decode per clip.",
     "clips_per_epoch": "Training clips per epoch (0: every clip once).",
     "label_file": "Frame-label file of the test split (default: the dataset's).",
+    "tfrecord_dir": ("Train from the sharded TFRecords written by daml_tf.data.to_tfrecord "
+                     "(any tf.io.gfile path: local, s3://, gs://, hdfs://)."),
     "seed": "Random seed for shuffling and initialisation.",
     "levels": "U-Net levels.",
     "feature_root": "Channels of the first U-Net level, doubled per level.",
@@ -37,6 +39,8 @@ _HELP = {
     "latent_loss_trains_encoder": ("Let the latent loss update the encoder (the paper); "
                                    "--nolatent_loss_trains_encoder trains it by reconstruction "
                                    "only."),
+    "motion_bottleneck": ("Width of the motion model's Conv3D blocks (0: the latent code's "
+                          "channels, as in the paper); smaller adds 1x1 reduce/expand convs."),
     "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
     "train_epochs": "Epochs of the train phase.",
     "finetune_epochs": "Epochs of the finetune phase.",

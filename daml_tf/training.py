@@ -72,7 +72,8 @@ def build_model(cfg: config_lib.Config) -> DAML:
       time_steps=cfg.data.time_steps, levels=cfg.model.levels,
       feature_root=cfg.model.feature_root, max_channels=cfg.model.max_channels,
       leaky_relu_slope=cfg.model.leaky_relu_slope, weight_decay=cfg.model.weight_decay,
-      latent_loss_trains_encoder=cfg.model.latent_loss_trains_encoder)
+      latent_loss_trains_encoder=cfg.model.latent_loss_trains_encoder,
+      motion_bottleneck=cfg.model.motion_bottleneck)
 
 
 def compile_model(model: DAML, train_cfg: config_lib.TrainConfig) -> None:
