@@ -142,10 +142,20 @@ class TrainConfig:
       (0: never).
     lr_decay_factor: the step factor.
     mixed_precision: Keras dtype policy.
-    strategy: tf.distribute strategy.
+    strategy: tf.distribute strategy: "default" (one device), "mirrored" (all local GPUs),
+      "multi_worker" (MultiWorkerMirroredStrategy over the machines named by TF_CONFIG).
+    sync_batchnorm: synchronise BatchNorm statistics across replicas (the global batch's
+      statistics instead of each replica's).
+    checkpoint_every_steps: also checkpoint every N steps inside an epoch (0: at epoch ends
+      only), so a killed run loses at most N steps.
     image_summary_steps: write input/reconstruction/prediction images every N steps (0: never).
     log_every_steps: scalar summaries every N steps.
     export: write the scorer SavedModel at the end.
+    calibration_holdout: share of each training video's frames (its last ones) held out of
+      training to calibrate the alarm threshold; 0 trains on every frame and calibrates on
+      the training frames.
+    calibration_quantile: the threshold is this quantile of the held-out normal scores.
+    calibrate: compute and save threshold.json at the end of training.
   """
 
   model_dir: str = "runs/demo"
@@ -161,9 +171,14 @@ class TrainConfig:
   lr_decay_factor: float = 0.1
   mixed_precision: str = "float32"
   strategy: str = "default"
+  sync_batchnorm: bool = False
+  checkpoint_every_steps: int = 200
   image_summary_steps: int = 200
   log_every_steps: int = 10
   export: bool = True
+  calibration_holdout: float = 0.1
+  calibration_quantile: float = 0.995
+  calibrate: bool = True
 
   def __post_init__(self):
     _require(bool(self.model_dir), "--model_dir must be set.")
@@ -187,6 +202,12 @@ class TrainConfig:
              f"--image_summary_steps must be >= 0, got {self.image_summary_steps}.")
     _require(self.log_every_steps >= 1,
              f"--log_every_steps must be >= 1, got {self.log_every_steps}.")
+    _require(self.checkpoint_every_steps >= 0,
+             f"--checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}.")
+    _require(0 <= self.calibration_holdout < 1,
+             f"--calibration_holdout must be in [0, 1), got {self.calibration_holdout}.")
+    _require(0 < self.calibration_quantile <= 1,
+             f"--calibration_quantile must be in (0, 1], got {self.calibration_quantile}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,7 +53,16 @@ _HELP = {
     "lr_decay_epochs": "Multiply the learning rate by lr_decay_factor every N epochs (0: never).",
     "lr_decay_factor": "Step-decay factor of the learning rate.",
     "mixed_precision": "Keras dtype policy: float32, mixed_float16 or mixed_bfloat16.",
-    "strategy": "tf.distribute strategy: default (one device) or mirrored (all local GPUs).",
+    "strategy": ("tf.distribute strategy: default (one device), mirrored (all local GPUs) or "
+                 "multi_worker (MultiWorkerMirroredStrategy, machines from TF_CONFIG)."),
+    "sync_batchnorm": "Synchronise BatchNorm batch statistics across replicas.",
+    "checkpoint_every_steps": ("Also checkpoint every N steps within an epoch (0: at epoch "
+                               "ends only)."),
+    "calibration_holdout": ("Share of each training video's last frames held out of training "
+                            "to calibrate the alarm threshold (0: none; calibrate on training "
+                            "frames)."),
+    "calibration_quantile": "Alarm threshold = this quantile of held-out normal scores.",
+    "calibrate": "Write threshold.json at the end of training.",
     "image_summary_steps": "Write image summaries every N steps (0: never).",
     "log_every_steps": "Write scalar summaries every N steps.",
     "export": "Write the scorer SavedModel at the end of training.",

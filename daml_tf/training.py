@@ -60,9 +60,53 @@ def learning_rate_for_epoch(train_cfg: config_lib.TrainConfig, epoch_in_phase: i
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy of --strategy.
+
+  "multi_worker" reads the cluster from the TF_CONFIG environment variable; like every
+  collective-based strategy it must exist before TensorFlow runs any op, so `train` creates it
+  first.
+  """
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
   return tf.distribute.get_strategy()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+  """Which process of a (possibly multi-worker) run this is.
+
+  Attributes:
+    is_chief: the one process that writes checkpoints, summaries, the export and the
+      threshold into the model directory.
+    task: "<type>_<index>" (e.g. "worker_1"), naming the scratch folder of a non-chief.
+  """
+
+  is_chief: bool
+  task: str
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
+  """The chief is task "chief", or worker 0 when the cluster has no chief job."""
+  resolver = strategy.cluster_resolver  # None for one-process strategies.
+  task_type = getattr(resolver, "task_type", None)
+  if resolver is None or task_type is None:
+    return WorkerRole(is_chief=True, task="chief_0")
+  task_id = int(resolver.task_id or 0)
+  jobs = resolver.cluster_spec().as_dict()
+  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                      "chief" not in jobs)
+  return WorkerRole(is_chief=is_chief, task=f"{task_type}_{task_id}")
+
+
+def scratch_dir(model_dir: str, role: WorkerRole) -> str:
+  """Where a non-chief writes what the chief writes into model_dir (removed at the end).
+
+  Every worker must take part in saving (a save may run collective ops), but only the chief's
+  copy is kept.
+  """
+  return os.path.join(model_dir, "workers_scratch", role.task)
 
 
 def build_model(cfg: config_lib.Config) -> DAML:
@@ -73,7 +117,8 @@ def build_model(cfg: config_lib.Config) -> DAML:
       feature_root=cfg.model.feature_root, max_channels=cfg.model.max_channels,
       leaky_relu_slope=cfg.model.leaky_relu_slope, weight_decay=cfg.model.weight_decay,
       latent_loss_trains_encoder=cfg.model.latent_loss_trains_encoder,
-      motion_bottleneck=cfg.model.motion_bottleneck)
+      motion_bottleneck=cfg.model.motion_bottleneck,
+      sync_batchnorm=cfg.train.sync_batchnorm)
 
 
 def compile_model(model: DAML, train_cfg: config_lib.TrainConfig) -> None:
@@ -93,8 +138,12 @@ def epoch_schedule(train_cfg: config_lib.TrainConfig) -> List[Tuple[Phase, int]]
   return [(phase, epoch) for phase in phases(train_cfg) for epoch in range(phase.epochs)]
 
 
-def make_checkpoint(model: DAML, epochs_done: tf.Variable) -> tf.train.Checkpoint:
-  return tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epochs_done)
+def make_checkpoint(model: DAML, epochs_done: tf.Variable,
+                    epoch_steps_done: Optional[tf.Variable] = None) -> tf.train.Checkpoint:
+  """Weights, optimizer state (with the global step) and the position in the schedule."""
+  position = {} if epoch_steps_done is None else {"epoch_steps_done": epoch_steps_done}
+  return tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epochs_done,
+                             **position)
 
 
 def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
@@ -119,26 +168,79 @@ def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
         "Use a new --model_dir or the original flags.")
 
 
-def prepare_training_data(cfg: config_lib.Config):
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """What training reads, validated before the model is built.
+
+  Attributes:
+    videos: the frames-layout videos clips are cut from (empty when training from TFRecords).
+    holdout_videos: the held-out tails of the training videos, for threshold calibration.
+    background: float32 [H, W, C], the per-pixel mean of the training frames.
+  """
+
+  videos: Tuple[layout.Video, ...]
+  holdout_videos: Tuple[layout.Video, ...]
+  background: np.ndarray
+
+
+def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingData:
   """Lists and validates the training videos; loads or computes the background.
 
   Every check that can fail on bad data runs here, before the model is built.
+
+  Args:
+    cfg: the run's config.
+    output_dir: where background.npy is cached (the model directory, or a non-chief worker's
+      scratch folder).
   """
+  from daml_tf import calibration  # Deferred: calibration imports this module.
+  tf.io.gfile.makedirs(output_dir)
+  if cfg.data.tfrecord_dir:
+    from daml_tf.data import tfrecord  # Deferred: only TFRecord runs need it.
+    if cfg.train.calibration_holdout:
+      raise config_lib.ConfigError(
+          "--calibration_holdout must be 0 with --tfrecord_dir: TFRecords hold whole training "
+          "videos. Calibrate afterwards with python -m daml_tf.calibrate on held-out footage.")
+    index = tfrecord.load_index(cfg.data.tfrecord_dir)
+    tfrecord.check_index(index, cfg.data)
+    return TrainingData(videos=(), holdout_videos=(),
+                        background=tfrecord.load_background(cfg.data.tfrecord_dir))
   spec = registry.get_spec(cfg.data.dataset)
   root = layout.resolve_dataset_root(cfg.data.data_dir, spec)
   videos = layout.list_videos(root, "training", spec)
   layout.check_clip_length(videos, cfg.data.clip_span)
-  tf.io.gfile.makedirs(cfg.train.model_dir)
+  videos, holdout = calibration.split_holdout(videos, cfg.train.calibration_holdout,
+                                              cfg.data.clip_span)
   background = pipeline.load_or_compute_background(
-      cfg.train.model_dir, videos, cfg.data.image_size, cfg.data.channels)
-  return videos, background
+      output_dir, videos, cfg.data.image_size, cfg.data.channels)
+  return TrainingData(videos=tuple(videos), holdout_videos=tuple(holdout),
+                      background=background)
+
+
+def make_clip_data(cfg: config_lib.Config, data: TrainingData,
+                   input_context: Optional[tf.distribute.InputContext] = None
+                   ) -> pipeline.ClipData:
+  """The training clips, for one input pipeline of `input_context` (None: the only one).
+
+  With several input pipelines (multi-worker), each gets a disjoint share of the data and
+  batches of the per-replica size.
+  """
+  if cfg.data.tfrecord_dir:
+    from daml_tf.data import tfrecord
+    return tfrecord.training_dataset(cfg.data.tfrecord_dir, data.background, cfg.data,
+                                     training=True, input_context=input_context)
+  if input_context is None:
+    return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True)
+  return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True,
+                                   input_context=input_context)
 
 
 class _Summaries:
   """TensorBoard scalars and images, written by the chief only."""
 
-  def __init__(self, logdir: str, train_cfg: config_lib.TrainConfig):
-    self._writer = tf.summary.create_file_writer(logdir)
+  def __init__(self, logdir: str, train_cfg: config_lib.TrainConfig, is_chief: bool = True):
+    self._writer = (tf.summary.create_file_writer(logdir) if is_chief else
+                    tf.summary.create_noop_writer())
     self._cfg = train_cfg
 
   def step(self, step: int, values: Dict[str, float]) -> None:
@@ -190,39 +292,94 @@ class _Progress:
                    " ".join(f"{name} {value:.4g}" for name, value in shown))
 
 
+def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Optional[str]:
+  """Restores the newest checkpoint of checkpoint_dir that can be read; returns its path.
+
+  Checkpoint files are complete before the `checkpoint` state file names them (TensorFlow
+  writes that file atomically, after the data), so a kill during a save leaves the state
+  pointing at the previous checkpoint. Falling back to older ones also covers files damaged
+  later, for example by a full disk.
+  """
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  if state is None:
+    return None
+  for path in reversed(list(state.all_model_checkpoint_paths)):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+      return path
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+      logging.warning("Cannot restore %s (%s); trying an older checkpoint.", path,
+                      str(error).splitlines()[0] if str(error) else type(error).__name__)
+  raise TrainingError(f"No checkpoint in {checkpoint_dir} can be restored.")
+
+
 def train(cfg: config_lib.Config) -> Dict[str, float]:
-  """Trains (or resumes) both phases, then exports the scorer.
+  """Trains (or resumes) both phases, then exports the scorer and calibrates the threshold.
+
+  Every process of a multi-worker run calls this with the same config; only the chief writes
+  into the model directory.
 
   Returns:
     The last epoch's mean losses, plus `input_wait_fraction` and the global step.
   """
+  # Collective strategies must be created before TensorFlow runs its first op.
+  strategy = make_strategy(cfg.train.strategy)
+  role = worker_role(strategy)
+  model_dir = cfg.train.model_dir
+  own_dir = model_dir if role.is_chief else scratch_dir(model_dir, role)
   keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
   keras.utils.set_random_seed(cfg.data.seed)
-  check_resume_compatible(cfg, cfg.train.model_dir)
-  videos, background = prepare_training_data(cfg)
-  config_lib.save_config(cfg, os.path.join(cfg.train.model_dir, CONFIG_FILE))
+  check_resume_compatible(cfg, model_dir)
+  data = prepare_training_data(cfg, own_dir)
+  if role.is_chief:
+    config_lib.save_config(cfg, os.path.join(model_dir, CONFIG_FILE))
 
-  strategy = make_strategy(cfg.train.strategy)
-  clip_data = pipeline.training_dataset(videos, background, cfg.data, training=True)
-  steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
-  logging.info("%d training videos, %d clips; %d steps of %d clips per epoch; %s on %d replica(s)",
-               len(videos), clip_data.num_clips, steps_per_epoch, cfg.data.batch_size,
-               cfg.train.strategy, strategy.num_replicas_in_sync)
+  if strategy.cluster_resolver is not None:
+    # Each worker builds its own share of the data (sharded by file or clip) at the
+    # per-replica batch size.
+    per_worker = {}
+
+    def dataset_fn(input_context):
+      per_worker["clip_data"] = make_clip_data(cfg, data, input_context)
+      return per_worker["clip_data"].dataset
+
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    num_clips = per_worker["clip_data"].num_clips
+    steps_per_epoch = max((cfg.data.clips_per_epoch or num_clips) // cfg.data.batch_size, 1)
+  else:
+    clip_data = make_clip_data(cfg, data)
+    distributed = strategy.experimental_distribute_dataset(clip_data.dataset)
+    num_clips = clip_data.num_clips
+    steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
+  logging.info("%d training clips; %d steps of %d clips per epoch; %s on %d replica(s)%s",
+               num_clips, steps_per_epoch, cfg.data.batch_size, cfg.train.strategy,
+               strategy.num_replicas_in_sync, "" if role.is_chief else f" ({role.task})")
 
   with strategy.scope():
     model = build_model(cfg)
-    model.set_background(background)
+    model.set_background(data.background)
     compile_model(model, cfg.train)
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-  checkpoint = make_checkpoint(model, epochs_done)
+    epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_steps_done")
+  checkpoint = make_checkpoint(model, epochs_done, epoch_steps_done)
+  chief_checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
   manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR), max_to_keep=3)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resuming from %s: %d epoch(s) done, step %d", manager.latest_checkpoint,
-                 int(epochs_done.numpy()), int(model.optimizer.iterations.numpy()))
+      checkpoint, os.path.join(own_dir, CHECKPOINT_SUBDIR), max_to_keep=3)
+  # Every worker resumes from the chief's checkpoints, the only ones kept.
+  restored = _restore_latest(checkpoint, chief_checkpoint_dir)
+  if restored:
+    logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d",
+                 restored, int(epochs_done.numpy()), int(epoch_steps_done.numpy()),
+                 int(model.optimizer.iterations.numpy()))
   # The background is data, not a learned weight: the one just computed or loaded wins.
-  model.set_background(background)
+  model.set_background(data.background)
+
+  def save_checkpoint() -> None:
+    path = manager.save(checkpoint_number=model.optimizer.iterations)
+    if role.is_chief:
+      logging.info("Saved checkpoint %s", path)
+    else:
+      tf.io.gfile.rmtree(manager.directory)
 
   @tf.function
   def distributed_step(batch):
@@ -232,9 +389,11 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
         for name, value in per_replica.items()
     }
 
-  iterator = iter(strategy.experimental_distribute_dataset(clip_data.dataset))
+  iterator = iter(distributed)
   schedule = epoch_schedule(cfg.train)
-  summaries = _Summaries(os.path.join(cfg.train.model_dir, SUMMARY_SUBDIR), cfg.train)
+  summaries = _Summaries(os.path.join(model_dir, SUMMARY_SUBDIR), cfg.train, role.is_chief)
+  loop = _EpochLoop(model, distributed_step, iterator, steps_per_epoch, cfg, summaries,
+                    strategy, epoch_steps_done, save_checkpoint)
   last_epoch_values: Dict[str, float] = {}
   try:
     while int(epochs_done.numpy()) < len(schedule):
@@ -244,58 +403,93 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
       model.optimizer.learning_rate = learning_rate
       logging.info("Phase %s, epoch %d/%d, lr %.3g", phase.name, epoch + 1, phase.epochs,
                    learning_rate)
-      last_epoch_values = _run_epoch(model, distributed_step, iterator, steps_per_epoch, cfg,
-                                     summaries, phase, epoch, strategy)
+      last_epoch_values = loop.run(phase, epoch)
       epochs_done.assign_add(1)
-      logging.info("Saved checkpoint %s",
-                   manager.save(checkpoint_number=model.optimizer.iterations))
+      epoch_steps_done.assign(0)
+      save_checkpoint()
   finally:
     summaries.close()
 
   if cfg.train.export:
-    export_dir = os.path.join(cfg.train.model_dir, EXPORT_SUBDIR)
+    export_dir = os.path.join(own_dir, EXPORT_SUBDIR)
     export_lib.export_scorer(model, export_dir)
-    logging.info("Exported the scorer SavedModel to %s", export_dir)
+    if role.is_chief:
+      logging.info("Exported the scorer SavedModel to %s", export_dir)
+  if not role.is_chief:
+    tf.io.gfile.rmtree(own_dir)
+  elif cfg.train.calibrate:
+    from daml_tf import calibration
+    calibration.calibrate_after_training(cfg, model, data.videos, data.holdout_videos)
   return dict(last_epoch_values, global_step=int(model.optimizer.iterations.numpy()))
 
 
-def _run_epoch(model, distributed_step, iterator, steps, cfg, summaries, phase, epoch,
-               strategy) -> Dict[str, float]:
-  model.reset_metrics()
-  progress = _Progress(steps)
-  wait_seconds = 0.0
-  epoch_start = time.perf_counter()
-  for step_in_epoch in range(steps):
-    step_start = time.perf_counter()
-    batch = next(iterator)
-    fetched = time.perf_counter()
-    outputs = distributed_step(batch)
-    values = {name: float(value.numpy()) for name, value in outputs.items()}
-    done = time.perf_counter()
-    wait_seconds += fetched - step_start
-    global_step = int(model.optimizer.iterations.numpy())
-    if not math.isfinite(values["total_loss"]):
-      raise TrainingError(
-          f"Non-finite loss at step {global_step} (phase {phase.name}, epoch {epoch + 1}, "
-          f"batch {step_in_epoch + 1}): {values}. Training stopped; the last good checkpoint "
-          f"in {os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)} is kept.")
-    summaries.step(global_step, values)
-    summaries.images(global_step, model, strategy.experimental_local_results(batch)[0])
-    progress.update(step_in_epoch + 1, values,
-                    cfg.data.batch_size / max(done - step_start, 1e-9))
-  elapsed = time.perf_counter() - epoch_start
-  epoch_values = {name: float(tracker.result()) for name, tracker in model.loss_trackers.items()}
-  epoch_values["learning_rate"] = values["learning_rate"]
-  epoch_values["input_wait_fraction"] = wait_seconds / max(elapsed, 1e-9)
-  epoch_values["clips_per_second"] = steps * cfg.data.batch_size / max(elapsed, 1e-9)
-  summaries.epoch(int(model.optimizer.iterations.numpy()), epoch_values)
-  logging.info(
-      "Phase %s epoch %d: total %.4g recon %.4g latent %.4g reg %.4g; %.1f clips/s; "
-      "%.1f%% of step time waiting for input", phase.name, epoch + 1,
-      epoch_values["total_loss"], epoch_values["recon_loss"], epoch_values["latent_loss"],
-      epoch_values["reg_loss"], epoch_values["clips_per_second"],
-      100 * epoch_values["input_wait_fraction"])
-  return epoch_values
+class _EpochLoop:
+  """Runs the steps of one epoch (or what is left of it after a resume)."""
+
+  def __init__(self, model, distributed_step, iterator, steps, cfg, summaries, strategy,
+               epoch_steps_done, save_checkpoint):
+    self._model = model
+    self._step_fn = distributed_step
+    self._iterator = iterator
+    self._steps = steps
+    self._cfg = cfg
+    self._summaries = summaries
+    self._strategy = strategy
+    self._epoch_steps_done = epoch_steps_done
+    self._save_checkpoint = save_checkpoint
+
+  def run(self, phase: Phase, epoch: int) -> Dict[str, float]:
+    model, cfg, steps = self._model, self._cfg, self._steps
+    every = cfg.train.checkpoint_every_steps
+    first = int(self._epoch_steps_done.numpy())
+    if first:
+      # The data order restarts with a fresh shuffle; the epoch is completed with as many
+      # batches as it still had to run.
+      logging.info("Continuing phase %s epoch %d at batch %d of %d", phase.name, epoch + 1,
+                   first + 1, steps)
+    model.reset_metrics()
+    progress = _Progress(steps)
+    wait_seconds = 0.0
+    epoch_start = time.perf_counter()
+    values: Dict[str, float] = {}
+    for step_in_epoch in range(first, steps):
+      step_start = time.perf_counter()
+      batch = next(self._iterator)
+      fetched = time.perf_counter()
+      outputs = self._step_fn(batch)
+      values = {name: float(value.numpy()) for name, value in outputs.items()}
+      done = time.perf_counter()
+      wait_seconds += fetched - step_start
+      global_step = int(model.optimizer.iterations.numpy())
+      if not math.isfinite(values["total_loss"]):
+        raise TrainingError(
+            f"Non-finite loss at step {global_step} (phase {phase.name}, epoch {epoch + 1}, "
+            f"batch {step_in_epoch + 1}): {values}. Training stopped; the last good checkpoint "
+            f"in {os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)} is kept.")
+      self._epoch_steps_done.assign(step_in_epoch + 1)
+      self._summaries.step(global_step, values)
+      self._summaries.images(global_step, model,
+                             self._strategy.experimental_local_results(batch)[0])
+      progress.update(step_in_epoch + 1, values,
+                      cfg.data.batch_size / max(done - step_start, 1e-9))
+      # The epoch's last step is saved by the epoch-end checkpoint.
+      if every and global_step % every == 0 and step_in_epoch + 1 < steps:
+        self._save_checkpoint()
+    elapsed = time.perf_counter() - epoch_start
+    ran = steps - first
+    epoch_values = {name: float(tracker.result())
+                    for name, tracker in model.loss_trackers.items()}
+    epoch_values["learning_rate"] = values.get("learning_rate", float("nan"))
+    epoch_values["input_wait_fraction"] = wait_seconds / max(elapsed, 1e-9)
+    epoch_values["clips_per_second"] = ran * cfg.data.batch_size / max(elapsed, 1e-9)
+    self._summaries.epoch(int(model.optimizer.iterations.numpy()), epoch_values)
+    logging.info(
+        "Phase %s epoch %d: total %.4g recon %.4g latent %.4g reg %.4g; %.1f clips/s; "
+        "%.1f%% of step time waiting for input", phase.name, epoch + 1,
+        epoch_values["total_loss"], epoch_values["recon_loss"], epoch_values["latent_loss"],
+        epoch_values["reg_loss"], epoch_values["clips_per_second"],
+        100 * epoch_values["input_wait_fraction"])
+    return epoch_values
 
 
 def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DAML:

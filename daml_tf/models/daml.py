@@ -46,6 +46,7 @@ class DAML(keras.Model):
       encoder learns appearance only from the reconstruction loss and cannot trade the anomaly
       signal for predictable codes.
     motion_bottleneck: width of the motion model's blocks (0: the code's channels, the paper).
+    sync_batchnorm: synchronise BatchNorm statistics across replicas.
 
   Example:
   >>> model = DAML(image_size=(64, 96), channels=1, time_steps=4, levels=3, feature_root=8)
@@ -57,10 +58,12 @@ class DAML(keras.Model):
   def __init__(self, image_size: Sequence[int], channels: int, time_steps: int,
                levels: int = 4, feature_root: int = 64, max_channels: int = 512,
                leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
-               latent_loss_trains_encoder: bool = True, motion_bottleneck: int = 0, **kwargs):
+               latent_loss_trains_encoder: bool = True, motion_bottleneck: int = 0,
+               sync_batchnorm: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.latent_loss_trains_encoder = latent_loss_trains_encoder
     self.motion_bottleneck = motion_bottleneck
+    self.sync_batchnorm = sync_batchnorm
     self.image_size = (int(image_size[0]), int(image_size[1]))
     self.channels = channels
     self.time_steps = time_steps
@@ -72,13 +75,14 @@ class DAML(keras.Model):
     unet_args = dict(
         image_size=self.image_size, channels=channels, levels=levels,
         feature_root=feature_root, max_channels=max_channels,
-        leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay)
+        leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
+        sync_batchnorm=sync_batchnorm)
     self.encoder = AppearanceEncoder(name="encoder", **unet_args)
     self.decoder = AppearanceDecoder(name="decoder", **unet_args)
     self.motion = MotionModel(
         time_steps=time_steps, latent_shape=self.encoder.latent_shape,
         leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
-        bottleneck_channels=motion_bottleneck, name="motion")
+        bottleneck_channels=motion_bottleneck, sync_batchnorm=sync_batchnorm, name="motion")
     # Stored with the weights so a checkpoint or export is self-contained.
     self.background = self.add_weight(
         shape=self.image_size + (channels,), initializer="zeros", trainable=False,
@@ -234,6 +238,7 @@ class DAML(keras.Model):
         "weight_decay": self.weight_decay,
         "latent_loss_trains_encoder": self.latent_loss_trains_encoder,
         "motion_bottleneck": self.motion_bottleneck,
+        "sync_batchnorm": self.sync_batchnorm,
     }
 
   @classmethod

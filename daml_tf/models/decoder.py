@@ -26,6 +26,7 @@ class AppearanceDecoder(keras.Model):
     levels, feature_root, max_channels: as the encoder's.
     leaky_relu_slope: negative slope of the LeakyReLUs.
     weight_decay: gamma of the L2 kernel regulariser.
+    sync_batchnorm: synchronise BatchNorm statistics across replicas.
 
   Example:
   >>> decoder = AppearanceDecoder(image_size=(64, 96), channels=1, levels=3, feature_root=8)
@@ -36,7 +37,8 @@ class AppearanceDecoder(keras.Model):
 
   def __init__(self, image_size: Sequence[int], channels: int, levels: int = 4,
                feature_root: int = 64, max_channels: int = 512,
-               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001, **kwargs):
+               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
+               sync_batchnorm: bool = False, **kwargs):
     height, width = image_size
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     level_shapes = [
@@ -55,7 +57,8 @@ class AppearanceDecoder(keras.Model):
       x = keras.layers.Conv2DTranspose(
           filters, 2, strides=2, kernel_regularizer=regularizer, name=f"dec{level}_up")(x)
       x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
-      x = layers.conv_bn_relu(x, filters, leaky_relu_slope, weight_decay, name=f"dec{level}")
+      x = layers.conv_bn_relu(x, filters, leaky_relu_slope, weight_decay, name=f"dec{level}",
+                              sync_batchnorm=sync_batchnorm)
     # float32 output so the pixel loss is computed in full precision under mixed policies.
     frame = keras.layers.Conv2D(
         channels, 3, padding="same", kernel_regularizer=regularizer, dtype="float32",
@@ -68,6 +71,7 @@ class AppearanceDecoder(keras.Model):
     self.max_channels = max_channels
     self.leaky_relu_slope = leaky_relu_slope
     self.weight_decay = weight_decay
+    self.sync_batchnorm = sync_batchnorm
 
   def get_config(self):
     return {
@@ -80,6 +84,7 @@ class AppearanceDecoder(keras.Model):
         "max_channels": self.max_channels,
         "leaky_relu_slope": self.leaky_relu_slope,
         "weight_decay": self.weight_decay,
+        "sync_batchnorm": self.sync_batchnorm,
     }
 
   @classmethod

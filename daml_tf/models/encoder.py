@@ -24,6 +24,7 @@ class AppearanceEncoder(keras.Model):
     max_channels: channel cap.
     leaky_relu_slope: negative slope of the LeakyReLUs.
     weight_decay: gamma of the L2 kernel regulariser.
+    sync_batchnorm: synchronise BatchNorm statistics across replicas.
 
   Example:
   >>> encoder = AppearanceEncoder(image_size=(64, 96), channels=1, levels=3, feature_root=8)
@@ -34,7 +35,8 @@ class AppearanceEncoder(keras.Model):
 
   def __init__(self, image_size: Sequence[int], channels: int, levels: int = 4,
                feature_root: int = 64, max_channels: int = 512,
-               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001, **kwargs):
+               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
+               sync_batchnorm: bool = False, **kwargs):
     height, width = image_size
     factor = 2**(levels - 1)
     if height % factor or width % factor:
@@ -49,7 +51,7 @@ class AppearanceEncoder(keras.Model):
         x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
       x = layers.conv_bn_relu(
           x, layers.level_channels(level, feature_root, max_channels), leaky_relu_slope,
-          weight_decay, name=f"enc{level}")
+          weight_decay, name=f"enc{level}", sync_batchnorm=sync_batchnorm)
       features.append(x)
     super().__init__(inputs=frames, outputs=features, **kwargs)
     self.image_size = (int(height), int(width))
@@ -59,6 +61,7 @@ class AppearanceEncoder(keras.Model):
     self.max_channels = max_channels
     self.leaky_relu_slope = leaky_relu_slope
     self.weight_decay = weight_decay
+    self.sync_batchnorm = sync_batchnorm
 
   @property
   def latent_shape(self):
@@ -76,6 +79,7 @@ class AppearanceEncoder(keras.Model):
         "max_channels": self.max_channels,
         "leaky_relu_slope": self.leaky_relu_slope,
         "weight_decay": self.weight_decay,
+        "sync_batchnorm": self.sync_batchnorm,
     }
 
   @classmethod

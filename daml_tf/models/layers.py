@@ -8,13 +8,20 @@ def level_channels(level: int, feature_root: int, max_channels: int) -> int:
   return min(feature_root * 2**level, max_channels)
 
 
-def conv_bn_relu(x, filters: int, leaky_relu_slope: float, weight_decay: float, name: str):
+def batch_norm(name: str, synchronized: bool = False):
+  """BatchNorm; `synchronized` uses the global batch's statistics under a tf.distribute
+  strategy (otherwise each replica normalises with its own share of the batch)."""
+  return keras.layers.BatchNormalization(synchronized=synchronized, name=name)
+
+
+def conv_bn_relu(x, filters: int, leaky_relu_slope: float, weight_decay: float, name: str,
+                 sync_batchnorm: bool = False):
   """Two [Conv 3x3 -> BatchNorm -> LeakyReLU] units, the block of every U-Net level."""
   for unit in (1, 2):
     x = keras.layers.Conv2D(
         filters, 3, padding="same", use_bias=False,
         kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
         name=f"{name}_conv{unit}")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn{unit}")(x)
+    x = batch_norm(f"{name}_bn{unit}", sync_batchnorm)(x)
     x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"{name}_relu{unit}")(x)
   return x

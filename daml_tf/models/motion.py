@@ -4,6 +4,8 @@ from typing import Sequence
 
 import keras
 
+from daml_tf.models import layers
+
 
 @keras.saving.register_keras_serializable(package="daml_tf")
 class MotionModel(keras.Model):
@@ -26,6 +28,7 @@ class MotionModel(keras.Model):
     weight_decay: gamma of the L2 kernel regulariser.
     num_blocks: Conv3D blocks (the paper: 3).
     bottleneck_channels: width of the blocks; 0 (the paper) keeps the code's channels.
+    sync_batchnorm: synchronise BatchNorm statistics across replicas.
 
   Example:
   >>> motion = MotionModel(time_steps=4, latent_shape=(16, 24, 32))
@@ -35,7 +38,8 @@ class MotionModel(keras.Model):
 
   def __init__(self, time_steps: int, latent_shape: Sequence[int],
                leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
-               num_blocks: int = 3, bottleneck_channels: int = 0, **kwargs):
+               num_blocks: int = 3, bottleneck_channels: int = 0, sync_batchnorm: bool = False,
+               **kwargs):
     latent_shape = tuple(int(d) for d in latent_shape)
     code_channels = latent_shape[-1]
     reduced = 0 < bottleneck_channels < code_channels
@@ -46,13 +50,13 @@ class MotionModel(keras.Model):
     if reduced:
       x = keras.layers.Conv3D(width, 1, use_bias=False, kernel_regularizer=regularizer(),
                               name="motion_reduce_conv")(x)
-      x = keras.layers.BatchNormalization(name="motion_reduce_bn")(x)
+      x = layers.batch_norm("motion_reduce_bn", sync_batchnorm)(x)
       x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name="motion_reduce_relu")(x)
     for block in range(num_blocks):
       x = keras.layers.Conv3D(
           width, 3, strides=(2, 1, 1), padding="same", use_bias=False,
           kernel_regularizer=regularizer(), name=f"motion{block}_conv")(x)
-      x = keras.layers.BatchNormalization(name=f"motion{block}_bn")(x)
+      x = layers.batch_norm(f"motion{block}_bn", sync_batchnorm)(x)
       x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"motion{block}_relu")(x)
     # Cast before the mean so the latent loss and the score are computed in float32.
     x = keras.layers.Activation("linear", dtype="float32", name="to_float32")(x)
@@ -69,6 +73,7 @@ class MotionModel(keras.Model):
     self.weight_decay = weight_decay
     self.num_blocks = num_blocks
     self.bottleneck_channels = bottleneck_channels
+    self.sync_batchnorm = sync_batchnorm
 
   def get_config(self):
     return {
@@ -80,6 +85,7 @@ class MotionModel(keras.Model):
         "weight_decay": self.weight_decay,
         "num_blocks": self.num_blocks,
         "bottleneck_channels": self.bottleneck_channels,
+        "sync_batchnorm": self.sync_batchnorm,
     }
 
   @classmethod
