@@ -307,7 +307,8 @@ def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Opt
     try:
       checkpoint.restore(path).assert_existing_objects_matched()
       return path
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
+    # A truncated file surfaces as an IndexError from the checkpoint reader.
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
       logging.warning("Cannot restore %s (%s); trying an older checkpoint.", path,
                       str(error).splitlines()[0] if str(error) else type(error).__name__)
   raise TrainingError(f"No checkpoint in {checkpoint_dir} can be restored.")

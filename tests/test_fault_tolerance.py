@@ -1,0 +1,118 @@
+"""Training survives being killed: SIGKILL mid-epoch, then the same command finishes the run."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from daml_tf import config as config_lib
+from daml_tf import training
+from daml_tf.data import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("synthetic")
+  synthetic.generate(str(root), num_train_videos=2, num_test_videos=1, frames_per_video=24,
+                     seed=0)
+  return str(root)
+
+
+def _checkpoint_steps(model_dir):
+  state = tf.train.get_checkpoint_state(os.path.join(model_dir, training.CHECKPOINT_SUBDIR))
+  if state is None:
+    return []
+  return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_finishes(data_dir, tmp_path):
+  steps_per_epoch, epochs = 20, 3
+  model_dir = str(tmp_path / "model")
+  command = [
+      sys.executable, "-m", "daml_tf.train", "--dataset=synthetic", f"--data_dir={data_dir}",
+      f"--model_dir={model_dir}", "--image_height=32", "--image_width=48", "--channels=1",
+      "--time_steps=3", "--interval=1", "--delta=1", "--batch_size=2", "--levels=2",
+      "--feature_root=4", "--train_epochs=2", "--finetune_epochs=1",
+      f"--clips_per_epoch={2 * steps_per_epoch}", "--checkpoint_every_steps=3",
+      "--image_summary_steps=0", "--calibration_holdout=0", "--noexport", "--nocalibrate",
+  ]
+  with open(tmp_path / "first.log", "w") as log:
+    first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    # Kill once a step checkpoint inside the first epoch exists (and a little after, so the
+    # kill may land anywhere, a checkpoint write included).
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+      steps = _checkpoint_steps(model_dir)
+      if steps and max(steps) >= 6:
+        break
+      time.sleep(0.05)
+    time.sleep(np.random.RandomState().uniform(0, 0.5))
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  killed_at = max(_checkpoint_steps(model_dir))
+  assert 6 <= killed_at < epochs * steps_per_epoch
+
+  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "Resuming from" in second.stderr
+  # Continued from the last checkpoint rather than from scratch.
+  assert f"ckpt-{killed_at}" in second.stderr or f"ckpt-{killed_at + 3}" in second.stderr
+  # Exactly the scheduled number of steps in total, whatever the kill point.
+  assert max(_checkpoint_steps(model_dir)) == epochs * steps_per_epoch
+  resumed = tf.train.Checkpoint(
+      epochs_done=tf.Variable(0, dtype=tf.int64), epoch_steps_done=tf.Variable(0, dtype=tf.int64))
+  resumed.restore(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+                  ).expect_partial()
+  assert int(resumed.epochs_done.numpy()) == epochs
+  assert int(resumed.epoch_steps_done.numpy()) == 0
+
+
+def _tiny_config(data_dir, model_dir, train_epochs):
+  return config_lib.Config(
+      data=config_lib.DataConfig(dataset="synthetic", data_dir=data_dir, image_height=32,
+                                 image_width=48, time_steps=3, interval=1, delta=1, batch_size=2,
+                                 clips_per_epoch=8),
+      model=config_lib.ModelConfig(levels=2, feature_root=4),
+      train=config_lib.TrainConfig(model_dir=model_dir, train_epochs=train_epochs,
+                                   finetune_epochs=0, checkpoint_every_steps=1,
+                                   image_summary_steps=0, export=False, calibrate=False,
+                                   calibration_holdout=0))
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  training.train(_tiny_config(data_dir, model_dir, train_epochs=1))
+  assert _checkpoint_steps(model_dir) == [2, 3, 4]
+  # Damage the newest checkpoint's data, as a disk error after the save would.
+  checkpoint_dir = os.path.join(model_dir, training.CHECKPOINT_SUBDIR)
+  for path in tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-4.data-*")):
+    with open(path, "r+b") as f:
+      f.truncate(8)
+  # A half-written save of a later step (its files exist, the state file does not name it).
+  with open(os.path.join(checkpoint_dir, "ckpt-9.index"), "wb") as f:
+    f.write(b"partial")
+  results = training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
+  # ckpt-3 (3 of the 4 steps of epoch 1) was restored, so one step finished epoch 1 and four
+  # ran in epoch 2.
+  assert results["global_step"] == 8
+  assert max(_checkpoint_steps(model_dir)) == 8
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(data_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  training.train(_tiny_config(data_dir, model_dir, train_epochs=1))
+  for path in tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.data-*")):
+    with open(path, "r+b") as f:
+      f.truncate(8)
+  with pytest.raises(training.TrainingError, match="No checkpoint"):
+    training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
