@@ -1,0 +1,98 @@
+"""Alarm thresholds: the held-out split, calibration at the end of training, the CLI."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from daml_tf import calibration
+from daml_tf import config as config_lib
+from daml_tf import evaluation
+from daml_tf import training
+from daml_tf.data import layout
+from daml_tf.data import pipeline
+from daml_tf.data import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _video(name, frames):
+  return layout.Video(name, tuple(f"{name}/{i:03d}.png" for i in range(frames)))
+
+
+def test_split_holdout_by_hand():
+  videos = [_video("a", 30), _video("b", 6), _video("c", 100)]
+  heads, tails = calibration.split_holdout(videos, 0.1, clip_span=3)
+  # a: ceil(3) = 3 < clip_span + 1 = 4, so 4 frames held; b: 6 - 4 < 4, stays whole; c: 10.
+  assert [(v.name, v.num_frames) for v in heads] == [("a", 26), ("b", 6), ("c", 90)]
+  assert [(v.name, v.num_frames) for v in tails] == [("a:holdout", 4), ("c:holdout", 10)]
+  assert tails[0].frame_paths == videos[0].frame_paths[26:]
+  assert heads[2].frame_paths + tails[1].frame_paths == videos[2].frame_paths
+
+
+def test_split_holdout_zero_keeps_everything():
+  videos = [_video("a", 30)]
+  assert calibration.split_holdout(videos, 0.0, clip_span=3) == (videos, [])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(data_dir, num_train_videos=2, num_test_videos=1, frames_per_video=30,
+                     seed=0)
+  model_dir = str(tmp_path_factory.mktemp("model"))
+  cfg = config_lib.Config(
+      data=config_lib.DataConfig(dataset="synthetic", data_dir=data_dir, image_height=32,
+                                 image_width=48, time_steps=3, interval=1, delta=1,
+                                 batch_size=2, clips_per_epoch=4),
+      model=config_lib.ModelConfig(levels=2, feature_root=4),
+      train=config_lib.TrainConfig(model_dir=model_dir, train_epochs=1, finetune_epochs=0,
+                                   image_summary_steps=0, export=False,
+                                   calibration_holdout=0.2, calibration_quantile=0.9))
+  training.train(cfg)
+  return cfg
+
+
+def _holdout_scores(cfg):
+  videos, held_out = calibration.calibration_videos(cfg)
+  assert held_out
+  model = training.restore_model(cfg)
+  scorer = evaluation.VideoScorer(model, cfg.data, batch_size=8)
+  background = model.background.numpy()
+  return np.concatenate([
+      scorer.score(pipeline.load_video(v, cfg.data.image_size, cfg.data.channels,
+                                       background))[1] for v in videos])
+
+
+def test_training_calibrates_on_the_held_out_tails(trained):
+  with open(os.path.join(trained.train.model_dir, "threshold.json")) as f:
+    stored = json.load(f)
+  scores = _holdout_scores(trained)
+  # 30-frame videos: 6 frames held out of each, 3 of them scorable (clip span 3).
+  assert scores.size == 2 * 3
+  assert stored["quantile"] == 0.9
+  np.testing.assert_allclose(stored["threshold"], np.quantile(scores, 0.9), rtol=1e-6)
+
+
+def test_calibrate_cli_recomputes_with_another_quantile(trained):
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.calibrate", f"--model_dir={trained.train.model_dir}",
+       "--quantile=1.0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(trained.train.model_dir, "threshold.json")) as f:
+    stored = json.load(f)
+  assert stored["quantile"] == 1.0
+  np.testing.assert_allclose(stored["threshold"], _holdout_scores(trained).max(), rtol=1e-6)
+
+
+def test_calibrate_cli_on_a_folder_without_a_model_says_so(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.calibrate", f"--model_dir={tmp_path}"], cwd=REPO,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert "config.json" in result.stderr
+  assert "Traceback" not in result.stderr
