@@ -13,11 +13,13 @@ gets a `layout.DataError` with a clear message.
 """
 
 import os
+import tempfile
 from typing import Iterator, Optional, Tuple
 
 from absl import logging
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
 from daml_tf.data import layout
 
@@ -51,9 +53,23 @@ def is_video_file(path: str) -> bool:
   return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _open_input(path: str):
+  """What PyAV and PIL open: the local path, or a tf.io.gfile file for s3://, gs://, ...
+
+  FFmpeg cannot read TensorFlow's filesystems itself; both libraries accept a seekable Python
+  file object instead.
+  """
+  return tf.io.gfile.GFile(path, "rb") if _is_remote(path) else path
+
+
 def list_frame_files(folder: str):
   """Image files of a frames folder in natural order ("2" before "10")."""
-  names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)]
+  names = [n.rstrip("/") for n in tf.io.gfile.listdir(folder)
+           if n.lower().endswith(IMAGE_EXTENSIONS)]
   return [os.path.join(folder, n) for n in sorted(names, key=layout.natural_key)]
 
 
@@ -64,11 +80,11 @@ def video_fps(path: str, default: float = DEFAULT_FPS) -> float:
     path: a video file or a frames folder (which has no rate of its own).
     default: returned for folders and for files that do not state a usable rate.
   """
-  if os.path.isdir(path):
+  if tf.io.gfile.isdir(path):
     return default
   import av  # pylint: disable=g-import-not-at-top
   try:
-    with av.open(path) as container:
+    with av.open(_open_input(path)) as container:
       if not container.streams.video:
         return default
       stream = container.streams.video[0]
@@ -97,7 +113,7 @@ def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarr
         f"Folder {folder!r} holds no frames with an extension in {', '.join(IMAGE_EXTENSIONS)}.")
   for index, path in enumerate(paths):
     try:
-      with Image.open(path) as image:
+      with Image.open(_open_input(path)) as image:
         frame = _image_to_array(image)
     except (OSError, ValueError, SyntaxError) as e:
       # PIL raises OSError for truncated files and SyntaxError for some corrupt headers.
@@ -109,7 +125,7 @@ def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarr
 def _iter_video(path: str, fps: float) -> Iterator[Tuple[int, float, np.ndarray]]:
   import av  # pylint: disable=g-import-not-at-top
   try:
-    container = av.open(path)
+    container = av.open(_open_input(path))
   except (av.error.FFmpegError, OSError) as e:
     # A file cut before its first frame (or not a video at all): nothing can be read.
     logging.warning("Cannot open video %s: %s", path, e)
@@ -163,11 +179,11 @@ def iter_frames(path: str, fps: float = DEFAULT_FPS) -> Iterator[Tuple[int, floa
       the file ends before the frame count its header declares.
     layout.DataError: a folder without frames, or a file without a video stream.
   """
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
         f"Input {path!r} does not exist: give a video file ({', '.join(VIDEO_EXTENSIONS)}) or "
         "a folder of frames.")
-  if os.path.isdir(path):
+  if tf.io.gfile.isdir(path):
     return _iter_folder(path, fps)
   return _iter_video(path, fps)
 
@@ -233,8 +249,15 @@ class VideoWriter:
     from fractions import Fraction  # pylint: disable=g-import-not-at-top
     directory = os.path.dirname(self.path)
     if directory:
-      os.makedirs(directory, exist_ok=True)
-    self._container = self._av.open(self.path, "w")
+      tf.io.gfile.makedirs(directory)
+    if _is_remote(self.path):
+      # FFmpeg's muxers seek back to patch headers, which object stores cannot do: encode to
+      # a local file and copy it over on close.
+      handle, self._local_path = tempfile.mkstemp(suffix=os.path.splitext(self.path)[1])
+      os.close(handle)
+    else:
+      self._local_path = self.path
+    self._container = self._av.open(self._local_path, "w")
     rate = Fraction(self.fps).limit_denominator(1001)
     stream = self._container.add_stream(self.codec, rate=rate)
     stream.width = width + width % 2
@@ -279,6 +302,9 @@ class VideoWriter:
       self._container.mux(packet)
     self._container.close()
     self._container = None
+    if self._local_path != self.path:
+      tf.io.gfile.copy(self._local_path, self.path, overwrite=True)
+      os.remove(self._local_path)
 
   def __enter__(self) -> "VideoWriter":
     return self
