@@ -36,6 +36,7 @@ def main(argv):
       calibration.calibrate_model_dir, FLAGS.model_dir, videos_dir=FLAGS.videos_dir,
       data_dir=FLAGS.data_dir, quantile=FLAGS.quantile)
   logging.info("threshold=%.6g", threshold)
+  cli.finish()
 
 
 if __name__ == "__main__":

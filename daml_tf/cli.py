@@ -1,7 +1,5 @@
 """What the entry points share: turning expected failures into one clear message."""
 
-import sys
-
 from absl import logging
 
 from daml_tf import config as config_lib
@@ -20,4 +18,9 @@ def exit_on_expected_errors(function, *args, **kwargs):
     return function(*args, **kwargs)
   except EXPECTED_ERRORS as error:
     logging.error("%s", error)
-    sys.exit(1)
+    layout.exit_process(1)
+
+
+def finish() -> None:
+  """Ends a successful entry point; needed after S3 access (see layout.exit_process)."""
+  layout.exit_process(0)

@@ -22,6 +22,7 @@ def main(argv):
                metrics["num_scored_frames"], metrics["normalize"])
   # The one line a user reads: printed plainly so it survives any logging setup.
   print(f"micro_auc={metrics['micro_auc']:.4f}")
+  cli.finish()
 
 
 if __name__ == "__main__":

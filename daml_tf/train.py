@@ -16,6 +16,7 @@ def main(argv):
   results = cli.exit_on_expected_errors(training.train, cfg)
   logging.info("Training done at step %d; model directory %s", results["global_step"],
                cfg.train.model_dir)
+  cli.finish()
 
 
 if __name__ == "__main__":

@@ -327,6 +327,7 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
   strategy = make_strategy(cfg.train.strategy)
   role = worker_role(strategy)
   model_dir = cfg.train.model_dir
+  layout.ensure_filesystem(model_dir)
   own_dir = model_dir if role.is_chief else scratch_dir(model_dir, role)
   keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
   keras.utils.set_random_seed(cfg.data.seed)
@@ -345,8 +346,9 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
       return per_worker["clip_data"].dataset
 
     distributed = strategy.distribute_datasets_from_function(dataset_fn)
-    num_clips = per_worker["clip_data"].num_clips
-    steps_per_epoch = max((cfg.data.clips_per_epoch or num_clips) // cfg.data.batch_size, 1)
+    # Counted from the global clip count and batch, so every worker runs the same steps.
+    num_clips = per_worker["clip_data"].total_clips
+    steps_per_epoch = per_worker["clip_data"].steps_per_epoch(cfg.data.clips_per_epoch)
   else:
     clip_data = make_clip_data(cfg, data)
     distributed = strategy.experimental_distribute_dataset(clip_data.dataset)

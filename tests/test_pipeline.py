@@ -90,6 +90,27 @@ def test_lossless_formats_decode_exactly(tmp_path, ext):
                              np.repeat(gray_f[..., None], 3, axis=-1), atol=2e-4)
 
 
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".jpg", ".tif"])
+def test_eight_bit_levels_scale_like_convert_image_dtype(tmp_path, ext):
+  # Every level once; for JPEG a flat image, which survives compression exactly.
+  levels = (np.arange(256, dtype=np.uint8).reshape(16, 16) if ext != ".jpg" else
+            np.full((16, 16), 77, np.uint8))
+  path = _save(str(tmp_path / f"levels{ext}"), levels)
+  channels = 3 if ext == ".tif" else 1  # TIFFs decode as RGBA; gray would be reweighted.
+  expected = tf.image.convert_image_dtype(levels, tf.float32).numpy()
+  decoded = pipeline.decode_frame(path, (16, 16), channels).numpy()
+  for channel in range(channels):
+    np.testing.assert_array_equal(decoded[..., channel], expected)
+
+
+def test_sixteen_bit_png_keeps_its_precision(tmp_path):
+  pixels = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257 + 3)
+  path = str(tmp_path / "deep.png")
+  Image.fromarray(pixels).save(path)
+  np.testing.assert_allclose(pipeline.decode_frame(path, (16, 16), 1).numpy()[..., 0],
+                             pixels / 65535, atol=1e-7)
+
+
 def test_jpeg_matches_pil_and_resizes(tmp_path):
   path = _save(str(tmp_path / "frame.jpg"), _pixels((30, 40, 3)))
   with Image.open(path) as image:
@@ -209,6 +230,39 @@ def test_training_mode_shuffles_repeats_and_batches(frames_dataset):
                                   np.sort(ordered.reshape(12, -1), axis=0))
     again = pipeline.training_dataset(videos, background, cfg, training=True)
     np.testing.assert_array_equal(next(iter(again.dataset)).numpy(), first[0])  # Seeded.
+
+
+def _context(pipelines, pipeline_id, replicas):
+  return tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                    input_pipeline_id=pipeline_id,
+                                    num_replicas_in_sync=replicas)
+
+
+def test_sharding_by_clip_index_across_input_pipelines(frames_dataset):
+  root = frames_dataset()  # Training videos of 12 and 10 frames: 7 + 5 clips.
+  videos = layout.list_videos(root, "training", SPEC)
+  background = np.full((16, 24, 1), 0.5, np.float32)
+  for cache in ("memory", "none"):
+    cfg = _cfg(cache)
+    everything = _batches(pipeline.training_dataset(videos, background, cfg, False).dataset)
+    parts = []
+    for pipeline_id in range(2):
+      data = pipeline.training_dataset(videos, background, cfg, training=False,
+                                       input_context=_context(2, pipeline_id, 2))
+      assert data.batch_size == 2 and data.global_batch_size == 4
+      assert data.num_clips == 6 and data.total_clips == 12
+      # Global steps, the same on every pipeline.
+      assert data.steps_per_epoch() == 3 and data.steps_per_epoch(clips_per_epoch=20) == 5
+      parts.append(_batches(data.dataset))
+    # Contiguous ranges of the clip table: disjoint, together everything, in order.
+    np.testing.assert_array_equal(np.concatenate(parts), everything)
+  # One pipeline feeding two replicas: every clip, per-replica batches.
+  data = pipeline.training_dataset(videos, background, cfg, training=True,
+                                   input_context=_context(1, 0, 2))
+  assert data.num_clips == 12 and data.steps_per_epoch() == 3
+  assert next(iter(data.dataset)).shape[0] == 2
+  with pytest.raises(DataError, match="cannot be split evenly over 3 replicas"):
+    pipeline.training_dataset(videos, background, cfg, input_context=_context(1, 0, 3))
 
 
 def test_training_dataset_rejects_short_videos(frames_dataset):

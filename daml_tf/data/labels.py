@@ -14,6 +14,7 @@ import numpy as np
 import scipy.io
 import tensorflow as tf
 
+from daml_tf.data import layout
 from daml_tf.data import registry
 from daml_tf.data.layout import DataError, Video, natural_key
 
@@ -36,6 +37,7 @@ def find_label_file(spec, root: str, override: str = "") -> str:
     DataError: the override does not exist, or no label file was found.
   """
   if override:
+    layout.ensure_filesystem(override)
     if not tf.io.gfile.exists(override):
       raise DataError(f"Label file {override!r} (--label_file) does not exist.")
     return override

@@ -10,8 +10,10 @@ Listing goes through tf.io.gfile so that roots on remote filesystems work the sa
 import dataclasses
 import os
 import re
+import sys
 from typing import List, Sequence, Tuple
 
+from absl import logging
 import tensorflow as tf
 
 SPLITS = ("training", "testing")
@@ -54,6 +56,59 @@ def natural_key(name: str) -> Tuple:
   return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (name,)
 
 
+# URL schemes of the paths this process was given (see exit_process).
+_SCHEMES_USED = set()
+
+
+def ensure_filesystem(path: str) -> None:
+  """Makes `path`'s filesystem usable by tf.io.gfile, tf.io.read_file and TFRecord I/O.
+
+  TensorFlow's pip build serves local paths and gs:// itself; s3://, hdfs://, az:// and others
+  come from tensorflow_io's plugin, registered when that package is imported. Importing it
+  only for such paths keeps its start-up cost off local runs.
+
+  Args:
+    path: a local path or URL.
+
+  Raises:
+    DataError: the scheme is served by no installed filesystem.
+  """
+  scheme, separator, _ = path.partition("://")
+  if not separator:
+    return
+  _SCHEMES_USED.add(scheme)
+  if scheme in tf.io.gfile.get_registered_schemes():
+    return
+  try:
+    import tensorflow_io  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as error:
+    raise DataError(f"{path!r}: the {scheme}:// filesystem needs the tensorflow-io package "
+                    f"({error}).") from None
+  if scheme not in tf.io.gfile.get_registered_schemes():
+    raise DataError(f"{path!r}: no installed filesystem serves {scheme}:// (known: "
+                    f"{', '.join(s for s in tf.io.gfile.get_registered_schemes() if s)}).")
+
+
+def exit_process(status: int) -> None:
+  """Ends an entry point with `status`, skipping C++ teardown once S3 was used.
+
+  tensorflow-io 0.37.1's S3 filesystem aborts the interpreter's exit after any S3 access
+  ("pure virtual method called", status 134, in AWS SDK destructors: tensorflow/io#1912, #2039)
+  even when all the work succeeded. Leaving with os._exit skips those destructors; files are
+  already closed, and the logs are flushed here.
+
+  Args:
+    status: the exit status.
+  """
+  if "s3" in _SCHEMES_USED:
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  if status:
+    sys.exit(status)
+
+
 def _listdir(path: str) -> List[str]:
   # Some filesystems (GCS) mark directories with a trailing slash.
   return [entry.rstrip("/") for entry in tf.io.gfile.listdir(path)]
@@ -81,6 +136,7 @@ def resolve_dataset_root(data_dir: str, spec) -> str:
     raise DataError(
         f"No data directory given for dataset {spec.name!r}: set --data_dir to the dataset "
         f"root (holding training/ and testing/) or to a folder holding {spec.name}/.")
+  ensure_filesystem(data_dir)
   if not tf.io.gfile.isdir(data_dir):
     raise DataError(f"Data directory {data_dir!r} does not exist or is not a folder.")
   if _has_split(data_dir):

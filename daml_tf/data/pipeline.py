@@ -14,16 +14,18 @@ import io
 import os
 import re
 import time
-from typing import Iterator, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from daml_tf.data.layout import DataError, Video, check_clip_length
+from daml_tf.data.layout import DataError, Video, check_clip_length, ensure_filesystem
 
 BACKGROUND_FILE = "background.npy"
 _TIFF_EXTENSIONS = (".tif", ".tiff")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ZEROS_25 = b"\0" * 25
 AUTOTUNE = tf.data.AUTOTUNE
 # Byte alignment TensorFlow requires of a buffer it adopts through DLPack (Eigen's maximum).
 _TF_ALIGNMENT = 64
@@ -47,11 +49,23 @@ def _decode_other(contents: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
     return tf.image.convert_image_dtype(image, tf.float32)
 
-  def other():
-    # dtype=float32 scales by the stored dtype's maximum, so 16-bit PNGs land in [0, 1] too.
-    return tf.io.decode_image(contents, channels=0, dtype=tf.float32, expand_animations=False)
+  def png16():
+    return tf.image.convert_image_dtype(tf.io.decode_png(contents, channels=0, dtype=tf.uint16),
+                                        tf.float32)
 
-  return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+  def other():
+    # Decoded to uint8 and scaled like JPEG and TIFF frames: decode_image's own float
+    # conversion differs from convert_image_dtype in the last bit for some levels, and 8-bit
+    # frames stored as TFRecords must convert back to exactly these values.
+    image = tf.io.decode_image(contents, channels=0, expand_animations=False)
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+  # Byte 24 of a PNG is the bit depth (IHDR); the padding keeps short files readable.
+  header = tf.strings.join([tf.strings.substr(contents, 0, 25), _ZEROS_25])
+  is_png16 = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 8), _PNG_SIGNATURE),
+                            tf.equal(tf.strings.substr(header, 24, 1), b"\x10"))
+  return tf.case([(tf.io.is_jpeg(contents), jpeg), (is_png16, png16)], default=other,
+                 exclusive=True)
 
 
 def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -87,7 +101,9 @@ def decode_frame(path: tf.Tensor, image_size: Tuple[int, int], channels: int) ->
 
   The format is chosen in-graph: TIFF by the file extension (tensorflow_io's decode_tiff), JPEG
   by its signature (tf.io.decode_jpeg with the accurate IDCT, as PIL and OpenCV decode), the
-  rest (PNG, BMP, GIF) by tf.io.decode_image. Alpha channels are dropped.
+  rest (PNG, BMP, GIF) by tf.io.decode_image. Every 8-bit image is scaled to [0, 1] the same
+  way (tf.image.convert_image_dtype), 16-bit PNGs by their own maximum. Alpha channels are
+  dropped.
 
   Args:
     path: scalar string tensor, the image file.
@@ -128,9 +144,22 @@ def _locate_decode_error(paths: Sequence[str], start: int, image_size, channels,
   raise error
 
 
-def _iterate_frames(paths: Sequence[str], image_size, channels,
-                    batch_size: int) -> Iterator[np.ndarray]:
-  """Yields float32 [<=batch_size, H, W, C] batches of the decoded frames, in order."""
+def iterate_frames(paths: Sequence[str], image_size: Tuple[int, int], channels: int,
+                   batch_size: int = 64) -> Iterator[np.ndarray]:
+  """Decodes frames in parallel with tf.data, streamed.
+
+  Args:
+    paths: image files.
+    image_size: (height, width).
+    channels: 1 or 3.
+    batch_size: frames per yielded batch (memory granularity only).
+
+  Yields:
+    float32 [<=batch_size, height, width, channels] batches in [0, 1], in the order of paths.
+
+  Raises:
+    DataError: naming a file that cannot be read or decoded.
+  """
   paths = list(paths)
   dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
              # Ordered, so a failure points at the region of the file that caused it.
@@ -179,7 +208,7 @@ def decode_frames(frame_paths: Sequence[str], image_size: Tuple[int, int], chann
   frames = _aligned_empty((len(frame_paths), image_size[0], image_size[1], channels))
   done = 0
   # Filled in place: concatenating batches would briefly hold everything twice.
-  for batch in _iterate_frames(frame_paths, image_size, channels, batch_size):
+  for batch in iterate_frames(frame_paths, image_size, channels, batch_size):
     frames[done:done + len(batch)] = batch
     done += len(batch)
   return frames
@@ -224,12 +253,26 @@ def compute_background(frame_paths: Sequence[str], image_size: Tuple[int, int], 
   """
   if not frame_paths:
     raise DataError("Cannot compute a background from zero frames.")
-  total = np.zeros((image_size[0], image_size[1], channels), np.float64)
+  return mean_frame(iterate_frames(frame_paths, image_size, channels, batch_size))
+
+
+def mean_frame(batches: Iterable[np.ndarray]) -> np.ndarray:
+  """Per-pixel mean of a stream of float32 [n, H, W, C] frame batches, as float32 [H, W, C].
+
+  The result depends on how the frames are batched (float64 sums are not associative), so
+  whoever must reproduce `compute_background` bit for bit feeds it iterate_frames' batches of
+  the same paths and batch size.
+  """
+  total = None
   count = 0
-  for batch in _iterate_frames(frame_paths, image_size, channels, batch_size):
+  for batch in batches:
+    if total is None:
+      total = np.zeros(batch.shape[1:], np.float64)
     # float64 on the host: a float32 running sum over 10^5 frames loses digits.
     total += batch.sum(axis=0, dtype=np.float64)
     count += len(batch)
+  if not count:
+    raise DataError("Cannot compute a background from zero frames.")
   return (total / count).astype(np.float32)
 
 
@@ -246,6 +289,7 @@ def load_or_compute_background(model_dir: str, videos: Sequence[Video],
   Returns:
     float32 [height, width, channels].
   """
+  ensure_filesystem(model_dir)
   path = os.path.join(model_dir, BACKGROUND_FILE)
   shape = (image_size[0], image_size[1], channels)
   if tf.io.gfile.exists(path):
@@ -269,7 +313,8 @@ def load_or_compute_background(model_dir: str, videos: Sequence[Video],
   return background
 
 
-def _check_background(background: np.ndarray, image_size, channels) -> np.ndarray:
+def check_background(background: np.ndarray, image_size, channels) -> np.ndarray:
+  """The background as float32; raises ValueError unless it is [height, width, channels]."""
   shape = (image_size[0], image_size[1], channels)
   background = np.asarray(background, np.float32)
   if background.shape != shape:
@@ -295,7 +340,7 @@ def load_video(video: Video, image_size: Tuple[int, int], channels: int,
   Raises:
     DataError: naming a frame that cannot be decoded.
   """
-  background = _check_background(background, image_size, channels)
+  background = check_background(background, image_size, channels)
   frames = decode_frames(video.frame_paths, image_size, channels)
   if transform is not None:
     # A copy: arrays viewed from tensors are read-only.
@@ -352,24 +397,49 @@ def count_clips(videos: Sequence[Video], data_cfg) -> int:
 class ClipData:
   """A clip dataset and its size.
 
+  With several input pipelines (multi-worker training, see `training_dataset`'s input_context)
+  each has its own ClipData over its share of the clips; the epoch length is still counted in
+  global steps, the same on every pipeline, as lock-step training requires.
+
   Attributes:
     dataset: yields float32 [B, k+1, H, W, C] batches of background-subtracted clips; the k
       inputs come first, the target last.
-    num_clips: clips in one pass over the videos.
-    batch_size: B.
+    num_clips: clips in one pass over this pipeline's share of the videos.
+    batch_size: B (per replica when built for an input context).
+    global_batch_size: clips of one step over all replicas; 0 means batch_size.
+    total_clips: clips of all input pipelines together; 0 means num_clips.
   """
 
   dataset: tf.data.Dataset
   num_clips: int
   batch_size: int
+  global_batch_size: int = 0
+  total_clips: int = 0
 
   def steps_per_epoch(self, clips_per_epoch: int = 0) -> int:
-    """Batches per epoch: clips_per_epoch (0: every clip once) // batch size, at least 1."""
-    return max((clips_per_epoch or self.num_clips) // self.batch_size, 1)
+    """Global steps per epoch: clips_per_epoch (0: every clip once) // global batch, >= 1."""
+    total = clips_per_epoch or self.total_clips or self.num_clips
+    return max(total // (self.global_batch_size or self.batch_size), 1)
+
+
+def batch_size_for(data_cfg, input_context: Optional[tf.distribute.InputContext]) -> int:
+  """The batch one input pipeline yields: the global batch, or per replica under a context.
+
+  Raises:
+    DataError: the global batch does not divide among the replicas.
+  """
+  if input_context is None:
+    return data_cfg.batch_size
+  try:
+    return input_context.get_per_replica_batch_size(data_cfg.batch_size)
+  except ValueError as error:
+    raise DataError(f"--batch_size {data_cfg.batch_size} cannot be split evenly over "
+                    f"{input_context.num_replicas_in_sync} replicas: {error}") from None
 
 
 def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
-                     training: bool = True) -> ClipData:
+                     training: bool = True,
+                     input_context: Optional[tf.distribute.InputContext] = None) -> ClipData:
   """Builds the clip dataset of the given videos.
 
   With data_cfg.frame_cache == "memory" every frame is decoded once (here, eagerly) into one
@@ -384,23 +454,42 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     training: True: shuffle clip order (seeded, reshuffled every pass), repeat forever and drop
       the last partial batch; the caller bounds epochs with ClipData.steps_per_epoch. False:
       every clip once, in order (video by video, then by first frame), last batch kept.
+    input_context: from tf.distribute's distribute_datasets_from_function. The batch is then
+      the per-replica one, and with several input pipelines each takes a contiguous range of
+      the clip table (sharding by clip index) and decodes only the frames its clips use.
 
   Returns:
     ClipData.
 
   Raises:
-    DataError: a video is shorter than one clip, or (memory cache) a frame cannot be decoded.
+    DataError: a video is shorter than one clip, (memory cache) a frame cannot be decoded, or
+      there are fewer clips than input pipelines.
   """
   if not videos:
     raise DataError("No videos to cut clips from.")
   check_clip_length(videos, data_cfg.clip_span)
   image_size = data_cfg.image_size
   channels = data_cfg.channels
-  background = _check_background(background, image_size, channels)
+  background = check_background(background, image_size, channels)
   table = _video_clip_table(videos, data_cfg)
-  num_clips = len(table)
+  total_clips = len(table)
   clip_len = data_cfg.time_steps + 1
   paths = [p for v in videos for p in v.frame_paths]
+  batch_size = batch_size_for(data_cfg, input_context)
+  shard = ""
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    pipelines = input_context.num_input_pipelines
+    if total_clips < pipelines:
+      raise DataError(f"{total_clips} training clips cannot be shared among {pipelines} input "
+                      "pipelines.")
+    # Contiguous ranges rather than every n-th clip: a pipeline then needs only about
+    # 1/pipelines of the frames, which matters for the memory cache.
+    table = np.array_split(table, pipelines)[input_context.input_pipeline_id]
+    used = np.unique(table)
+    table = np.searchsorted(used, table)
+    paths = [paths[i] for i in used]
+    shard = f" (input pipeline {input_context.input_pipeline_id} of {pipelines})"
+  num_clips = len(table)
 
   clips = tf.data.Dataset.from_tensor_slices(table)
   if training:
@@ -411,7 +500,7 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
 
   if data_cfg.frame_cache == "memory":
     frames = _frame_cache(paths, image_size, channels, background)
-    dataset = (clips.batch(data_cfg.batch_size, drop_remainder=training)
+    dataset = (clips.batch(batch_size, drop_remainder=training)
                # Gathering a whole batch of index rows copies each frame once.
                .map(lambda rows: tf.gather(frames, rows), num_parallel_calls=AUTOTUNE,
                     deterministic=True))
@@ -425,12 +514,12 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
                     deterministic=True)
                .batch(clip_len, drop_remainder=True)
                .map(lambda clip: clip - background_t)
-               .batch(data_cfg.batch_size, drop_remainder=training))
+               .batch(batch_size, drop_remainder=training))
   else:
     raise ValueError(f"Unknown frame_cache {data_cfg.frame_cache!r}.")
   dataset = dataset.prefetch(AUTOTUNE)
-  logging.info("Clip dataset: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
-               "training=%s.", len(videos), num_clips, clip_len, data_cfg.clip_span,
-               data_cfg.batch_size, data_cfg.frame_cache, training)
-  return ClipData(dataset=dataset, num_clips=num_clips, batch_size=data_cfg.batch_size)
-
+  logging.info("Clip dataset%s: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
+               "training=%s.", shard, len(videos), num_clips, clip_len, data_cfg.clip_span,
+               batch_size, data_cfg.frame_cache, training)
+  return ClipData(dataset=dataset, num_clips=num_clips, batch_size=batch_size,
+                  global_batch_size=data_cfg.batch_size, total_clips=total_clips)
