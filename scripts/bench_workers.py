@@ -1,0 +1,101 @@
+"""Training throughput with 1 vs N MultiWorkerMirroredStrategy workers on this machine.
+
+    .venv/bin/python scripts/bench_workers.py --workers=1,2 --output=workers.json -- \
+        --flagfile=configs/demo.cfg --data_dir=data/synthetic --train_epochs=1 --finetune_epochs=0
+
+Everything after `--` is passed to `python -m daml_tf.train` unchanged. For each worker count the
+script starts that many training processes on 127.0.0.1 with a TF_CONFIG each (a fresh model
+directory per run, under --work_dir), waits for them, and reads the chief's TensorBoard scalar
+`epoch/clips_per_second` (global clips per second of wall time, so it already counts every
+worker's share). The global batch stays the config's, so more workers means smaller per-worker
+batches, as in a real scale-out at fixed batch size.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_list("workers", ["1", "2"], "Worker counts to measure.")
+  flags.DEFINE_string("work_dir", "", "Model directories go here (default: a temp folder).")
+  flags.DEFINE_string("output", "", "Write the results as JSON here.")
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _epoch_scalars(logdir, tag):
+  values = []
+  for path in sorted(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values.append(float(tf.make_ndarray(value.tensor)))
+  return values
+
+
+def run(workers, train_args, work_dir):
+  model_dir = os.path.join(work_dir, f"workers_{workers}")
+  ports = _free_ports(workers)
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+  processes = []
+  start = time.perf_counter()
+  for index in range(workers):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    log = open(os.path.join(work_dir, f"workers_{workers}_task{index}.log"), "w")
+    command = [sys.executable, "-m", "daml_tf.train", *train_args, "--strategy=multi_worker",
+               f"--model_dir={model_dir}", "--noexport", "--nocalibrate"]
+    processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT),
+                      log))
+  for process, log in processes:
+    process.wait()
+    log.close()
+    if process.returncode:
+      raise RuntimeError(f"A worker of the {workers}-worker run failed; see {log.name}.")
+  wall = time.perf_counter() - start
+  clips_per_second = _epoch_scalars(os.path.join(model_dir, "train"),
+                                    "epoch/clips_per_second")
+  return {"workers": workers, "wall_seconds": wall, "epoch_clips_per_second": clips_per_second}
+
+
+def main(argv):
+  train_args = argv[1:]
+  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_workers_")
+  os.makedirs(work_dir, exist_ok=True)
+  results = []
+  for workers in (int(w) for w in FLAGS.workers):
+    result = run(workers, train_args, work_dir)
+    logging.info("%d worker(s): clips/s per epoch %s, wall %.1f s", workers,
+                 ", ".join(f"{v:.1f}" for v in result["epoch_clips_per_second"]),
+                 result["wall_seconds"])
+    results.append(result)
+  report = {"train_args": train_args, "cpu_count": os.cpu_count(), "results": results}
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump(report, f, indent=2)
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
