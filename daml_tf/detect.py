@@ -3,14 +3,21 @@
 `python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm), out/scores.png and, with --annotate,
-out/annotated.mp4 (or .avi). The threshold is --threshold, else <model_dir>/threshold.json;
-with neither only scores are written. See daml_tf.streaming.run_detection.
+out/annotated.mp4 (or .avi). The threshold is --threshold, else <model_dir>/threshold.json (or
+the one recorded in an export); with neither only scores are written. See
+daml_tf.streaming.run_detection.
+
+--model_dir may also be an export of `python -m daml_tf.export`: a serving SavedModel version
+(runs/demo/export/1, run through its encode and predict_latent signatures) or a LiteRT export
+(runs/demo/export/litert/1, run with the LiteRT interpreter; --litert_precision=float16 picks
+the float16-weight flatbuffers). A directory of numbered versions runs the highest.
 """
 
 from absl import app
 from absl import flags
 
 from daml_tf import cli
+from daml_tf import litert
 from daml_tf import streaming
 from daml_tf import video_io
 
@@ -19,13 +26,16 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, "
-                      "checkpoints/, optionally threshold.json).", flag_values=flag_values)
+                      "checkpoints/, optionally threshold.json), or a serving SavedModel or "
+                      "LiteRT export (or a directory of numbered versions of one).",
+                      flag_values=flag_values)
   flags.DEFINE_string("input", None, "A video file (.avi, .mp4, .mkv, ...) or a folder of "
                       "frames in natural order.", flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where scores.csv, scores.png and the annotated "
                       "video go (created if needed).", flag_values=flag_values)
   flags.DEFINE_float("threshold", None, "Raw-score alarm threshold; default: "
-                     "<model_dir>/threshold.json, else no alarms.", flag_values=flag_values)
+                     "<model_dir>/threshold.json (or the export's), else no alarms.",
+                     flag_values=flag_values)
   flags.DEFINE_integer("smoothing_window", 1, "Causal moving average over this many raw scores "
                        "before thresholding (1: none).", flag_values=flag_values)
   flags.DEFINE_bool("annotate", False, "Also write the video with the score and an ALARM "
@@ -34,6 +44,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                      "carry their own).", flag_values=flag_values)
   flags.DEFINE_integer("log_every", 100, "Frames between progress lines.",
                        flag_values=flag_values)
+  flags.DEFINE_enum("litert_precision", "float32", list(litert.PRECISIONS), "For a LiteRT "
+                    "export: which flatbuffers to run (float16: the float16-weight ones).",
+                    flag_values=flag_values)
   flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
 
 
@@ -43,7 +56,9 @@ def main(argv):
   cli.exit_on_expected_errors(
       streaming.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
       threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
-      annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every)
+      annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every,
+      litert_precision=FLAGS.litert_precision)
+  cli.finish()
 
 
 if __name__ == "__main__":

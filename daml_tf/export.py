@@ -1,31 +1,111 @@
-"""SavedModel export of the clip scorer."""
+"""Exports a trained model for deployment: a TF Serving SavedModel and LiteRT flatbuffers.
 
+`python -m daml_tf.export --model_dir=runs/demo [--export_dir=runs/demo/export] [--version=1]
+    [--tflite]`
+
+writes `<export_dir>/<version>/`, the SavedModel TF Serving loads (signatures serving_default,
+encode, predict_latent, score_latents over uint8 camera frames; see daml_tf.serving), and with
+--tflite `<export_dir>/litert/<version>/`, the encoder and motion model as LiteRT flatbuffers in
+float32 and float16-weight variants (see daml_tf.litert), converted in a child process
+(daml_tf.litert_convert). The newest checkpoint of the run is restored into a float32 model, so
+a mixed-precision run exports float32 too; `<model_dir>/threshold.json`, if present, is recorded
+in both exports. An existing version is never overwritten: the export stops with exit status 1.
+
+`python -m daml_tf.detect --model_dir=<export_dir>/<version>` (or the LiteRT directory) runs
+the streaming detector on the export.
+"""
+
+import os
+from typing import Dict, Optional
+
+from absl import app
+from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from daml_tf.models import DAML
+from daml_tf import cli
+from daml_tf import litert_convert
+from daml_tf import serving
+from daml_tf import streaming
+from daml_tf import training
+from daml_tf.data import layout
+
+FLAGS = flags.FLAGS
+LITERT_SUBDIR = "litert"
 
 
-class ClipScorer(tf.Module):
-  """A clip of k+1 frames in [0, 1] at model resolution -> its anomaly score.
+def litert_dir(export_dir: str, version: int) -> str:
+  """`<export_dir>/litert/<version>`: not a number, so TF Serving ignores it."""
+  return os.path.join(export_dir, LITERT_SUBDIR, str(int(version)))
 
-  The background is subtracted inside the graph, so a client sends plain frames.
+
+def export_model_dir(model_dir: str, export_dir: Optional[str] = None, version: int = 1,
+                     tflite: bool = False) -> Dict[str, str]:
+  """Exports the newest checkpoint of a training run.
+
+  Args:
+    model_dir: the run's directory (config.json, checkpoints/, optionally threshold.json).
+    export_dir: the SavedModel base path; default `<model_dir>/export`.
+    version: the version to write; it must not exist (nor, with tflite, its LiteRT directory).
+    tflite: also convert to LiteRT (in a child process).
+
+  Returns:
+    {"saved_model": version directory, and with tflite "litert": LiteRT directory}.
+
+  Raises:
+    FileNotFoundError: no config.json or checkpoint in model_dir.
+    serving.ExportError: the version exists, or the LiteRT conversion failed (the SavedModel is
+      written by then and stays).
   """
+  cfg = streaming.load_run_config(model_dir)
+  export_dir = export_dir or os.path.join(model_dir, training.EXPORT_SUBDIR)
+  # Both destinations are checked before anything is restored or written.
+  serving.check_version_free(export_dir, version)
+  litert_output = litert_dir(export_dir, version)
+  if tflite and tf.io.gfile.exists(litert_output):
+    raise serving.ExportError(f"{litert_output} already exists: refusing to overwrite the "
+                              f"LiteRT export of version {version}; pass another --version.")
+  model = training.restore_model(cfg, model_dir)
+  written = {"saved_model": serving.export_serving(
+      model, export_dir, version, data_cfg=cfg.data,
+      threshold=streaming.load_threshold(model_dir))}
+  if tflite:
+    try:
+      written["litert"] = litert_convert.convert_in_subprocess(written["saved_model"],
+                                                               litert_output)
+    except serving.ExportError as error:
+      raise serving.ExportError(f"{error} (The SavedModel {written['saved_model']} is written "
+                                "and unaffected.)") from None
+  return written
 
-  def __init__(self, model: DAML):
-    super().__init__(name="clip_scorer")
-    self.model = model
-    clip_shape = (None, model.time_steps + 1) + model.image_size + (model.channels,)
-    self.score = tf.function(
-        self._score, input_signature=[tf.TensorSpec(clip_shape, tf.float32, name="clip")])
 
-  def _score(self, clip):
-    return {"score": self.model(clip - self.model.background, training=False)}
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, "
+                      "checkpoints/, optionally threshold.json).", flag_values=flag_values)
+  flags.DEFINE_string("export_dir", None, "The SavedModel base path TF Serving watches; "
+                      "default <model_dir>/export.", flag_values=flag_values)
+  flags.DEFINE_integer("version", 1, "Version number: the export goes to "
+                       "<export_dir>/<version>/ and is never overwritten.",
+                       flag_values=flag_values)
+  flags.DEFINE_bool("tflite", False, "Also write LiteRT flatbuffers (encoder and motion model, "
+                    "float32 and float16 weights) to <export_dir>/litert/<version>/.",
+                    flag_values=flag_values)
+  flags.mark_flags_as_required(["model_dir"], flag_values=flag_values)
 
 
-def export_scorer(model: DAML, export_dir: str) -> str:
-  """Writes the scorer SavedModel (signature `serving_default`: clip -> score [B])."""
-  scorer = ClipScorer(model)
-  tf.saved_model.save(scorer, export_dir, signatures={"serving_default": scorer.score})
-  logging.info("SavedModel written to %s", export_dir)
-  return export_dir
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    written = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.tflite)
+  except cli.EXPECTED_ERRORS + (serving.ExportError,) as error:
+    logging.error("%s", error)
+    layout.exit_process(1)
+  for kind, path in written.items():
+    logging.info("%s: %s", kind, path)
+  cli.finish()
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

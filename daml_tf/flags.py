@@ -65,7 +65,8 @@ _HELP = {
     "calibrate": "Write threshold.json at the end of training.",
     "image_summary_steps": "Write image summaries every N steps (0: never).",
     "log_every_steps": "Write scalar summaries every N steps.",
-    "export": "Write the scorer SavedModel at the end of training.",
+    "export": ("Write the serving SavedModel (<model_dir>/export/<version>/) at the end of "
+               "training."),
     "output_dir": "Evaluation outputs (default: <model_dir>/eval).",
     "normalize": "per_video: min-max per test video (the paper); none: raw online scores.",
     "eval_batch_size": "Frames encoded at once during evaluation.",

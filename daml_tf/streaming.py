@@ -6,9 +6,13 @@ motion model, and its scores are those of the batch evaluation (`evaluation.Vide
 same video. `run_detection` drives it over a video file or frames folder and writes the scores,
 a plot and optionally an annotated video (`python -m daml_tf.detect`).
 
+The encoder and motion model run on a backend (`Backend`): the Keras model of a training run,
+the `encode` / `predict_latent` signatures of a serving SavedModel (daml_tf.serving), or LiteRT
+flatbuffers (daml_tf.litert); `open_model` picks it from what the model directory holds.
+
 Thresholds: `calibrate_threshold` takes a quantile of the raw scores of normal footage and
 `save_threshold` stores it as `<model_dir>/threshold.json`, which `StreamingDetector.
-from_model_dir` and `detect` use unless a threshold is given.
+from_model_dir` and `detect` use unless a threshold is given (an export records it too).
 """
 
 import collections
@@ -18,7 +22,7 @@ import io
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -26,13 +30,14 @@ import tensorflow as tf
 
 from daml_tf import config as config_lib
 from daml_tf import evaluation
+from daml_tf import litert
 from daml_tf import report
+from daml_tf import serving
 from daml_tf import training
 from daml_tf import video_io
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.models import DAML
-from daml_tf.models.daml import latent_error
 
 THRESHOLD_FILE = "threshold.json"
 SCORES_FILE = "scores.csv"
@@ -85,18 +90,126 @@ class CausalSmoother:
     self._values.clear()
 
 
+class Backend(Protocol):
+  """What the streaming detector needs of a runtime: the encoder and the motion model.
+
+  The detector validates each frame, keeps the codes and computes the score; a backend only
+  runs the two networks. Implementations: `KerasBackend` (a restored DAML), `SavedModelBackend`
+  (a serving export's `encode` / `predict_latent` signatures) and `litert.LiteRTBackend`
+  (LiteRT flatbuffers).
+
+  Attributes:
+    name: for logs.
+    image_size, channels, time_steps: the model's geometry, checked against the clip config.
+  """
+
+  name: str
+  image_size: Tuple[int, int]
+  channels: int
+  time_steps: int
+
+  def encode(self, frame: np.ndarray) -> np.ndarray:
+    """Preprocesses one frame as training does, subtracts the background and encodes it.
+
+    Args:
+      frame: uint8, uint16 or float32 in [0, 1]; [H, W, 1|3] at any size.
+
+    Returns:
+      Its latent code, float32 [1, h, w, c].
+    """
+
+  def predict(self, past: np.ndarray) -> np.ndarray:
+    """The motion model's prediction of the next code from float32 [1, k, h, w, c] codes."""
+
+
+class KerasBackend:
+  """A DAML model: one preprocess+encode tf.function per (channels, dtype) of the frames.
+
+  Args:
+    model: a restored DAML with its background set.
+  """
+
+  def __init__(self, model: DAML):
+    self._model = model
+    self.name = "Keras"
+    self.image_size = tuple(model.image_size)
+    self.channels = int(model.channels)
+    self.time_steps = int(model.time_steps)
+    self._encoders = {}
+    self._predict = tf.function(lambda past: model.motion(past, training=False))
+
+  def _encoder_for(self, channels: int, dtype: tf.DType):
+    """The preprocess+encode tf.function for frames of one channel count and dtype.
+
+    One input signature per (channels, dtype) with free height and width: a camera's frames
+    never retrace.
+    """
+    key = (channels, dtype)
+    if key not in self._encoders:
+      model = self._model
+
+      @tf.function(input_signature=[tf.TensorSpec([None, None, channels], dtype)])
+      def encode(frame):
+        # The serving export's preprocessing, which is pipeline._decode's.
+        image = serving.preprocess_frames(frame[tf.newaxis], model.image_size, model.channels)
+        return model.encode(image - model.background, training=False)[-1]
+
+      self._encoders[key] = encode
+    return self._encoders[key]
+
+  def encode(self, frame: np.ndarray) -> np.ndarray:
+    encode = self._encoder_for(frame.shape[-1], tf.as_dtype(frame.dtype))
+    return encode(tf.constant(frame)).numpy()
+
+  def predict(self, past: np.ndarray) -> np.ndarray:
+    return self._predict(tf.constant(past)).numpy()
+
+
+class SavedModelBackend:
+  """A serving export (`<export_dir>/<version>/`): its `encode` and `predict_latent` signatures.
+
+  The encode signature takes uint8 frames only (what cameras and video decoders deliver); the
+  preprocessing runs inside it.
+
+  Args:
+    saved_model_dir: the version directory.
+  """
+
+  def __init__(self, saved_model_dir: str):
+    self.metadata = serving.read_metadata(saved_model_dir)
+    self.name = f"SavedModel ({saved_model_dir})"
+    self.image_size = tuple(self.metadata["image_size"])
+    self.channels = int(self.metadata["channels"])
+    self.time_steps = int(self.metadata["time_steps"])
+    self._loaded = tf.saved_model.load(saved_model_dir)
+    self._encode = self._loaded.signatures["encode"]
+    self._predict = self._loaded.signatures["predict_latent"]
+
+  def encode(self, frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8:
+      raise ValueError(f"The SavedModel's encode signature takes uint8 frames, got "
+                       f"{frame.dtype}; use the training run or the LiteRT export for others.")
+    return self._encode(frames=tf.constant(frame[np.newaxis]))["latent"].numpy()
+
+  def predict(self, past: np.ndarray) -> np.ndarray:
+    return self._predict(past_latents=tf.constant(past))["predicted_latent"].numpy()
+
+
 class StreamingDetector:
   """Scores frames one at a time, as they come from a camera.
 
   Each frame is preprocessed exactly as training and evaluation do (gray/RGB conversion with
   tf.image, bilinear resize to the model size, scaling to [0, 1], minus the model's background)
-  and encoded once, by one tf.function call on a batch of one. The latent codes of the last
-  `clip_span + 1` frames sit in a ring buffer: frame t is predicted from the codes of frames
-  t - delta - (k-1-i) * interval, i = 0..k-1, the oldest of which is t - clip_span. The first
-  `clip_span` frames therefore get no score (None), as in the batch evaluation.
+  and encoded once, by the backend (a Keras model, a serving SavedModel or LiteRT flatbuffers;
+  see `Backend`). The latent codes of the last `clip_span + 1` frames sit in a ring buffer:
+  frame t is predicted from the codes of frames t - delta - (k-1-i) * interval, i = 0..k-1, the
+  oldest of which is t - clip_span. The first `clip_span` frames therefore get no score (None),
+  as in the batch evaluation. The score is the mean squared error of the predicted code
+  (`latent_error`), computed here in float32.
 
   Args:
-    model: a DAML model (restored, with its background set).
+    model: a DAML model (restored, with its background set), run by a KerasBackend, or any
+      Backend.
     data_cfg: the model's DataConfig (image size, channels, k, interval, delta).
     threshold: raw (smoothed) score above which a frame raises an alarm; None: never.
     smoothing_window: causal moving average over this many raw scores before thresholding.
@@ -109,14 +222,15 @@ class StreamingDetector:
         notify(result.index, result.smoothed)
   """
 
-  def __init__(self, model: DAML, data_cfg: config_lib.DataConfig,
+  def __init__(self, model, data_cfg: config_lib.DataConfig,
                threshold: Optional[float] = None, smoothing_window: int = 1):
-    model_geometry = (tuple(model.image_size), model.channels, model.time_steps)
+    backend = KerasBackend(model) if isinstance(model, DAML) else model
+    model_geometry = (tuple(backend.image_size), backend.channels, backend.time_steps)
     cfg_geometry = (tuple(data_cfg.image_size), data_cfg.channels, data_cfg.time_steps)
     if model_geometry != cfg_geometry:
       raise ValueError(f"Model geometry (size, channels, k) {model_geometry} differs from the "
                        f"data config's {cfg_geometry}.")
-    self._model = model
+    self._backend = backend
     self._data_cfg = data_cfg
     self.threshold = None if threshold is None else float(threshold)
     self._smoother = CausalSmoother(smoothing_window)
@@ -125,38 +239,43 @@ class StreamingDetector:
     # With the target in the last slot, input i sits at slot i * interval (see the class doc).
     self._input_slots = tuple(i * interval for i in range(k))
     self._codes = collections.deque(maxlen=data_cfg.clip_span + 1)
-    self._encoders = {}
-    self._score_fn = tf.function(
-        lambda past, target: latent_error(model.motion(past, training=False), target))
     self._warned_shape = None
     self._next_index = 0
 
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
-                     smoothing_window: int = 1) -> "StreamingDetector":
-    """A detector for the newest checkpoint of a training run.
+                     smoothing_window: int = 1,
+                     litert_precision: str = "float32") -> "StreamingDetector":
+    """A detector for a training run, a serving export or a LiteRT export.
 
     Args:
-      model_dir: the run's directory (config.json, checkpoints/, optionally threshold.json).
-      threshold: overrides the threshold stored in threshold.json; with neither, no alarms.
+      model_dir: a training run's directory (config.json, checkpoints/; its newest checkpoint),
+        a serving SavedModel version directory, a LiteRT export directory, or a directory of
+        numbered versions of either (the highest is used, as TF Serving does).
+      threshold: overrides the stored threshold (threshold.json of a run, the one recorded in
+        an export); with neither, no alarms.
       smoothing_window: see the class.
+      litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
 
     Raises:
-      FileNotFoundError: no config.json or no checkpoint in model_dir.
+      FileNotFoundError: model_dir is none of these, or has no checkpoint.
+      layout.DataError: an export without the clip geometry (interval, delta).
     """
-    cfg = load_run_config(model_dir)
-    model = training.restore_model(cfg, model_dir)
-    if threshold is None:
-      stored = load_threshold(model_dir)
-      if stored is not None:
-        threshold = stored["threshold"]
-        logging.info("Threshold %.6g (quantile %s of normal scores) from %s", threshold,
-                     stored.get("quantile"), os.path.join(model_dir, THRESHOLD_FILE))
-    return cls(model, cfg.data, threshold=threshold, smoothing_window=smoothing_window)
+    backend, data_cfg, stored = open_model(model_dir, litert_precision)
+    if threshold is None and stored is not None:
+      threshold = stored["threshold"]
+      logging.info("Threshold %.6g (quantile %s of normal scores) stored with %s", threshold,
+                   stored.get("quantile"), model_dir)
+    logging.info("Streaming detector on %s", backend.name)
+    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window)
 
   @property
   def data_cfg(self) -> config_lib.DataConfig:
     return self._data_cfg
+
+  @property
+  def backend(self) -> Backend:
+    return self._backend
 
   @property
   def buffer_capacity(self) -> int:
@@ -164,7 +283,7 @@ class StreamingDetector:
     return self._codes.maxlen
 
   @property
-  def buffered_codes(self) -> Tuple[tf.Tensor, ...]:
+  def buffered_codes(self) -> Tuple[np.ndarray, ...]:
     """The buffered latent codes, oldest first, each [1, h, w, c]."""
     return tuple(self._codes)
 
@@ -174,33 +293,6 @@ class StreamingDetector:
     self._codes.clear()
     self._smoother.reset()
     self._next_index = 0
-
-  def _encoder_for(self, channels: int, dtype: tf.DType):
-    """The preprocess+encode tf.function for frames of one channel count and dtype.
-
-    One input signature per (channels, dtype) with free height and width: a camera's frames
-    never retrace, and the gray/RGB branch is chosen at trace time from the static channels.
-    """
-    key = (channels, dtype)
-    if key not in self._encoders:
-      model = self._model
-      image_size = self._data_cfg.image_size
-      target_channels = self._data_cfg.channels
-
-      @tf.function(input_signature=[tf.TensorSpec([None, None, channels], dtype)])
-      def encode(frame):
-        # The steps and their order are pipeline._decode's: [0, 1] floats, channels, resize.
-        image = tf.image.convert_image_dtype(frame, tf.float32)
-        if target_channels == 1 and channels == 3:
-          image = tf.image.rgb_to_grayscale(image)
-        elif target_channels == 3 and channels == 1:
-          image = tf.image.grayscale_to_rgb(image)
-        image = tf.image.resize(image, image_size, method=tf.image.ResizeMethod.BILINEAR)
-        image = image - model.background
-        return model.encode(image[tf.newaxis], training=False)[-1]
-
-      self._encoders[key] = encode
-    return self._encoders[key]
 
   def _check_frame(self, frame) -> np.ndarray:
     frame = np.asarray(frame)
@@ -229,27 +321,29 @@ class StreamingDetector:
           *model_shape,
           "" if frame.shape[-1] == model_shape[-1] else
           (" and converting to gray" if model_shape[-1] == 1 else " and converting to RGB"))
-    return frame
+    return np.ascontiguousarray(frame)
 
   def process(self, frame) -> FrameResult:
     """Takes the next frame of the stream and scores it.
 
     Args:
       frame: uint8 (or uint16) [H, W, C] or [H, W], or float in [0, 1]; C = 1 or 3 (an alpha
-        channel is dropped); any size (resized to the model's).
+        channel is dropped); any size (resized to the model's). The SavedModel backend takes
+        uint8 only.
 
     Returns:
       FrameResult; score None while fewer than clip_span frames precede this one.
     """
     frame = self._check_frame(frame)
-    encode = self._encoder_for(frame.shape[-1], tf.as_dtype(frame.dtype))
-    self._codes.append(encode(tf.constant(frame)))
+    self._codes.append(np.asarray(self._backend.encode(frame), np.float32))
     index = self._next_index
     self._next_index += 1
     if len(self._codes) < self._codes.maxlen:
       return FrameResult(index=index, score=None, smoothed=None, alarm=False)
-    past = tf.stack([self._codes[slot] for slot in self._input_slots], axis=1)
-    score = float(self._score_fn(past, self._codes[-1]).numpy()[0])
+    past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
+    predicted = np.asarray(self._backend.predict(past), np.float32)
+    # latent_error in NumPy: float32 squares, mean over every element of the one code.
+    score = float(np.mean(np.square(predicted - self._codes[-1]), dtype=np.float32))
     smoothed = self._smoother.update(score)
     alarm = self.threshold is not None and smoothed > self.threshold
     return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm))
@@ -267,6 +361,66 @@ def load_run_config(model_dir: str) -> config_lib.Config:
         f"No {training.CONFIG_FILE} in {model_dir!r}: not a trained model directory (train "
         f"one with python -m daml_tf.train --model_dir={model_dir} ...).")
   return config_lib.load_config(path)
+
+
+def _export_version(model_dir: str) -> str:
+  """model_dir if it is an export, else its highest numbered version holding one."""
+  def is_export(path):
+    return serving.is_saved_model_dir(path) or litert.is_litert_dir(path)
+
+  if is_export(model_dir) or not tf.io.gfile.isdir(model_dir):
+    return model_dir
+  versions = sorted((int(name.rstrip("/")) for name in tf.io.gfile.listdir(model_dir)
+                     if name.rstrip("/").isdigit()), reverse=True)
+  for version in versions:
+    path = os.path.join(model_dir, str(version))
+    if is_export(path):
+      logging.info("Using version %d of %s (the highest)", version, model_dir)
+      return path
+  return model_dir
+
+
+def _export_data_config(metadata: Dict[str, Any], path: str) -> config_lib.DataConfig:
+  if "data_config" not in metadata:
+    raise layout.DataError(
+        f"The export {path!r} records no clip geometry (interval, delta), which streaming "
+        "needs: export it again with python -m daml_tf.export.")
+  known = {field.name for field in dataclasses.fields(config_lib.DataConfig)}
+  return config_lib.DataConfig(
+      **{name: value for name, value in metadata["data_config"].items() if name in known})
+
+
+def open_model(model_dir: str, litert_precision: str = "float32"
+               ) -> Tuple[Backend, config_lib.DataConfig, Optional[Dict[str, float]]]:
+  """The backend, clip config and stored threshold of a run or an export.
+
+  Args:
+    model_dir: a training run's directory, a serving SavedModel version directory, a LiteRT
+      export directory, or a directory of numbered versions of either (the highest is used).
+    litert_precision: "float32" or "float16", for a LiteRT export.
+
+  Returns:
+    (Backend, config.DataConfig, stored threshold {"threshold", "quantile"} or None).
+
+  Raises:
+    FileNotFoundError: model_dir is none of these, or a run without a checkpoint.
+    layout.DataError: an export without the clip geometry.
+  """
+  if tf.io.gfile.exists(os.path.join(model_dir, training.CONFIG_FILE)):
+    cfg = load_run_config(model_dir)
+    model = training.restore_model(cfg, model_dir)
+    return KerasBackend(model), cfg.data, load_threshold(model_dir)
+  path = _export_version(model_dir)
+  if serving.is_saved_model_dir(path):
+    backend = SavedModelBackend(path)
+  elif litert.is_litert_dir(path):
+    backend = litert.LiteRTBackend(path, litert_precision)
+  else:
+    raise FileNotFoundError(
+        f"{model_dir!r} is neither a training run (no {training.CONFIG_FILE}) nor a serving or "
+        f"LiteRT export (no saved_model.pb or {litert.METADATA_FILE}, nor numbered versions "
+        "holding one).")
+  return backend, _export_data_config(backend.metadata, path), backend.metadata.get("threshold")
 
 
 def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
@@ -455,7 +609,7 @@ def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
 def run_detection(model_dir: str, input_path: str, output_dir: str,
                   threshold: Optional[float] = None, smoothing_window: int = 1,
                   annotate: bool = False, fps: float = video_io.DEFAULT_FPS,
-                  log_every: int = 100) -> DetectionSummary:
+                  log_every: int = 100, litert_precision: str = "float32") -> DetectionSummary:
   """Runs the streaming detector over a recorded video or frames folder.
 
   Writes `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty score for the first
@@ -466,36 +620,42 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
   them and `stopped_at` says where it stopped (a warning is logged too).
 
   Args:
-    model_dir: a training run's directory.
+    model_dir: a training run's directory, or a serving or LiteRT export (see `open_model`).
     input_path: a video file or a folder of frames.
     output_dir: created if needed.
-    threshold: overrides `<model_dir>/threshold.json`; with neither, no frame raises an alarm.
+    threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
+      recorded in an export); with neither, no frame raises an alarm.
     smoothing_window: causal moving average of the raw scores before thresholding.
     annotate: also write the annotated video.
     fps: frame rate of a frames folder (timestamps, annotated video).
     log_every: frames between progress lines.
+    litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
 
   Returns:
     DetectionSummary.
 
   Raises:
     FileNotFoundError: input_path, or the model's config or checkpoint, is missing.
-    config.ConfigError: smoothing_window < 1 or fps <= 0.
+    config.ConfigError: smoothing_window < 1, fps <= 0 or an unknown litert_precision.
     layout.DataError: the input holds no readable frame.
   """
   if smoothing_window < 1:
     raise config_lib.ConfigError(f"--smoothing_window must be >= 1, got {smoothing_window}.")
   if fps <= 0:
     raise config_lib.ConfigError(f"--fps must be > 0, got {fps}.")
+  if litert_precision not in litert.PRECISIONS:
+    raise config_lib.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
+                                 f"{litert_precision!r}.")
   if not os.path.exists(input_path):
     raise FileNotFoundError(
         f"Input {input_path!r} does not exist: give a video file or a folder of frames.")
   if not tf.io.gfile.isdir(model_dir):
     raise FileNotFoundError(f"Model directory {model_dir!r} does not exist.")
-  detector = StreamingDetector.from_model_dir(model_dir, threshold, smoothing_window)
+  detector = StreamingDetector.from_model_dir(model_dir, threshold, smoothing_window,
+                                              litert_precision)
   if detector.threshold is None:
-    logging.warning("No threshold (no --threshold and no %s in %s): scores only, no alarms.",
-                    THRESHOLD_FILE, model_dir)
+    logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
+                    "alarms.", model_dir)
   tf.io.gfile.makedirs(output_dir)
 
   writer = None

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from daml_tf import config as config_lib
-from daml_tf import export as export_lib
+from daml_tf import serving
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
@@ -413,16 +413,21 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
   finally:
     summaries.close()
 
+  threshold = None
+  if role.is_chief and cfg.train.calibrate:
+    from daml_tf import calibration  # Deferred: calibration imports this module.
+    threshold = calibration.calibrate_after_training(cfg, model, data.videos,
+                                                     data.holdout_videos)
   if cfg.train.export:
-    export_dir = os.path.join(own_dir, EXPORT_SUBDIR)
-    export_lib.export_scorer(model, export_dir)
+    # The export carries the threshold, so a deployed model raises the same alarms.
+    stored = None if threshold is None else {
+        "threshold": threshold, "quantile": cfg.train.calibration_quantile}
+    version_dir = serving.export_serving(model, os.path.join(own_dir, EXPORT_SUBDIR),
+                                         data_cfg=cfg.data, threshold=stored)
     if role.is_chief:
-      logging.info("Exported the scorer SavedModel to %s", export_dir)
+      logging.info("Exported the serving SavedModel to %s", version_dir)
   if not role.is_chief:
     tf.io.gfile.rmtree(own_dir)
-  elif cfg.train.calibrate:
-    from daml_tf import calibration
-    calibration.calibrate_after_training(cfg, model, data.videos, data.holdout_videos)
   return dict(last_epoch_values, global_step=int(model.optimizer.iterations.numpy()))
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from daml_tf import config as config_lib
 from daml_tf import evaluation
+from daml_tf import serving
 from daml_tf import training
 from daml_tf.data import layout
 from daml_tf.data import synthetic
@@ -75,11 +76,16 @@ def test_training_writes_checkpoint_events_config_export(trained):
 
 
 def test_saved_model_reloads_in_fresh_process_with_same_scores(trained, tmp_path):
+  """Training ends with a serving export: <model_dir>/export/1, uint8 camera clips in."""
   cfg, _ = trained
   model = training.restore_model(cfg)
+  version_dir = os.path.join(cfg.train.model_dir, "export", "1")
+  assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
   rng = np.random.default_rng(0)
-  clip = rng.uniform(size=(3, 4, 32, 48, 1)).astype("float32")
-  expected = model(clip - model.background.numpy()).numpy()
+  clip = rng.integers(0, 256, size=(3, 4, 32, 48, 1), dtype=np.uint8)
+  # At the model's size the in-graph bilinear resize is the identity.
+  frames = tf.image.convert_image_dtype(clip, tf.float32).numpy()
+  expected = model(frames - model.background.numpy()).numpy()
   np.save(tmp_path / "clip.npy", clip)
   script = (
       "import sys, numpy as np, tensorflow as tf\n"
@@ -87,9 +93,15 @@ def test_saved_model_reloads_in_fresh_process_with_same_scores(trained, tmp_path
       "clip = tf.constant(np.load(sys.argv[2]))\n"
       "np.save(sys.argv[3], scorer.signatures['serving_default'](clip=clip)['score'].numpy())\n")
   subprocess.run(
-      [sys.executable, "-c", script, os.path.join(cfg.train.model_dir, "export"),
-       str(tmp_path / "clip.npy"), str(tmp_path / "scores.npy")], check=True, cwd=REPO)
+      [sys.executable, "-c", script, version_dir, str(tmp_path / "clip.npy"),
+       str(tmp_path / "scores.npy")], check=True, cwd=REPO)
   np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected, rtol=1e-5, atol=1e-7)
+  # The export carries what a detector needs: the clip geometry and the calibrated threshold.
+  metadata = serving.read_metadata(version_dir)
+  assert (metadata["time_steps"], metadata["interval"], metadata["delta"]) == (
+      cfg.data.time_steps, cfg.data.interval, cfg.data.delta)
+  with open(os.path.join(cfg.train.model_dir, "threshold.json")) as f:
+    assert metadata["threshold"]["threshold"] == json.load(f)["threshold"]
 
 
 def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):

@@ -1,0 +1,263 @@
+"""LiteRT export: conversion in a child process, interpreter numerics, detection, failures.
+
+One module fixture runs the real CLI, `python -m daml_tf.export --tflite`, on a checkpointed
+tiny model (as tests/test_export.py builds it); every other test reads its output.
+
+Tolerances, against the float32 Keras model on the same inputs:
+  float32 flatbuffers: 1e-4 absolute on codes and predictions (observed ~1e-7).
+  float16-weight flatbuffers: 5e-3 x the largest reference magnitude (observed ~7e-4 x), and
+  5e-3 relative on scores (observed ~3e-4): float16 keeps 11 significant bits per weight.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from daml_tf import config as config_lib
+from daml_tf import litert
+from daml_tf import litert_convert
+from daml_tf import serving
+from daml_tf import streaming
+from daml_tf import training
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 32, 48
+CAMERA = (45, 70)
+K = 3
+LATENT = (16, 24, 8)
+THRESHOLD = {"threshold": 0.25, "quantile": 0.99}
+FLOAT32_ATOL = 1e-4
+FLOAT16_SCALE_TOL = 5e-3
+FLOAT16_SCORE_RTOL = 5e-3
+
+
+def tiny_config(model_dir):
+  return config_lib.Config(
+      data=config_lib.DataConfig(
+          dataset="synthetic", image_height=HEIGHT, image_width=WIDTH, channels=1,
+          time_steps=K, interval=2, delta=1),
+      model=config_lib.ModelConfig(levels=2, feature_root=4),
+      train=config_lib.TrainConfig(model_dir=str(model_dir)))
+
+
+def make_run(model_dir):
+  """A run directory (config.json, one checkpoint, threshold.json) and its model."""
+  cfg = tiny_config(model_dir)
+  keras.utils.set_random_seed(1)
+  model = training.build_model(cfg)
+  rng = np.random.default_rng(1)
+  model.set_background(rng.uniform(0.2, 0.6, (HEIGHT, WIDTH, 1)).astype("float32"))
+  for weight in model.weights:
+    # BatchNorm statistics away from (0, 1), so no layer is an identity.
+    if weight.path.endswith("moving_mean"):
+      weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    elif weight.path.endswith("moving_variance"):
+      weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+  config_lib.save_config(cfg, os.path.join(model_dir, training.CONFIG_FILE))
+  tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                             os.path.join(model_dir, training.CHECKPOINT_SUBDIR), 1).save()
+  streaming.save_threshold(str(model_dir), THRESHOLD["threshold"], THRESHOLD["quantile"])
+  return cfg, model
+
+
+def camera_frames(num_frames, channels, size=CAMERA, seed=0):
+  """uint8 [N, H, W, C]: a smooth scene with a moving bright square, plus noise."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:size[0], 0:size[1]]
+  frames = []
+  for t in range(num_frames):
+    image = 100 + 50 * np.sin(xx / 6.0 + t / 4) + 30 * np.cos(yy / 5.0)
+    image[10:20, 5 + 3 * t:15 + 3 * t] = 240
+    frame = np.stack([image, np.roll(image, 4, axis=1), 255 - image][:channels], axis=-1)
+    frames.append(np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8))
+  return np.stack(frames)
+
+
+def keras_codes(model, frames):
+  """The float32 Keras codes of uint8 frames, preprocessed with tf.image as in training."""
+  image = tf.image.convert_image_dtype(frames, tf.float32)
+  if frames.shape[-1] == 3:
+    image = tf.image.rgb_to_grayscale(image)
+  image = tf.image.resize(image, (HEIGHT, WIDTH), method="bilinear")
+  return model.encode(image - model.background)[-1].numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """The export CLI with --tflite on a run directory: (cfg, model, export_dir, litert_dir)."""
+  model_dir = tmp_path_factory.mktemp("run")
+  cfg, model = make_run(model_dir)
+  export_dir = model_dir / "export"
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
+       f"--export_dir={export_dir}", "--tflite"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return cfg, model, str(export_dir), str(export_dir / "litert" / "1")
+
+
+def test_cli_writes_the_litert_export(exported):
+  cfg, model, export_dir, litert_dir = exported
+  assert os.path.isfile(os.path.join(export_dir, "1", "saved_model.pb"))
+  assert sorted(os.listdir(litert_dir)) == sorted([
+      "encoder.tflite", "encoder_fp16.tflite", "motion.tflite", "motion_fp16.tflite",
+      litert.METADATA_FILE, litert.BACKGROUND_FILE])
+  # float16 weights: smaller files.
+  for name in ("encoder", "motion"):
+    assert (os.path.getsize(os.path.join(litert_dir, f"{name}_fp16.tflite")) <
+            os.path.getsize(os.path.join(litert_dir, f"{name}.tflite")))
+  metadata = litert.read_metadata(litert_dir)
+  assert metadata["image_size"] == [HEIGHT, WIDTH] and metadata["channels"] == 1
+  assert (metadata["time_steps"], metadata["interval"], metadata["delta"]) == (K, 2, 1)
+  assert metadata["latent_shape"] == list(LATENT)
+  assert metadata["threshold"] == THRESHOLD and metadata["background_in_encoder"]
+  np.testing.assert_array_equal(np.load(os.path.join(litert_dir, litert.BACKGROUND_FILE)),
+                                model.background.numpy())
+  # TF Serving sees only the numeric version: litert/ is not one.
+  assert sorted(os.listdir(export_dir)) == ["1", "litert"]
+
+
+@pytest.mark.parametrize("size,channels", [((HEIGHT, WIDTH), 1), (CAMERA, 3)])
+def test_float32_flatbuffers_match_keras(exported, size, channels):
+  _, model, _, litert_dir = exported
+  backend = litert.LiteRTBackend(litert_dir, "float32")
+  frames = camera_frames(3, channels, size=size)
+  codes = np.concatenate([backend.encode(frame) for frame in frames])
+  expected = keras_codes(model, frames)
+  assert codes.shape == (3,) + LATENT and codes.dtype == np.float32
+  np.testing.assert_allclose(codes, expected, rtol=0, atol=FLOAT32_ATOL)
+  past = expected[np.newaxis]
+  np.testing.assert_allclose(backend.predict(past), model.motion(past).numpy(), rtol=0,
+                             atol=FLOAT32_ATOL)
+
+
+def test_float16_flatbuffers_are_close_to_keras(exported):
+  _, model, _, litert_dir = exported
+  backend = litert.LiteRTBackend(litert_dir, "float16")
+  frames = camera_frames(3, 3)
+  expected = keras_codes(model, frames)
+  codes = np.concatenate([backend.encode(frame) for frame in frames])
+  np.testing.assert_allclose(codes, expected, rtol=0,
+                             atol=FLOAT16_SCALE_TOL * np.abs(expected).max())
+  past = expected[np.newaxis]
+  predicted = model.motion(past).numpy()
+  np.testing.assert_allclose(backend.predict(past), predicted, rtol=0,
+                             atol=FLOAT16_SCALE_TOL * np.abs(predicted).max())
+  # Not the float32 flatbuffer under another name.
+  assert not np.array_equal(codes[:1], litert.LiteRTBackend(litert_dir).encode(frames[0]))
+
+
+def test_numpy_preprocessing_is_tf_image(exported):
+  frames = camera_frames(2, 3)
+  for channels in (1, 3):
+    for frame in (frames[0], frames[0][..., :1], frames[0].astype(np.uint16) * 257):
+      expected = tf.image.convert_image_dtype(frame, tf.float32)
+      if channels == 1 and frame.shape[-1] == 3:
+        expected = tf.image.rgb_to_grayscale(expected)
+      elif channels == 3 and frame.shape[-1] == 1:
+        expected = tf.image.grayscale_to_rgb(expected)
+      np.testing.assert_allclose(litert.to_unit_range(frame, channels), expected.numpy(),
+                                 rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("precision", litert.PRECISIONS)
+def test_detector_on_litert_matches_keras(exported, precision):
+  cfg, model, _, litert_dir = exported
+  frames = camera_frames(16, 3, seed=3)
+  keras_detector = streaming.StreamingDetector(model, cfg.data)
+  expected = np.array([keras_detector.process(frame).score for frame in frames][5:])
+  detector = streaming.StreamingDetector.from_model_dir(litert_dir, litert_precision=precision)
+  assert isinstance(detector.backend, litert.LiteRTBackend)
+  assert detector.data_cfg == cfg.data and detector.threshold == THRESHOLD["threshold"]
+  results = [detector.process(frame) for frame in frames]
+  span = cfg.data.clip_span
+  assert [r.score for r in results[:span]] == [None] * span
+  rtol = 1e-4 if precision == "float32" else FLOAT16_SCORE_RTOL
+  np.testing.assert_allclose([r.score for r in results[span:]], expected, rtol=rtol)
+
+
+def test_detect_cli_on_the_litert_export(exported, tmp_path):
+  cfg, model, export_dir, _ = exported
+  frames = camera_frames(12, 3, seed=4)
+  folder = tmp_path / "frames"
+  folder.mkdir()
+  for i, frame in enumerate(frames):
+    Image.fromarray(frame).save(folder / f"{i}.png")
+  keras_detector = streaming.StreamingDetector(model, cfg.data)
+  expected = [keras_detector.process(frame).score for frame in frames]
+  span = cfg.data.clip_span
+  # Halfway between two scores: no score sits on it, whatever the runtime's last bits.
+  ordered = np.sort(expected[span:])
+  threshold = float(ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+  # The LiteRT base directory: the highest version is run.
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.detect", f"--model_dir={export_dir}/litert",
+       f"--input={folder}", f"--output_dir={tmp_path / 'out'}", f"--threshold={threshold}"],
+      cwd=REPO, capture_output=True, text=True, timeout=240)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "LiteRT float32" in result.stderr
+  with open(tmp_path / "out" / "scores.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 12 and all(row["score"] == "" for row in rows[:span])
+  scores = np.array([row["score"] for row in rows[span:]], np.float64)
+  np.testing.assert_allclose(scores, expected[span:], rtol=1e-4)
+  # --threshold overrides the one recorded in the export.
+  alarms = [row["alarm"] == "1" for row in rows[span:]]
+  assert alarms == list(scores > threshold) and 0 < sum(alarms) < len(alarms)
+
+
+def test_conversion_failures_are_reported_cleanly(tmp_path, monkeypatch):
+  missing = tmp_path / "nowhere"
+  with pytest.raises(serving.ExportError) as failed:
+    litert_convert.convert_in_subprocess(str(missing), str(tmp_path / "out"))
+  message = str(failed.value)
+  assert "exit status 1" in message and f"No SavedModel in '{missing}'" in message
+  assert "python -m daml_tf.litert_convert" in message and "Traceback" not in message
+  assert not (tmp_path / "out").exists()
+
+  # The converter's native abort on this stack (SIGABRT after an MLIR error), simulated.
+  crash = ("import os, sys\n"
+           "sys.stderr.write('2026-01-01 00:00:00.000000: E external/local_xla/cuda_dnn.cc:1] "
+           "Unable to register cuDNN factory\\n')\n"
+           "sys.stderr.write('loc(fused[\"ReadVariableOp:\", \"x\" ' + 'y' * 5000 + "
+           "']): error: missing attribute \\'value\\'\\n')\n"
+           "sys.stderr.write('LLVM ERROR: Failed to infer result type(s).\\n')\n"
+           "sys.stderr.flush()\n"
+           "os.abort()\n")
+  monkeypatch.setattr(litert_convert, "converter_command",
+                      lambda *args: [sys.executable, "-c", crash])
+  with pytest.raises(serving.ExportError) as crashed:
+    litert_convert.convert_in_subprocess("saved", "out")
+  message = str(crashed.value)
+  assert "crashed (SIGABRT)" in message
+  assert "error: missing attribute 'value'" in message and "LLVM ERROR" in message
+  assert "cuDNN" not in message and len(message) < 1000
+
+
+def test_litert_convert_cli_bad_path_exits_with_one_message(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.litert_convert", f"--saved_model_dir={tmp_path}/nowhere",
+       f"--output_dir={tmp_path}/out"], cwd=REPO, capture_output=True, text=True, timeout=240)
+  assert result.returncode == 1
+  assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_flatbuffer_and_bad_precision(exported, tmp_path):
+  _, _, _, litert_dir = exported
+  with pytest.raises(ValueError, match="precision"):
+    litert.LiteRTBackend(litert_dir, "int8")
+  partial = tmp_path / "partial"
+  partial.mkdir()
+  (partial / litert.METADATA_FILE).write_text(
+      json.dumps(litert.read_metadata(litert_dir)))
+  with pytest.raises(FileNotFoundError, match="encoder.tflite"):
+    litert.LiteRTBackend(str(partial))
