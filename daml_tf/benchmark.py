@@ -1,7 +1,8 @@
 """Inference cost of decoupled (streaming) vs coupled scoring, per new frame.
 
 `python -m daml_tf.benchmark --flagfile=configs/<x>.cfg [--output=bench.json] [--runs=50]
-[--warmup=5] [--threads=2]`
+[--warmup=5] [--threads=2] [--runtimes=keras,saved_model,litert_float32,litert_float16]
+[--video=<file>]`
 
 DAML's point is that appearance and motion are decoupled: a streaming scorer encodes each new
 frame once, keeps the last k latent codes, and runs only the small motion model on them. A
@@ -10,12 +11,20 @@ frames. This module times both on the model geometry of a config (untrained weig
 does not depend on their values), counts their multiply-adds analytically and reports frames/s,
 ms/frame, GMAC/frame and achieved GFLOP/s for a single camera (batch 1) and for several streams
 scored together (batch 8).
+
+The same two paths are then timed per runtime at batch 1, through the streaming detector's
+backends: Keras/TF, the serving SavedModel's `encode` + `predict_latent` signatures, and the
+LiteRT flatbuffers (float32 and float16 weights). These include what a deployment pays per
+frame (uint8 -> float preprocessing, a signature or interpreter call per network), so they are
+the numbers a camera sees. With --video, each runtime also runs the full streaming detector on a
+real video file: PyAV decoding, resize and colour conversion, encoder, motion model, score.
 """
 
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from typing import Dict, Iterable, Sequence
 
@@ -29,10 +38,16 @@ import tensorflow as tf
 from daml_tf import cli
 from daml_tf import config as config_lib
 from daml_tf import flags as daml_flags
+from daml_tf import litert
+from daml_tf import litert_convert
+from daml_tf import serving
+from daml_tf import streaming
 from daml_tf import training
+from daml_tf import video_io
 from daml_tf.models.daml import latent_error
 
 MODES = ("decoupled", "coupled")
+RUNTIMES = ("keras", "saved_model", "litert_float32", "litert_float16")
 
 
 def _conv_macs(layer) -> int:
@@ -206,6 +221,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
           "time_steps": k,
           "levels": cfg.model.levels,
           "feature_root": cfg.model.feature_root,
+          "motion_bottleneck": cfg.model.motion_bottleneck,
           "latent_shape": list(latent_shape),
           "encoder_parameters": int(model.encoder.count_params()),
           "motion_parameters": int(model.motion.count_params()),
@@ -219,6 +235,132 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
   }
 
 
+def make_backends(model, cfg: config_lib.Config, runtimes: Sequence[str], work_dir: str,
+                  threads: int) -> Dict[str, "streaming.Backend"]:
+  """The streaming backends of `runtimes` for one model, exporting it as they need.
+
+  Raises:
+    ValueError: an unknown runtime name.
+    serving.ExportError: the LiteRT conversion failed (its message says why).
+  """
+  unknown = set(runtimes) - set(RUNTIMES)
+  if unknown:
+    raise ValueError(f"Unknown runtime(s) {sorted(unknown)}; choose from {RUNTIMES}.")
+  backends = {}
+  if "keras" in runtimes:
+    backends["keras"] = streaming.KerasBackend(model)
+  if set(runtimes) - {"keras"}:
+    version_dir = serving.export_serving(model, os.path.join(work_dir, "export"),
+                                         data_cfg=cfg.data)
+    if "saved_model" in runtimes:
+      backends["saved_model"] = streaming.SavedModelBackend(version_dir)
+    precisions = [r.split("_", 1)[1] for r in runtimes if r.startswith("litert_")]
+    if precisions:
+      litert_dir = os.path.join(work_dir, "litert")
+      litert_convert.convert_in_subprocess(version_dir, litert_dir)
+      for precision in precisions:
+        backends[f"litert_{precision}"] = litert.LiteRTBackend(litert_dir, precision,
+                                                               num_threads=threads)
+  return {name: backends[name] for name in runtimes}
+
+
+def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
+                 macs: Dict[str, int]) -> Dict[str, object]:
+  """Decoupled and coupled per-frame cost of one backend at batch 1 (a live camera).
+
+  Frames are uint8 at model resolution, as a decoder at that size would deliver them; the
+  score and the code cache are NumPy, as in the streaming detector.
+  """
+  k = cfg.data.time_steps
+  height, width = cfg.data.image_size
+  rng = np.random.default_rng(0)
+  clip = rng.integers(0, 256, (k + 1, height, width, cfg.data.channels), dtype=np.uint8)
+  cache = backend.encode(clip[0])[:, np.newaxis].repeat(k, axis=1)
+
+  def decoupled():
+    nonlocal cache
+    code = backend.encode(clip[k])
+    predicted = backend.predict(cache)
+    score = np.mean(np.square(predicted - code))
+    cache = np.concatenate([cache[:, 1:], code[:, np.newaxis]], axis=1)
+    return score
+
+  def coupled():
+    codes = np.stack([backend.encode(frame)[0] for frame in clip])[np.newaxis]
+    return np.mean(np.square(backend.predict(codes[:, :k]) - codes[:, k]))
+
+  entry = {}
+  for mode, call in (("decoupled", decoupled), ("coupled", coupled)):
+    seconds = _median_seconds(call, runs, warmup)
+    entry[mode] = {
+        "median_seconds": seconds,
+        "frames_per_second": 1.0 / seconds,
+        "ms_per_frame": 1000.0 * seconds,
+        "gflops_per_second": 2.0 * macs[mode] / seconds / 1e9,
+    }
+  entry["speedup"] = entry["decoupled"]["frames_per_second"] / entry["coupled"][
+      "frames_per_second"]
+  return entry
+
+
+def time_video(backends: Dict[str, object], cfg: config_lib.Config, video: str,
+               max_frames: int) -> Dict[str, object]:
+  """End-to-end streaming detection on a video file, per runtime, plus decoding alone.
+
+  The file is decoded anew for each runtime, as a camera feed would be; the first
+  `interval*(k-1)+delta` frames only fill the code buffer, and their cost counts too.
+  """
+  def frames():
+    for index, _, frame in video_io.iter_frames(video):
+      if index >= max_frames:
+        return
+      yield frame
+
+  start = time.perf_counter()
+  count = sum(1 for _ in frames())
+  decode_seconds = time.perf_counter() - start
+  first = next(frames())
+  result = {"video": video, "frames": count, "frame_shape": list(first.shape),
+            "decode_only_frames_per_second": count / decode_seconds, "runtimes": {}}
+  for name, backend in backends.items():
+    detector = streaming.StreamingDetector(backend, cfg.data)
+    detector.process(first)  # Traces/allocates once, outside the timing.
+    detector.reset()
+    start = time.perf_counter()
+    scored = sum(detector.process(frame).score is not None for frame in frames())
+    seconds = time.perf_counter() - start
+    result["runtimes"][name] = {"frames_per_second": count / seconds,
+                                "ms_per_frame": 1000.0 * seconds / count,
+                                "scored_frames": int(scored)}
+  return result
+
+
+def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs: int,
+                          warmup: int, threads: int, video: str = "",
+                          max_video_frames: int = 300) -> Dict[str, object]:
+  """Batch-1 decoupled/coupled timing per runtime and, with `video`, end-to-end frames/s."""
+  previous_policy = keras.mixed_precision.global_policy().name
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    model = training.build_model(cfg)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+  k = cfg.data.time_steps
+  encoder_macs, motion_macs = count_macs(model.encoder), count_macs(model.motion)
+  macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}
+  with tempfile.TemporaryDirectory(prefix="daml_bench_") as work_dir:
+    backends = make_backends(model, cfg, runtimes, work_dir, threads)
+    result = {"runtimes": {}}
+    for name, backend in backends.items():
+      result["runtimes"][name] = time_backend(backend, cfg, runs, warmup, macs)
+      logging.info("%s: decoupled %.2f ms/frame, coupled %.2f ms/frame", name,
+                   result["runtimes"][name]["decoupled"]["ms_per_frame"],
+                   result["runtimes"][name]["coupled"]["ms_per_frame"])
+    if video:
+      result["end_to_end"] = time_video(backends, cfg, video, max_video_frames)
+  return result
+
+
 def format_table(result: Dict[str, object]) -> str:
   """The benchmark as a fixed-width text table."""
   model = result["model"]
@@ -226,7 +368,8 @@ def format_table(result: Dict[str, object]) -> str:
   lines = [
       f"Model {model['image_size'][0]}x{model['image_size'][1]}x{model['channels']}, "
       f"k={model['time_steps']}, levels={model['levels']}, "
-      f"feature_root={model['feature_root']}, latent {'x'.join(map(str, model['latent_shape']))}"
+      f"feature_root={model['feature_root']}, motion_bottleneck="
+      f"{model.get('motion_bottleneck', 0)}, latent {'x'.join(map(str, model['latent_shape']))}"
       f"; float32",
       f"Machine: {machine['processor'] or machine['machine']}, {machine['cpu_count']} CPUs, "
       f"{machine['intra_op_threads']} intra-op threads, TF {machine['tensorflow_version']}; "
@@ -242,6 +385,25 @@ def format_table(result: Dict[str, object]) -> str:
           f"{entry['batch_size']:>5}  {mode:<10} {result['gmac_per_frame'][mode]:10.4f} "
           f"{numbers['ms_per_frame']:9.3f} {numbers['frames_per_second']:9.2f} "
           f"{numbers['gflops_per_second']:8.2f} {ratio}")
+  if result.get("runtimes"):
+    lines.append("Per runtime, batch 1, uint8 frames in (preprocessing + one call per network):")
+    lines.append(f"{'runtime':<15} {'dec ms':>8} {'dec fps':>8} {'coup ms':>8} {'coup fps':>8} "
+                 f"{'dec/coup':>8}")
+    for name, entry in result["runtimes"].items():
+      lines.append(
+          f"{name:<15} {entry['decoupled']['ms_per_frame']:8.3f} "
+          f"{entry['decoupled']['frames_per_second']:8.1f} "
+          f"{entry['coupled']['ms_per_frame']:8.3f} {entry['coupled']['frames_per_second']:8.1f} "
+          f"{entry['speedup']:8.2f}")
+  video = result.get("end_to_end")
+  if video:
+    lines.append(
+        f"End to end on {video['video']} ({video['frames']} frames of "
+        f"{'x'.join(map(str, video['frame_shape']))}; decoding alone "
+        f"{video['decode_only_frames_per_second']:.0f} frames/s):")
+    for name, entry in video["runtimes"].items():
+      lines.append(f"{name:<15} {entry['frames_per_second']:8.1f} frames/s "
+                   f"({entry['ms_per_frame']:.2f} ms/frame)")
   return "\n".join(lines)
 
 
@@ -259,6 +421,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if "threads" not in flag_values:
     flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads (inter-op: 1).",
                          lower_bound=1, flag_values=flag_values)
+  if "runtimes" not in flag_values:
+    flags.DEFINE_list("runtimes", list(RUNTIMES), f"Runtimes timed at batch 1 through the "
+                      f"streaming backends, from {', '.join(RUNTIMES)} (empty: none).",
+                      flag_values=flag_values)
+  if "video" not in flag_values:
+    flags.DEFINE_string("video", "", "Also time end-to-end streaming detection on this video "
+                        "file (or frames folder) per runtime.", flag_values=flag_values)
+  if "video_frames" not in flag_values:
+    flags.DEFINE_integer("video_frames", 300, "At most this many frames of --video.",
+                         lower_bound=1, flag_values=flag_values)
   if "bench_batch_sizes" not in flag_values:
     flags.DEFINE_list("bench_batch_sizes", ["1", "8"], "Streams scored together.",
                       flag_values=flag_values)
@@ -274,6 +446,10 @@ def main(argv):
   cfg = cli.exit_on_expected_errors(daml_flags.config_from_flags, flag_values)
   batch_sizes = [int(b) for b in flag_values.bench_batch_sizes]
   result = run_benchmark(cfg, flag_values.runs, flag_values.warmup, batch_sizes)
+  if flag_values.runtimes:
+    result.update(cli.exit_on_expected_errors(
+        run_runtime_benchmark, cfg, flag_values.runtimes, flag_values.runs, flag_values.warmup,
+        flag_values.threads, flag_values.video, flag_values.video_frames))
   result["config"] = {"dataset": cfg.data.dataset, "ignored_mixed_precision":
                       cfg.train.mixed_precision}
   logging.info("Benchmark (dec/coup = decoupled / coupled frames/s):\n%s", format_table(result))

@@ -3,13 +3,14 @@
 from absl import logging
 
 from daml_tf import config as config_lib
+from daml_tf import serving
 from daml_tf.data import layout
 from daml_tf.data import registry
 
 # Errors that describe bad input or a bad flag: the message says everything, a traceback
 # would only bury it.
 EXPECTED_ERRORS = (config_lib.ConfigError, layout.DataError, registry.UnknownDatasetError,
-                   FileNotFoundError)
+                   FileNotFoundError, serving.ExportError)
 
 
 def exit_on_expected_errors(function, *args, **kwargs):

@@ -59,3 +59,42 @@ def test_run_benchmark_tiny():
       assert numbers["ms_per_frame"] > 0 and numbers["gflops_per_second"] > 0
     assert entry["speedup"] > 0
   assert "decoupled" in benchmark.format_table(result)
+
+
+def test_runtime_benchmark_tiny_with_video(tmp_path):
+  """Every runtime is timed through its streaming backend, and end to end on a video file."""
+  import numpy as np
+  from daml_tf import video_io
+  video = str(tmp_path / "clip.avi")
+  rng = np.random.default_rng(0)
+  with video_io.VideoWriter(video, fps=25) as writer:
+    for _ in range(12):
+      writer.write(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+  cfg = config_lib.Config(
+      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=3,
+                                 interval=1, delta=1),
+      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  result = benchmark.run_runtime_benchmark(
+      cfg, ["keras", "saved_model", "litert_float32", "litert_float16"], runs=2, warmup=1,
+      threads=1, video=video, max_video_frames=10)
+  result = json.loads(json.dumps(result))
+  assert list(result["runtimes"]) == ["keras", "saved_model", "litert_float32", "litert_float16"]
+  for entry in result["runtimes"].values():
+    assert entry["decoupled"]["ms_per_frame"] > 0 and entry["coupled"]["ms_per_frame"] > 0
+  video_result = result["end_to_end"]
+  assert video_result["frames"] == 10 and video_result["frame_shape"] == [40, 60, 3]
+  for entry in video_result["runtimes"].values():
+    # 10 frames, the first clip_span = 3 only fill the buffer.
+    assert entry["scored_frames"] == 7 and entry["frames_per_second"] > 0
+  table = benchmark.format_table(dict(benchmark.run_benchmark(cfg, runs=1, warmup=0,
+                                                              batch_sizes=[1]), **result))
+  assert "litert_float16" in table and "End to end" in table
+
+
+def test_unknown_runtime_is_refused():
+  import pytest
+  cfg = config_lib.Config(
+      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=3),
+      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  with pytest.raises(ValueError, match="Unknown runtime"):
+    benchmark.run_runtime_benchmark(cfg, ["onnx"], runs=1, warmup=0, threads=1)
