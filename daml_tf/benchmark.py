@@ -91,6 +91,16 @@ def count_macs(keras_model: keras.Model) -> int:
   return total
 
 
+def _float32_model(cfg: config_lib.Config):
+  """The config's model, untrained, in float32 whatever the global dtype policy."""
+  previous_policy = keras.mixed_precision.global_policy().name
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    return training.build_model(cfg)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
 def _make_steps(model):
   """The two scorers as tf.functions, each returning the anomaly scores of the new frames.
 
@@ -173,12 +183,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
         ms_per_frame and gflops_per_second (2 * MACs * frames/s / 1e9); speedup is decoupled
         frames/s over coupled frames/s.
   """
-  previous_policy = keras.mixed_precision.global_policy().name
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    model = training.build_model(cfg)
-  finally:
-    keras.mixed_precision.set_global_policy(previous_policy)
+  model = _float32_model(cfg)
   k = cfg.data.time_steps
   height, width = cfg.data.image_size
   channels = cfg.data.channels
@@ -339,12 +344,7 @@ def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs:
                           warmup: int, threads: int, video: str = "",
                           max_video_frames: int = 300) -> Dict[str, object]:
   """Batch-1 decoupled/coupled timing per runtime and, with `video`, end-to-end frames/s."""
-  previous_policy = keras.mixed_precision.global_policy().name
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    model = training.build_model(cfg)
-  finally:
-    keras.mixed_precision.set_global_policy(previous_policy)
+  model = _float32_model(cfg)
   k = cfg.data.time_steps
   encoder_macs, motion_macs = count_macs(model.encoder), count_macs(model.motion)
   macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}

@@ -12,7 +12,7 @@ Signatures (k = time_steps, [h, w, c] = the latent code's shape):
   score_latents: latents float32 [B, k+1, h, w, c] -> score float32 [B]
 
 Frames come at camera resolution: H0 and W0 are free and the graph resizes them. C0 is free too
-and handled in the graph as training's decoder handles a decoded image (`pipeline._to_channels`):
+and handled in the graph as training's decoder handles a decoded image (`pipeline.to_channels`):
 1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA; alpha is dropped, then RGB becomes gray
 (tf.image.rgb_to_grayscale) for a gray model or gray is replicated for an RGB one. So one export
 serves gray and colour cameras, and every image training could read is preprocessed the same
@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from daml_tf.data import pipeline
 from daml_tf.models import DAML
 from daml_tf.models.daml import latent_error
 
@@ -74,15 +75,7 @@ def preprocess_frames(frames: tf.Tensor, image_size, channels: int) -> tf.Tensor
       tf.logical_and(n >= 1, n <= 4),
       ["frames must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels, got", n])
   with tf.control_dependencies([check]):
-    # The dynamic slice also hides the static channel count from both cond branches, so each
-    # traces for any C0 (as in pipeline._to_channels, where decode_image leaves it unknown).
-    image = image[..., :tf.where(n % 2 == 0, n - 1, n)]
-  n = tf.shape(image)[-1]
-  if channels == 1:
-    image = tf.cond(n == 3, lambda: tf.image.rgb_to_grayscale(image), lambda: image)
-  else:
-    image = tf.cond(n == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image)
-  image = tf.ensure_shape(image, [None, None, None, channels])
+    image = pipeline.to_channels(image, channels)
   return tf.image.resize(image, image_size, method=tf.image.ResizeMethod.BILINEAR)
 
 

@@ -302,7 +302,7 @@ class StreamingDetector:
       raise ValueError(f"A frame must be [H, W], [H, W, 1|3] (or with alpha), got shape "
                        f"{frame.shape}.")
     if frame.shape[-1] in (2, 4):
-      # Alpha carries no appearance (pipeline._to_channels drops it too).
+      # Alpha carries no appearance (pipeline.to_channels drops it too).
       frame = frame[..., :-1]
     if np.issubdtype(frame.dtype, np.floating):
       low, high = float(frame.min()), float(frame.max())
@@ -646,7 +646,7 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
   if litert_precision not in litert.PRECISIONS:
     raise config_lib.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
                                  f"{litert_precision!r}.")
-  if not os.path.exists(input_path):
+  if not tf.io.gfile.exists(input_path):
     raise FileNotFoundError(
         f"Input {input_path!r} does not exist: give a video file or a folder of frames.")
   if not tf.io.gfile.isdir(model_dir):

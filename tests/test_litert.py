@@ -16,70 +16,25 @@ import pathlib
 import subprocess
 import sys
 
-import keras
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
-from daml_tf import config as config_lib
+import export_testing
+from export_testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
 from daml_tf import litert
 from daml_tf import litert_convert
 from daml_tf import serving
 from daml_tf import streaming
-from daml_tf import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-HEIGHT, WIDTH = 32, 48
-CAMERA = (45, 70)
-K = 3
-LATENT = (16, 24, 8)
 THRESHOLD = {"threshold": 0.25, "quantile": 0.99}
 FLOAT32_ATOL = 1e-4
 FLOAT16_SCALE_TOL = 5e-3
 FLOAT16_SCORE_RTOL = 5e-3
 
 
-def tiny_config(model_dir):
-  return config_lib.Config(
-      data=config_lib.DataConfig(
-          dataset="synthetic", image_height=HEIGHT, image_width=WIDTH, channels=1,
-          time_steps=K, interval=2, delta=1),
-      model=config_lib.ModelConfig(levels=2, feature_root=4),
-      train=config_lib.TrainConfig(model_dir=str(model_dir)))
-
-
-def make_run(model_dir):
-  """A run directory (config.json, one checkpoint, threshold.json) and its model."""
-  cfg = tiny_config(model_dir)
-  keras.utils.set_random_seed(1)
-  model = training.build_model(cfg)
-  rng = np.random.default_rng(1)
-  model.set_background(rng.uniform(0.2, 0.6, (HEIGHT, WIDTH, 1)).astype("float32"))
-  for weight in model.weights:
-    # BatchNorm statistics away from (0, 1), so no layer is an identity.
-    if weight.path.endswith("moving_mean"):
-      weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
-    elif weight.path.endswith("moving_variance"):
-      weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
-  config_lib.save_config(cfg, os.path.join(model_dir, training.CONFIG_FILE))
-  tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
-                             os.path.join(model_dir, training.CHECKPOINT_SUBDIR), 1).save()
-  streaming.save_threshold(str(model_dir), THRESHOLD["threshold"], THRESHOLD["quantile"])
-  return cfg, model
-
-
-def camera_frames(num_frames, channels, size=CAMERA, seed=0):
-  """uint8 [N, H, W, C]: a smooth scene with a moving bright square, plus noise."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:size[0], 0:size[1]]
-  frames = []
-  for t in range(num_frames):
-    image = 100 + 50 * np.sin(xx / 6.0 + t / 4) + 30 * np.cos(yy / 5.0)
-    image[10:20, 5 + 3 * t:15 + 3 * t] = 240
-    frame = np.stack([image, np.roll(image, 4, axis=1), 255 - image][:channels], axis=-1)
-    frames.append(np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8))
-  return np.stack(frames)
 
 
 def keras_codes(model, frames):
@@ -95,7 +50,7 @@ def keras_codes(model, frames):
 def exported(tmp_path_factory):
   """The export CLI with --tflite on a run directory: (cfg, model, export_dir, litert_dir)."""
   model_dir = tmp_path_factory.mktemp("run")
-  cfg, model = make_run(model_dir)
+  cfg, model = export_testing.make_run(model_dir, THRESHOLD, seed=1)
   export_dir = model_dir / "export"
   result = subprocess.run(
       [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",

@@ -68,18 +68,22 @@ def _decode_other(contents: tf.Tensor) -> tf.Tensor:
                  exclusive=True)
 
 
-def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
-  """Drops alpha and converts to gray or RGB; the decoded channel count is only known at run."""
+def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+  """Drops alpha and converts to gray or RGB; the decoded channel count is only known at run.
+
+  Works on one image [H, W, C] or a batch [..., H, W, C]; the serving export uses it too, so
+  camera frames are converted exactly as training frames.
+  """
   n = tf.shape(image)[-1]
-  # 2 = gray + alpha, 4 = RGBA; alpha carries no appearance.
+  # 2 = gray + alpha, 4 = RGBA; alpha carries no appearance. The dynamic slice also hides the
+  # static channel count from both cond branches, so each traces for any C.
   image = image[..., :tf.where(n % 2 == 0, n - 1, n)]
   n = tf.shape(image)[-1]
   if channels == 1:
     image = tf.cond(n == 3, lambda: tf.image.rgb_to_grayscale(image), lambda: image)
   else:
     image = tf.cond(n == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image)
-  image.set_shape([None, None, channels])
-  return image
+  return tf.ensure_shape(image, [None] * (image.shape.rank - 1) + [channels])
 
 
 def _decode(path: tf.Tensor, image_size: Tuple[int, int], channels: int,
@@ -90,7 +94,7 @@ def _decode(path: tf.Tensor, image_size: Tuple[int, int], channels: int,
     image = tf.cond(is_tiff, lambda: _decode_tiff(contents), lambda: _decode_other(contents))
   else:
     image = _decode_other(contents)
-  image = _to_channels(image, channels)
+  image = to_channels(image, channels)
   image = tf.image.resize(image, image_size, method=tf.image.ResizeMethod.BILINEAR)
   image.set_shape([image_size[0], image_size[1], channels])
   return image
