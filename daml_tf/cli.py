@@ -22,6 +22,6 @@ def exit_on_expected_errors(function, *args, **kwargs):
     layout.exit_process(1)
 
 
-def finish() -> None:
+def finish(skip_teardown: bool = False) -> None:
   """Ends a successful entry point; needed after S3 access (see layout.exit_process)."""
-  layout.exit_process(0)
+  layout.exit_process(0, skip_teardown)

@@ -16,7 +16,8 @@ def main(argv):
   results = cli.exit_on_expected_errors(training.train, cfg)
   logging.info("Training done at step %d; model directory %s", results["global_step"],
                cfg.train.model_dir)
-  cli.finish()
+  # The training's tf.distribute runtime must outlive main: see training.train.
+  cli.finish(skip_teardown=cfg.train.strategy == "multi_worker")
 
 
 if __name__ == "__main__":

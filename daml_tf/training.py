@@ -428,7 +428,15 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
       logging.info("Exported the serving SavedModel to %s", version_dir)
   if not role.is_chief:
     tf.io.gfile.rmtree(own_dir)
+  if strategy.cluster_resolver is not None:
+    _FINISHED_STRATEGIES.append(strategy)
   return dict(last_epoch_values, global_step=int(model.optimizer.iterations.numpy()))
+
+
+# Collective strategies of finished runs. Destroying one waits on its peers, which may have
+# exited already (up to the coordination service's heartbeat timeout, 40 s here), so they live
+# until the process ends; `daml_tf.train` then exits without the runtime's teardown.
+_FINISHED_STRATEGIES = []
 
 
 class _EpochLoop:

@@ -89,7 +89,7 @@ def ensure_filesystem(path: str) -> None:
                     f"{', '.join(s for s in tf.io.gfile.get_registered_schemes() if s)}).")
 
 
-def exit_process(status: int) -> None:
+def exit_process(status: int, skip_teardown: bool = False) -> None:
   """Ends an entry point with `status`, skipping C++ teardown once S3 was used.
 
   tensorflow-io 0.37.1's S3 filesystem aborts the interpreter's exit after any S3 access
@@ -99,8 +99,11 @@ def exit_process(status: int) -> None:
 
   Args:
     status: the exit status.
+    skip_teardown: leave with os._exit even without S3 (a multi-worker process: tearing down
+      its collective runtime waits for peers that may already be gone, up to the coordination
+      service's heartbeat timeout).
   """
-  if "s3" in _SCHEMES_USED:
+  if skip_teardown or "s3" in _SCHEMES_USED:
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()
