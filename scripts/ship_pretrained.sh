@@ -12,7 +12,6 @@ py=${PYTHON:-.venv/bin/python}
 rm -rf "$dest"
 mkdir -p "$dest/checkpoints"
 cp "$model_dir/config.json" "$model_dir/background.npy" "$dest/"
-cp -r "$model_dir/export" "$dest/export"
 latest=$("$py" -c "import sys, tensorflow as tf; print(tf.train.latest_checkpoint(sys.argv[1]))" \
   "$model_dir/checkpoints" 2>/dev/null)
 cp "$latest".* "$dest/checkpoints/"
@@ -20,6 +19,9 @@ name=$(basename "$latest")
 printf 'model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' "$name" "$name" \
   > "$dest/checkpoints/checkpoint"
 
+# The threshold first, so the exports carry it.
+"$py" -m daml_tf.calibrate --model_dir="$dest" --data_dir="$data_dir"
+"$py" -m daml_tf.export --model_dir="$dest" --tflite
 "$py" -m daml_tf.evaluate --flagfile="$flagfile" --data_dir="$data_dir" --model_dir="$dest" \
   --output_dir="$dest/eval"
 "$py" -m daml_tf.evaluate --flagfile="$flagfile" --data_dir="$data_dir" --model_dir="$dest" \
