@@ -439,6 +439,16 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
 _FINISHED_STRATEGIES = []
 
 
+def _collective_failure(error: tf.errors.OpError) -> str:
+  """The line of a failed collective's error that says why ("... aborted by: Connection reset
+  by peer"), rather than its generic first line."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  for line in lines:
+    if "aborted by" in line or "unavailable" in line.lower():
+      return line.rstrip(".")
+  return lines[-1] if lines else type(error).__name__
+
+
 class _EpochLoop:
   """Runs the steps of one epoch (or what is left of it after a resume)."""
 
@@ -472,7 +482,19 @@ class _EpochLoop:
       step_start = time.perf_counter()
       batch = next(self._iterator)
       fetched = time.perf_counter()
-      outputs = self._step_fn(batch)
+      try:
+        outputs = self._step_fn(batch)
+      except (tf.errors.UnavailableError, tf.errors.AbortedError,
+              tf.errors.CancelledError) as error:
+        if self._strategy.cluster_resolver is None:
+          raise
+        # A peer died: the collective cannot finish, and this process's runtime cannot be reset.
+        raise TrainingError(
+            f"Lost contact with another worker during step "
+            f"{int(model.optimizer.iterations.numpy()) + 1} (phase {phase.name}, epoch "
+            f"{epoch + 1}): {_collective_failure(error)}. Restart every worker with the "
+            "same command; training resumes from the last checkpoint in "
+            f"{os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)}.") from None
       values = {name: float(value.numpy()) for name, value in outputs.items()}
       done = time.perf_counter()
       wait_seconds += fetched - step_start

@@ -116,3 +116,68 @@ def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(data_dir, tmp_p
       f.truncate(8)
   with pytest.raises(training.TrainingError, match="No checkpoint"):
     training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
+
+
+def _free_ports(count):
+  import socket
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_sigkill_one_worker_then_restart_all_finishes(tmp_path):
+  """Multi-worker: a worker dies, the chief stops with a clear message, the same commands on
+  both workers resume from the chief's last checkpoint and finish the schedule exactly."""
+  import json
+  synthetic.generate(str(tmp_path / "data"), num_train_videos=2, num_test_videos=1,
+                     frames_per_video=40, seed=0)
+  model_dir = str(tmp_path / "model")
+  steps_per_epoch, epochs = 20, 3
+  command = [
+      sys.executable, "-m", "daml_tf.train", "--dataset=synthetic",
+      f"--data_dir={tmp_path / 'data'}", f"--model_dir={model_dir}", "--image_height=32",
+      "--image_width=48", "--channels=1", "--time_steps=3", "--interval=1", "--delta=1",
+      "--batch_size=4", "--levels=2", "--feature_root=4", "--train_epochs=2",
+      "--finetune_epochs=1", f"--clips_per_epoch={4 * steps_per_epoch}",
+      "--checkpoint_every_steps=3", "--image_summary_steps=0", "--calibration_holdout=0",
+      "--noexport", "--nocalibrate", "--strategy=multi_worker",
+  ]
+
+  def launch(tag):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      log = open(tmp_path / f"{tag}{index}.log", "w")
+      processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT))
+    return processes
+
+  first = launch("first")
+  deadline = time.time() + 300
+  while time.time() < deadline and first[0].poll() is None:
+    steps = _checkpoint_steps(model_dir)
+    if steps and max(steps) >= 6:
+      break
+    time.sleep(0.05)
+  first[1].send_signal(signal.SIGKILL)
+  # The chief's next collective fails; it must stop on its own, with one clear message.
+  assert first[0].wait(timeout=180) == 1
+  chief_log = (tmp_path / "first0.log").read_text()
+  assert "Lost contact with another worker" in chief_log, chief_log[-3000:]
+  killed_at = max(_checkpoint_steps(model_dir))
+  assert killed_at < epochs * steps_per_epoch
+
+  second = launch("second")
+  for index, process in enumerate(second):
+    assert process.wait(timeout=600) == 0, (tmp_path / f"second{index}.log").read_text()[-3000:]
+  for index in range(2):
+    assert f"Resuming from {model_dir}/checkpoints/ckpt-{killed_at}" in (
+        tmp_path / f"second{index}.log").read_text()
+  assert max(_checkpoint_steps(model_dir)) == epochs * steps_per_epoch
