@@ -5,16 +5,15 @@ Strategies must be set up before TensorFlow initialises, so every scenario runs 
 processes.
 """
 
-import json
-import os
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from daml_tf import local_cluster
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -138,35 +137,17 @@ def test_training_loop_under_mirrored_strategy(tmp_path):
   assert "OK" in result.stdout
 
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 @pytest.mark.slow
 def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path):
   from daml_tf.data import synthetic
   synthetic.generate(str(tmp_path / "data"), num_train_videos=2, num_test_videos=1,
                      frames_per_video=24)
-  ports = _free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-  workers = []
-  for index in range(2):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    log = open(tmp_path / f"worker{index}.log", "w")
-    workers.append((subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO,
-                                     env=env, stdout=log, stderr=subprocess.STDOUT), log))
-  for process, log in workers:
+  workers = local_cluster.start_workers([sys.executable, "-c", WORKER, str(tmp_path)], 2,
+                                        str(tmp_path / "worker"), cwd=REPO)
+  for process in workers:
     process.wait(timeout=900)
-    log.close()
   logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-  for (process, _), text in zip(workers, logs):
+  for process, text in zip(workers, logs):
     assert process.returncode == 0, text[-3000:]
     assert "STEP 4" in text
   # Same all-reduced gradients from the same initial weights: the same weights, bit for bit.

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from daml_tf import config as config_lib
+from daml_tf import local_cluster
 from daml_tf import training
 from daml_tf.data import synthetic
 
@@ -118,22 +119,10 @@ def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(data_dir, tmp_p
     training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
 
 
-def _free_ports(count):
-  import socket
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 @pytest.mark.slow
 def test_sigkill_one_worker_then_restart_all_finishes(tmp_path):
   """Multi-worker: a worker dies, the chief stops with a clear message, the same commands on
   both workers resume from the chief's last checkpoint and finish the schedule exactly."""
-  import json
   synthetic.generate(str(tmp_path / "data"), num_train_videos=2, num_test_videos=1,
                      frames_per_video=40, seed=0)
   model_dir = str(tmp_path / "model")
@@ -149,15 +138,7 @@ def test_sigkill_one_worker_then_restart_all_finishes(tmp_path):
   ]
 
   def launch(tag):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    processes = []
-    for index in range(2):
-      env = dict(os.environ, TF_CONFIG=json.dumps(
-          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-      log = open(tmp_path / f"{tag}{index}.log", "w")
-      processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                                        stderr=subprocess.STDOUT))
-    return processes
+    return local_cluster.start_workers(command, 2, str(tmp_path / tag), cwd=REPO)
 
   first = launch("first")
   deadline = time.time() + 300

@@ -1,6 +1,6 @@
 """Training throughput with 1 vs N MultiWorkerMirroredStrategy workers on this machine.
 
-    .venv/bin/python scripts/bench_workers.py --workers=1,2 --output=workers.json -- \
+    .venv/bin/python -m daml_tf.bench_workers --workers=1,2 --output=workers.json -- \
         --flagfile=configs/demo.cfg --data_dir=data/synthetic --train_epochs=1 --finetune_epochs=0
 
 Everything after `--` is passed to `python -m daml_tf.train` unchanged. For each worker count the
@@ -13,8 +13,6 @@ batches, as in a real scale-out at fixed batch size.
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,8 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from daml_tf import local_cluster
+
 FLAGS = flags.FLAGS
 
 
@@ -31,16 +31,6 @@ def define_flags():
   flags.DEFINE_list("workers", ["1", "2"], "Worker counts to measure.")
   flags.DEFINE_string("work_dir", "", "Model directories go here (default: a temp folder).")
   flags.DEFINE_string("output", "", "Write the results as JSON here.")
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def _epoch_scalars(logdir, tag):
@@ -55,23 +45,15 @@ def _epoch_scalars(logdir, tag):
 
 def run(workers, train_args, work_dir):
   model_dir = os.path.join(work_dir, f"workers_{workers}")
-  ports = _free_ports(workers)
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-  processes = []
+  command = [sys.executable, "-m", "daml_tf.train", *train_args, "--strategy=multi_worker",
+             f"--model_dir={model_dir}", "--noexport", "--nocalibrate"]
+  log_prefix = os.path.join(work_dir, f"workers_{workers}_task")
   start = time.perf_counter()
-  for index in range(workers):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    log = open(os.path.join(work_dir, f"workers_{workers}_task{index}.log"), "w")
-    command = [sys.executable, "-m", "daml_tf.train", *train_args, "--strategy=multi_worker",
-               f"--model_dir={model_dir}", "--noexport", "--nocalibrate"]
-    processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT),
-                      log))
-  for process, log in processes:
-    process.wait()
-    log.close()
-    if process.returncode:
-      raise RuntimeError(f"A worker of the {workers}-worker run failed; see {log.name}.")
+  processes = local_cluster.start_workers(command, workers, log_prefix)
+  for index, process in enumerate(processes):
+    if process.wait():
+      raise RuntimeError(f"A worker of the {workers}-worker run failed; see "
+                         f"{log_prefix}{index}.log.")
   wall = time.perf_counter() - start
   clips_per_second = _epoch_scalars(os.path.join(model_dir, "train"),
                                     "epoch/clips_per_second")
