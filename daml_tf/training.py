@@ -229,8 +229,6 @@ def make_clip_data(cfg: config_lib.Config, data: TrainingData,
     from daml_tf.data import tfrecord
     return tfrecord.training_dataset(cfg.data.tfrecord_dir, data.background, cfg.data,
                                      training=True, input_context=input_context)
-  if input_context is None:
-    return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True)
   return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True,
                                    input_context=input_context)
 
