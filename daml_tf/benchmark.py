@@ -26,7 +26,7 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Dict, Iterable, Sequence
+from typing import Dict, Iterable, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -36,18 +36,30 @@ import numpy as np
 import tensorflow as tf
 
 from daml_tf import cli
+from daml_tf import cli_flags
 from daml_tf import config as config_lib
-from daml_tf import flags as daml_flags
-from daml_tf import litert
-from daml_tf import litert_convert
-from daml_tf import serving
-from daml_tf import streaming
-from daml_tf import training
 from daml_tf import video_io
-from daml_tf.models.daml import latent_error
+from daml_tf.inference import backends
+from daml_tf.inference import streaming
+from daml_tf.models import build
+from daml_tf.models import scores
+from daml_tf.models.daml import map_frames
 
 MODES = ("decoupled", "coupled")
-RUNTIMES = ("keras", "saved_model", "litert_float32", "litert_float16")
+
+
+def runtime_variants() -> Dict[str, Tuple[backends.Runtime, str]]:
+  """{benchmark name: (runtime, precision)} of every registered runtime and precision.
+
+  A runtime with one precision is named as registered ("keras"), one with several gets a row
+  per precision ("litert_float32", "litert_float16").
+  """
+  variants = {}
+  for runtime in backends.RUNTIMES.values():
+    for precision in runtime.precisions:
+      name = runtime.name if len(runtime.precisions) == 1 else f"{runtime.name}_{precision}"
+      variants[name] = (runtime, precision)
+  return variants
 
 
 def _conv_macs(layer) -> int:
@@ -91,16 +103,6 @@ def count_macs(keras_model: keras.Model) -> int:
   return total
 
 
-def _float32_model(cfg: config_lib.Config):
-  """The config's model, untrained, in float32 whatever the global dtype policy."""
-  previous_policy = keras.mixed_precision.global_policy().name
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    return training.build_model(cfg)
-  finally:
-    keras.mixed_precision.set_global_policy(previous_policy)
-
-
 def _make_steps(model):
   """The two scorers as tf.functions, each returning the anomaly scores of the new frames.
 
@@ -114,7 +116,7 @@ def _make_steps(model):
     # frame: [B, H, W, C], the newest frame; cache: [B, k, h, w, c], the codes already seen.
     code = model.encoder(frame, training=False)[-1]
     predicted = model.motion(cache, training=False)
-    score = latent_error(predicted, code)
+    score = scores.latent_error(predicted, code)
     # Rolling the cache is part of the per-frame work of a real stream.
     new_cache = tf.concat([cache[:, 1:], code[:, tf.newaxis]], axis=1)
     return score, new_cache
@@ -122,12 +124,9 @@ def _make_steps(model):
   @tf.function
   def coupled(clip):
     # clip: [B, k+1, H, W, C]; every frame is encoded again for every scored frame.
-    shape = tf.shape(clip)
-    frames = tf.reshape(clip, tf.concat([[-1], shape[2:]], axis=0))
-    codes = model.encoder(frames, training=False)[-1]
-    codes = tf.reshape(codes, tf.concat([[shape[0], k + 1], tf.shape(codes)[1:]], axis=0))
+    codes = map_frames(lambda frames: model.encoder(frames, training=False)[-1], clip)
     predicted = model.motion(codes[:, :k], training=False)
-    return latent_error(predicted, codes[:, k])
+    return scores.latent_error(predicted, codes[:, k])
 
   return decoupled, coupled
 
@@ -183,7 +182,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
         ms_per_frame and gflops_per_second (2 * MACs * frames/s / 1e9); speedup is decoupled
         frames/s over coupled frames/s.
   """
-  model = _float32_model(cfg)
+  model = build.float32_model(cfg)
   k = cfg.data.time_steps
   height, width = cfg.data.image_size
   channels = cfg.data.channels
@@ -241,32 +240,23 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
 
 
 def make_backends(model, cfg: config_lib.Config, runtimes: Sequence[str], work_dir: str,
-                  threads: int) -> Dict[str, "streaming.Backend"]:
-  """The streaming backends of `runtimes` for one model, exporting it as they need.
+                  threads: int) -> Dict[str, "backends.Backend"]:
+  """The streaming backends of `runtimes` for one model, each written as its runtime opens it.
 
   Raises:
     ValueError: an unknown runtime name.
-    serving.ExportError: the LiteRT conversion failed (its message says why).
+    errors.ExportError: the LiteRT conversion failed (its message says why).
   """
-  unknown = set(runtimes) - set(RUNTIMES)
+  variants = runtime_variants()
+  unknown = set(runtimes) - set(variants)
   if unknown:
-    raise ValueError(f"Unknown runtime(s) {sorted(unknown)}; choose from {RUNTIMES}.")
-  backends = {}
-  if "keras" in runtimes:
-    backends["keras"] = streaming.KerasBackend(model)
-  if set(runtimes) - {"keras"}:
-    version_dir = serving.export_serving(model, os.path.join(work_dir, "export"),
-                                         data_cfg=cfg.data)
-    if "saved_model" in runtimes:
-      backends["saved_model"] = streaming.SavedModelBackend(version_dir)
-    precisions = [r.split("_", 1)[1] for r in runtimes if r.startswith("litert_")]
-    if precisions:
-      litert_dir = os.path.join(work_dir, "litert")
-      litert_convert.convert_in_subprocess(version_dir, litert_dir)
-      for precision in precisions:
-        backends[f"litert_{precision}"] = litert.LiteRTBackend(litert_dir, precision,
-                                                               num_threads=threads)
-  return {name: backends[name] for name in runtimes}
+    raise ValueError(f"Unknown runtime(s) {sorted(unknown)}; choose from {tuple(variants)}.")
+  opened = {}
+  for name in runtimes:
+    runtime, precision = variants[name]
+    path = runtime.write(model, cfg, work_dir)
+    opened[name] = runtime.open(path, precision, num_threads=threads).backend
+  return opened
 
 
 def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
@@ -286,13 +276,13 @@ def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
     nonlocal cache
     code = backend.encode(clip[k])
     predicted = backend.predict(cache)
-    score = np.mean(np.square(predicted - code))
+    score = scores.latent_error_numpy(predicted, code)
     cache = np.concatenate([cache[:, 1:], code[:, np.newaxis]], axis=1)
     return score
 
   def coupled():
     codes = np.stack([backend.encode(frame)[0] for frame in clip])[np.newaxis]
-    return np.mean(np.square(backend.predict(codes[:, :k]) - codes[:, k]))
+    return scores.latent_error_numpy(backend.predict(codes[:, :k]), codes[:, k])
 
   entry = {}
   for mode, call in (("decoupled", decoupled), ("coupled", coupled)):
@@ -352,7 +342,7 @@ def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs:
                           warmup: int, threads: int, video: str = "",
                           max_video_frames: int = 300) -> Dict[str, object]:
   """Batch-1 decoupled/coupled timing per runtime and, with `video`, end-to-end frames/s."""
-  model = _float32_model(cfg)
+  model = build.float32_model(cfg)
   k = cfg.data.time_steps
   encoder_macs, motion_macs = count_macs(model.encoder), count_macs(model.motion)
   macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}
@@ -416,7 +406,7 @@ def format_table(result: Dict[str, object]) -> str:
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """The benchmark's own flags (idempotent, like daml_flags.define_flags)."""
+  """The benchmark's own flags (idempotent, like cli_flags.define_flags)."""
   if "output" not in flag_values:
     flags.DEFINE_string("output", "", "Write the results as JSON here (default: no file).",
                         flag_values=flag_values)
@@ -430,8 +420,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads (inter-op: 1).",
                          lower_bound=1, flag_values=flag_values)
   if "runtimes" not in flag_values:
-    flags.DEFINE_list("runtimes", list(RUNTIMES), f"Runtimes timed at batch 1 through the "
-                      f"streaming backends, from {', '.join(RUNTIMES)} (empty: none).",
+    names = list(runtime_variants())
+    flags.DEFINE_list("runtimes", names, f"Runtimes timed at batch 1 through the streaming "
+                      f"backends, from {', '.join(names)} (empty: none).",
                       flag_values=flag_values)
   if "video" not in flag_values:
     flags.DEFINE_string("video", "", "Also time end-to-end streaming detection on this video "
@@ -451,7 +442,7 @@ def main(argv):
   # Thread pools are fixed when the TF runtime starts, so this must precede every op.
   tf.config.threading.set_intra_op_parallelism_threads(flag_values.threads)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  cfg = cli.exit_on_expected_errors(daml_flags.config_from_flags, flag_values)
+  cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flag_values)
   batch_sizes = [int(b) for b in flag_values.bench_batch_sizes]
   result = run_benchmark(cfg, flag_values.runs, flag_values.warmup, batch_sizes)
   if flag_values.runtimes:
@@ -468,6 +459,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  daml_flags.define_flags()
+  cli_flags.define_flags()
   define_flags()
   app.run(main)

@@ -1,73 +1,75 @@
 """Alarm thresholds from normal footage the model did not train on.
 
-A threshold is a high quantile of the raw scores of normal frames (`streaming.
-calibrate_threshold`). Taken on the training frames it is too low, because the model predicts
-its own training footage better than new normal footage, and raises false alarms. So training
+A threshold is a high quantile of the raw scores of normal frames (`calibrate_threshold`).
+Taken on the training frames it is too low, because the model predicts its own training
+footage better than new normal footage, and raises false alarms. So training
 can hold out the last frames of every training video (`--calibration_holdout`), calibrate on
 them at the end (`calibrate_after_training`), and `python -m daml_tf.calibrate` recomputes the
 threshold later on the same held-out frames or on any folder of normal videos.
 """
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
 from absl import logging
+import numpy as np
 
 from daml_tf import config as config_lib
-from daml_tf import streaming
-from daml_tf import training
+from daml_tf import errors
+from daml_tf import evaluation
+from daml_tf import run_dir
 from daml_tf.data import layout
-from daml_tf.data import registry
+from daml_tf.data import pipeline
 from daml_tf.models import DAML
 
 
-def split_holdout(videos: Sequence[layout.Video], fraction: float, clip_span: int
-                  ) -> Tuple[List[layout.Video], List[layout.Video]]:
-  """Splits every video into a training head and a held-out tail of about `fraction`.
+def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
+                        videos: Sequence[layout.Video], quantile: float = 0.995,
+                        batch_size: int = 32) -> float:
+  """A threshold: the `quantile` of the raw scores of normal videos.
 
-  A tail must hold at least one scorable clip (clip_span + 1 frames) and the head must keep
-  one too; a video too short for both stays whole in training.
+  The videos should be normal footage of the camera the model watches, ideally held out from
+  training: on its own training videos the model predicts better than on new normal footage,
+  so a threshold taken there is lower and raises more false alarms. The training videos are
+  still a usable fallback (with a higher quantile) when nothing else is available.
 
   Args:
-    videos: the training videos.
-    fraction: share of each video's frames to hold out, in [0, 1).
-    clip_span: frames from a clip's first input to its target.
+    model: the restored model (its background is used).
+    data_cfg: its DataConfig.
+    videos: normal videos in the frames layout (e.g. `layout.find_videos(dataset, data_dir,
+      "training")[1]`).
+    quantile: in (0, 1]; the share of normal frames that stay below the threshold.
+    batch_size: frames encoded at once.
 
   Returns:
-    (training videos, held-out videos); the held-out list is empty when fraction is 0. Held-out
-    tails are named "<video>:holdout".
+    The threshold on raw (unsmoothed) scores.
+
+  Raises:
+    ValueError: quantile out of range, or no video long enough to score a frame.
   """
-  if not fraction:
-    return list(videos), []
-  heads, tails = [], []
-  minimum = clip_span + 1
+  if not 0 < quantile <= 1:
+    raise ValueError(f"quantile must be in (0, 1], got {quantile}.")
+  scorer = evaluation.VideoScorer(model, data_cfg, batch_size)
+  background = model.background.numpy()
+  scores = []
   for video in videos:
-    held = max(math.ceil(fraction * video.num_frames), minimum)
-    if video.num_frames - held < minimum:
-      heads.append(video)
-      continue
-    cut = video.num_frames - held
-    heads.append(layout.Video(video.name, video.frame_paths[:cut]))
-    tails.append(layout.Video(f"{video.name}:holdout", video.frame_paths[cut:]))
-  if not tails:
-    logging.warning("No training video is long enough to hold out %.0f%% of it (each needs "
-                    "2 x %d frames); the threshold will come from training frames.",
-                    100 * fraction, minimum)
-  else:
-    logging.info("Holding out %d of %d training frames (the end of %d videos) for threshold "
-                 "calibration.", sum(v.num_frames for v in tails),
-                 sum(v.num_frames for v in videos), len(tails))
-  return heads, tails
+    frames = pipeline.load_video(video, data_cfg.image_size, data_cfg.channels, background)
+    scores.append(scorer.score(frames)[1])
+  scores = np.concatenate(scores) if scores else np.zeros([0], np.float32)
+  if not scores.size:
+    raise ValueError(f"No frame of the {len(videos)} calibration video(s) could be scored "
+                     f"(each needs more than {data_cfg.clip_span} frames).")
+  threshold = float(np.quantile(scores.astype(np.float64), quantile))
+  logging.info("Threshold %.6g: quantile %s of %d normal frame scores (%d videos)", threshold,
+               quantile, scores.size, len(videos))
+  return threshold
 
 
 def calibration_videos(cfg: config_lib.Config, data_dir: Optional[str] = None
                        ) -> Tuple[List[layout.Video], bool]:
   """The videos a run's threshold is calibrated on: its held-out tails, else its training
   videos. Returns (videos, held_out)."""
-  spec = registry.get_spec(cfg.data.dataset)
-  root = layout.resolve_dataset_root(data_dir or cfg.data.data_dir, spec)
-  videos = layout.list_videos(root, "training", spec)
-  heads, tails = split_holdout(videos, cfg.train.calibration_holdout, cfg.data.clip_span)
+  _, videos = layout.find_videos(cfg.data.dataset, data_dir or cfg.data.data_dir, "training")
+  heads, tails = layout.split_holdout(videos, cfg.train.calibration_holdout, cfg.data.clip_span)
   return (tails, True) if tails else (heads, False)
 
 
@@ -82,11 +84,11 @@ def calibrate_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[lay
                     "calibrate on other normal videos with python -m daml_tf.calibrate "
                     "--videos_dir=...")
   try:
-    threshold = streaming.calibrate_threshold(model, cfg.data, videos, quantile=quantile,
+    threshold = calibrate_threshold(model, cfg.data, videos, quantile=quantile,
                                               batch_size=cfg.eval.batch_size)
   except ValueError as error:  # Too-short videos or a bad quantile: a data/flag problem.
-    raise layout.DataError(str(error)) from None
-  path = streaming.save_threshold(output_dir, threshold, quantile)
+    raise errors.DataError(str(error)) from None
+  path = run_dir.save_threshold(output_dir, threshold, quantile)
   logging.info("Alarm threshold %.6g written to %s", threshold, path)
   return threshold
 
@@ -119,12 +121,11 @@ def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = ""
   Returns:
     The threshold.
   """
-  cfg = streaming.load_run_config(model_dir)
+  cfg = run_dir.load_config(model_dir)
   if videos_dir:
-    spec = registry.get_spec(cfg.data.dataset)
-    videos = layout.list_videos(layout.resolve_dataset_root(videos_dir, spec), "training", spec)
+    _, videos = layout.find_videos(cfg.data.dataset, videos_dir, "training")
     held_out = True
   else:
     videos, held_out = calibration_videos(cfg, data_dir)
-  model = training.restore_model(cfg, model_dir)
+  model = run_dir.restore_model(cfg, model_dir)
   return calibrate_and_save(model, cfg, videos, held_out, model_dir, quantile)

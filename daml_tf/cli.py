@@ -1,25 +1,36 @@
 """What the entry points share: turning expected failures into one clear message."""
 
+import contextlib
+
 from absl import logging
 
-from daml_tf import config as config_lib
-from daml_tf import serving
+from daml_tf import errors
 from daml_tf.data import layout
-from daml_tf.data import registry
 
-# Errors that describe bad input or a bad flag: the message says everything, a traceback
-# would only bury it.
-EXPECTED_ERRORS = (config_lib.ConfigError, layout.DataError, registry.UnknownDatasetError,
-                   FileNotFoundError, serving.ExportError)
+# Errors that describe bad input, a bad flag or a run that cannot go on: the message says
+# everything, a traceback would only bury it.
+EXPECTED_ERRORS = (errors.ConfigError, errors.DataError, errors.ExportError,
+                   errors.TrainingError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def expected_errors_exit(skip_teardown: bool = False):
+  """On an expected error inside the block, logs its message and exits with status 1.
+
+  Args:
+    skip_teardown: see layout.exit_process (a multi-worker process).
+  """
+  try:
+    yield
+  except EXPECTED_ERRORS as error:
+    logging.error("%s", error)
+    layout.exit_process(1, skip_teardown)
 
 
 def exit_on_expected_errors(function, *args, **kwargs):
   """Calls `function`; on an expected error logs its message and exits with status 1."""
-  try:
+  with expected_errors_exit():
     return function(*args, **kwargs)
-  except EXPECTED_ERRORS as error:
-    logging.error("%s", error)
-    layout.exit_process(1)
 
 
 def finish(skip_teardown: bool = False) -> None:

@@ -1,6 +1,6 @@
 """Typed, frozen configuration objects passed down from the entry points.
 
-Flags are turned into these once (`daml_tf.flags.config_from_flags`); library code never reads
+Flags are turned into these once (`daml_tf.cli_flags.config_from_flags`); library code never reads
 FLAGS. Every config validates itself on construction so bad values stop the run before any data
 is touched, with a message naming the flag.
 """
@@ -11,15 +11,12 @@ from typing import Any, Dict, Optional
 
 from daml_tf.data import perturb
 from daml_tf.data import registry
+from daml_tf.errors import ConfigError
 
 NORMALIZE_CHOICES = ("per_video", "none")
 MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 FRAME_CACHE_CHOICES = ("memory", "none")
-
-
-class ConfigError(ValueError):
-  """A configuration value is out of range; the message names the flag."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -106,6 +103,8 @@ class ModelConfig:
     motion_bottleneck: width of the motion model's Conv3D blocks; 0 (the paper) keeps the
       latent code's channels, a smaller value adds a 1x1 reduction before and a 1x1 expansion
       after them (see MotionModel).
+    motion: the motion model, a name registered in daml_tf.models.build.MOTION_MODELS
+      ("conv3d": the paper's Conv3D blocks).
   """
 
   levels: int = 3
@@ -115,6 +114,7 @@ class ModelConfig:
   weight_decay: float = 0.001
   latent_loss_trains_encoder: bool = True
   motion_bottleneck: int = 0
+  motion: str = "conv3d"
 
   def __post_init__(self):
     _require(2 <= self.levels <= 6, f"--levels must be in [2, 6], got {self.levels}.")
@@ -125,6 +125,9 @@ class ModelConfig:
     _require(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}.")
     _require(self.motion_bottleneck >= 0,
              f"--motion_bottleneck must be >= 0, got {self.motion_bottleneck}.")
+    # The name is checked against the registry when the model is built (daml_tf.models.build):
+    # the registry holds Keras classes, which configs do not import.
+    _require(bool(self.motion), "--motion must name a motion model.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@
 Writes out/scores.csv (frame,timestamp_s,score,alarm), out/scores.png and, with --annotate,
 out/annotated.mp4 (or .avi). The threshold is --threshold, else <model_dir>/threshold.json (or
 the one recorded in an export); with neither only scores are written. See
-daml_tf.streaming.run_detection.
+daml_tf.inference.detection.run_detection.
 
 --model_dir may also be an export of `python -m daml_tf.export`: a serving SavedModel version
 (runs/demo/export/1, run through its encode and predict_latent signatures) or a LiteRT export
@@ -17,9 +17,9 @@ from absl import app
 from absl import flags
 
 from daml_tf import cli
-from daml_tf import litert
-from daml_tf import streaming
 from daml_tf import video_io
+from daml_tf.inference import detection
+from daml_tf.inference import litert
 
 FLAGS = flags.FLAGS
 
@@ -54,7 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   cli.exit_on_expected_errors(
-      streaming.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
+      detection.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
       threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
       annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every,
       litert_precision=FLAGS.litert_precision)

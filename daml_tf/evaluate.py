@@ -9,13 +9,13 @@ from absl import logging
 
 from daml_tf import cli
 from daml_tf import evaluation
-from daml_tf import flags as daml_flags
+from daml_tf import cli_flags
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cfg = cli.exit_on_expected_errors(daml_flags.config_from_flags, flags.FLAGS)
+  cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flags.FLAGS)
   metrics = cli.exit_on_expected_errors(evaluation.evaluate, cfg)
   logging.info("micro_auc=%.4f macro_auc=%.4f eer=%.4f (%d scored frames, normalize=%s)",
                metrics["micro_auc"], metrics["macro_auc"], metrics["eer"],
@@ -26,5 +26,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  daml_flags.define_flags()
+  cli_flags.define_flags()
   app.run(main)

@@ -12,14 +12,14 @@ import tensorflow as tf
 from daml_tf import config as config_lib
 from daml_tf import metrics as metrics_lib
 from daml_tf import report
-from daml_tf import training
+from daml_tf import run_dir
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
 from daml_tf.data import perturb as perturb_lib
 from daml_tf.data import pipeline
 from daml_tf.data import registry
 from daml_tf.models import DAML
-from daml_tf.models.daml import latent_error
+from daml_tf.models.scores import latent_error
 
 
 class VideoScorer:
@@ -76,16 +76,15 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   Returns:
     The metrics dict written to metrics.json (without the config).
   """
+  root, videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "testing")
   spec = registry.get_spec(cfg.data.dataset)
-  root = layout.resolve_dataset_root(cfg.data.data_dir, spec)
-  videos = layout.list_videos(root, "testing", spec)
   label_path = labels_lib.find_label_file(spec, root, cfg.data.label_file)
   # Labels are checked against the frames found before any frame is scored.
   labels = labels_lib.load_labels(label_path, spec.label_format, videos)
   if model is None:
-    model = training.restore_model(cfg)
+    model = run_dir.restore_model(cfg)
   background = model.background.numpy()
-  output_dir = cfg.eval.output_dir or os.path.join(cfg.train.model_dir, "eval")
+  output_dir = cfg.eval.output_dir or run_dir.eval_dir(cfg.train.model_dir)
   tf.io.gfile.makedirs(output_dir)
 
   scorer = VideoScorer(model, cfg.data, cfg.eval.batch_size)

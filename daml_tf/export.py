@@ -4,18 +4,18 @@
     [--tflite]`
 
 writes `<export_dir>/<version>/`, the SavedModel TF Serving loads (signatures serving_default,
-encode, predict_latent, score_latents over uint8 camera frames; see daml_tf.serving), and with
---tflite `<export_dir>/litert/<version>/`, the encoder and motion model as LiteRT flatbuffers in
-float32 and float16-weight variants (see daml_tf.litert), converted in a child process
-(daml_tf.litert_convert). The newest checkpoint of the run is restored into a float32 model, so
-a mixed-precision run exports float32 too; `<model_dir>/threshold.json`, if present, is recorded
-in both exports. An existing version is never overwritten: the export stops with exit status 1.
+encode, predict_latent, score_latents over uint8 camera frames; see daml_tf.inference.serving),
+and with --tflite `<export_dir>/litert/<version>/`, the encoder and motion model as LiteRT
+flatbuffers in float32 and float16-weight variants (see daml_tf.inference.litert), converted in a
+child process (daml_tf.inference.litert_convert). The newest checkpoint of the run is restored
+into a float32 model, so a mixed-precision run exports float32 too; `<model_dir>/threshold.json`,
+if present, is recorded in both exports. An existing version is never overwritten: the export
+stops with exit status 1.
 
 `python -m daml_tf.detect --model_dir=<export_dir>/<version>` (or the LiteRT directory) runs
 the streaming detector on the export.
 """
 
-import os
 from typing import Dict, Optional
 
 from absl import app
@@ -24,20 +24,12 @@ from absl import logging
 import tensorflow as tf
 
 from daml_tf import cli
-from daml_tf import litert_convert
-from daml_tf import serving
-from daml_tf import streaming
-from daml_tf import training
-from daml_tf.data import layout
+from daml_tf import errors
+from daml_tf import run_dir
+from daml_tf.inference import litert_convert
+from daml_tf.inference import serving
 
 FLAGS = flags.FLAGS
-LITERT_SUBDIR = "litert"
-
-
-def litert_dir(export_dir: str, version: int) -> str:
-  """`<export_dir>/litert/<version>`: not a number, so TF Serving ignores it."""
-  return os.path.join(export_dir, LITERT_SUBDIR, str(int(version)))
-
 
 def export_model_dir(model_dir: str, export_dir: Optional[str] = None, version: int = 1,
                      tflite: bool = False) -> Dict[str, str]:
@@ -54,27 +46,27 @@ def export_model_dir(model_dir: str, export_dir: Optional[str] = None, version: 
 
   Raises:
     FileNotFoundError: no config.json or checkpoint in model_dir.
-    serving.ExportError: the version exists, or the LiteRT conversion failed (the SavedModel is
+    errors.ExportError: the version exists, or the LiteRT conversion failed (the SavedModel is
       written by then and stays).
   """
-  cfg = streaming.load_run_config(model_dir)
-  export_dir = export_dir or os.path.join(model_dir, training.EXPORT_SUBDIR)
+  cfg = run_dir.load_config(model_dir)
+  export_dir = export_dir or run_dir.export_dir(model_dir)
   # Both destinations are checked before anything is restored or written.
   serving.check_version_free(export_dir, version)
-  litert_output = litert_dir(export_dir, version)
+  litert_output = run_dir.litert_dir(export_dir, version)
   if tflite and tf.io.gfile.exists(litert_output):
-    raise serving.ExportError(f"{litert_output} already exists: refusing to overwrite the "
+    raise errors.ExportError(f"{litert_output} already exists: refusing to overwrite the "
                               f"LiteRT export of version {version}; pass another --version.")
-  model = training.restore_model(cfg, model_dir)
+  model = run_dir.restore_model(cfg, model_dir)
   written = {"saved_model": serving.export_serving(
       model, export_dir, version, data_cfg=cfg.data,
-      threshold=streaming.load_threshold(model_dir))}
+      threshold=run_dir.load_threshold(model_dir))}
   if tflite:
     try:
       written["litert"] = litert_convert.convert_in_subprocess(written["saved_model"],
                                                                litert_output)
-    except serving.ExportError as error:
-      raise serving.ExportError(f"{error} (The SavedModel {written['saved_model']} is written "
+    except errors.ExportError as error:
+      raise errors.ExportError(f"{error} (The SavedModel {written['saved_model']} is written "
                                 "and unaffected.)") from None
   return written
 
@@ -96,11 +88,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    written = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.tflite)
-  except cli.EXPECTED_ERRORS + (serving.ExportError,) as error:
-    logging.error("%s", error)
-    layout.exit_process(1)
+  written = cli.exit_on_expected_errors(export_model_dir, FLAGS.model_dir, FLAGS.export_dir,
+                                       FLAGS.version, FLAGS.tflite)
   for kind, path in written.items():
     logging.info("%s: %s", kind, path)
   cli.finish()

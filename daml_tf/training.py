@@ -8,7 +8,6 @@ Keras 3's fit does not work on TF 2.16.
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -19,20 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from daml_tf import config as config_lib
-from daml_tf import serving
+from daml_tf import distributed
+from daml_tf import errors
+from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline
-from daml_tf.data import registry
+from daml_tf.data import tfrecord
 from daml_tf.models import DAML
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_SUBDIR = "checkpoints"
-EXPORT_SUBDIR = "export"
-SUMMARY_SUBDIR = "train"
-
-
-class TrainingError(RuntimeError):
-  """Training cannot go on (for example a non-finite loss); the message says where."""
+from daml_tf.models import build
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,68 +50,6 @@ def learning_rate_for_epoch(train_cfg: config_lib.TrainConfig, epoch_in_phase: i
     return train_cfg.learning_rate
   return train_cfg.learning_rate * train_cfg.lr_decay_factor**(
       epoch_in_phase // train_cfg.lr_decay_epochs)
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  """The tf.distribute strategy of --strategy.
-
-  "multi_worker" reads the cluster from the TF_CONFIG environment variable; like every
-  collective-based strategy it must exist before TensorFlow runs any op, so `train` creates it
-  first.
-  """
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  return tf.distribute.get_strategy()
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerRole:
-  """Which process of a (possibly multi-worker) run this is.
-
-  Attributes:
-    is_chief: the one process that writes checkpoints, summaries, the export and the
-      threshold into the model directory.
-    task: "<type>_<index>" (e.g. "worker_1"), naming the scratch folder of a non-chief.
-  """
-
-  is_chief: bool
-  task: str
-
-
-def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
-  """The chief is task "chief", or worker 0 when the cluster has no chief job."""
-  resolver = strategy.cluster_resolver  # None for one-process strategies.
-  task_type = getattr(resolver, "task_type", None)
-  if resolver is None or task_type is None:
-    return WorkerRole(is_chief=True, task="chief_0")
-  task_id = int(resolver.task_id or 0)
-  jobs = resolver.cluster_spec().as_dict()
-  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and
-                                      "chief" not in jobs)
-  return WorkerRole(is_chief=is_chief, task=f"{task_type}_{task_id}")
-
-
-def scratch_dir(model_dir: str, role: WorkerRole) -> str:
-  """Where a non-chief writes what the chief writes into model_dir (removed at the end).
-
-  Every worker must take part in saving (a save may run collective ops), but only the chief's
-  copy is kept.
-  """
-  return os.path.join(model_dir, "workers_scratch", role.task)
-
-
-def build_model(cfg: config_lib.Config) -> DAML:
-  """The DAML model of a config (under the current dtype policy and strategy scope)."""
-  return DAML(
-      image_size=cfg.data.image_size, channels=cfg.data.channels,
-      time_steps=cfg.data.time_steps, levels=cfg.model.levels,
-      feature_root=cfg.model.feature_root, max_channels=cfg.model.max_channels,
-      leaky_relu_slope=cfg.model.leaky_relu_slope, weight_decay=cfg.model.weight_decay,
-      latent_loss_trains_encoder=cfg.model.latent_loss_trains_encoder,
-      motion_bottleneck=cfg.model.motion_bottleneck,
-      sync_batchnorm=cfg.train.sync_batchnorm)
 
 
 def compile_model(model: DAML, train_cfg: config_lib.TrainConfig) -> None:
@@ -146,28 +77,6 @@ def make_checkpoint(model: DAML, epochs_done: tf.Variable,
                              **position)
 
 
-def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
-  """Refuses to resume from a model directory trained with another architecture or geometry."""
-  path = os.path.join(model_dir, CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    return
-  saved = config_lib.load_config(path)
-  geometry = ("image_height", "image_width", "channels", "time_steps")
-  differences = [
-      f"{name}: saved {getattr(saved.data, name)} vs now {getattr(cfg.data, name)}"
-      for name in geometry if getattr(saved.data, name) != getattr(cfg.data, name)
-  ] + [
-      f"{field.name}: saved {getattr(saved.model, field.name)} vs now "
-      f"{getattr(cfg.model, field.name)}"
-      for field in dataclasses.fields(cfg.model)
-      if getattr(saved.model, field.name) != getattr(cfg.model, field.name)
-  ]
-  if differences:
-    raise config_lib.ConfigError(
-        f"{model_dir} holds a model with another configuration ({'; '.join(differences)}). "
-        "Use a new --model_dir or the original flags.")
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
   """What training reads, validated before the model is built.
@@ -193,10 +102,8 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
     output_dir: where background.npy is cached (the model directory, or a non-chief worker's
       scratch folder).
   """
-  from daml_tf import calibration  # Deferred: calibration imports this module.
   tf.io.gfile.makedirs(output_dir)
   if cfg.data.tfrecord_dir:
-    from daml_tf.data import tfrecord  # Deferred: only TFRecord runs need it.
     if cfg.train.calibration_holdout:
       raise config_lib.ConfigError(
           "--calibration_holdout must be 0 with --tfrecord_dir: TFRecords hold whole training "
@@ -205,14 +112,12 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
     tfrecord.check_index(index, cfg.data)
     return TrainingData(videos=(), holdout_videos=(),
                         background=tfrecord.load_background(cfg.data.tfrecord_dir))
-  spec = registry.get_spec(cfg.data.dataset)
-  root = layout.resolve_dataset_root(cfg.data.data_dir, spec)
-  videos = layout.list_videos(root, "training", spec)
+  _, videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
   layout.check_clip_length(videos, cfg.data.clip_span)
-  videos, holdout = calibration.split_holdout(videos, cfg.train.calibration_holdout,
-                                              cfg.data.clip_span)
+  videos, holdout = layout.split_holdout(videos, cfg.train.calibration_holdout,
+                                         cfg.data.clip_span)
   background = pipeline.load_or_compute_background(
-      output_dir, videos, cfg.data.image_size, cfg.data.channels)
+      run_dir.background_path(output_dir), videos, cfg.data.image_size, cfg.data.channels)
   return TrainingData(videos=tuple(videos), holdout_videos=tuple(holdout),
                       background=background)
 
@@ -226,7 +131,6 @@ def make_clip_data(cfg: config_lib.Config, data: TrainingData,
   batches of the per-replica size.
   """
   if cfg.data.tfrecord_dir:
-    from daml_tf.data import tfrecord
     return tfrecord.training_dataset(cfg.data.tfrecord_dir, data.background, cfg.data,
                                      training=True, input_context=input_context)
   return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True,
@@ -309,78 +213,101 @@ def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Opt
     except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
       logging.warning("Cannot restore %s (%s); trying an older checkpoint.", path,
                       str(error).splitlines()[0] if str(error) else type(error).__name__)
-  raise TrainingError(f"No checkpoint in {checkpoint_dir} can be restored.")
+  raise errors.TrainingError(f"No checkpoint in {checkpoint_dir} can be restored.")
 
 
-def train(cfg: config_lib.Config) -> Dict[str, float]:
-  """Trains (or resumes) both phases, then exports the scorer and calibrates the threshold.
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """What `train` hands back.
 
-  Every process of a multi-worker run calls this with the same config; only the chief writes
-  into the model directory.
-
-  Returns:
-    The last epoch's mean losses, plus `input_wait_fraction` and the global step.
+  Attributes:
+    model: the trained model (under the run's dtype policy and strategy).
+    data: the training data, for calibration after training.
+    metrics: the last epoch's mean losses, `input_wait_fraction` and `global_step`.
+    role: which process of the run this is.
+    strategy: the run's strategy; holding it keeps a multi-worker runtime alive (see
+      daml_tf.distributed).
   """
-  # Collective strategies must be created before TensorFlow runs its first op.
-  strategy = make_strategy(cfg.train.strategy)
-  role = worker_role(strategy)
-  model_dir = cfg.train.model_dir
-  layout.ensure_filesystem(model_dir)
-  own_dir = model_dir if role.is_chief else scratch_dir(model_dir, role)
-  keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
-  keras.utils.set_random_seed(cfg.data.seed)
-  check_resume_compatible(cfg, model_dir)
-  data = prepare_training_data(cfg, own_dir)
-  if role.is_chief:
-    config_lib.save_config(cfg, os.path.join(model_dir, CONFIG_FILE))
 
-  if strategy.cluster_resolver is not None:
-    # Each worker builds its own share of the data (sharded by file or clip) at the
-    # per-replica batch size.
-    per_worker = {}
+  model: DAML
+  data: TrainingData
+  metrics: Dict[str, float]
+  role: distributed.WorkerRole
+  strategy: tf.distribute.Strategy
 
-    def dataset_fn(input_context):
-      per_worker["clip_data"] = make_clip_data(cfg, data, input_context)
-      return per_worker["clip_data"].dataset
 
-    distributed = strategy.distribute_datasets_from_function(dataset_fn)
-    # Counted from the global clip count and batch, so every worker runs the same steps.
-    num_clips = per_worker["clip_data"].total_clips
-    steps_per_epoch = per_worker["clip_data"].steps_per_epoch(cfg.data.clips_per_epoch)
+class _Checkpoints:
+  """The run's checkpoint (weights, optimizer, position in the schedule) and its manager.
+
+  Every process saves (a save may run collective ops) into its own directory, but all of them
+  resume from the chief's checkpoints, the only ones kept.
+  """
+
+  def __init__(self, model: DAML, model_dir: str, role: distributed.WorkerRole):
+    self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+    self.epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                        name="epoch_steps_done")
+    self._model = model
+    self._model_dir = model_dir
+    self._role = role
+    self._checkpoint = make_checkpoint(model, self.epochs_done, self.epoch_steps_done)
+    self._manager = tf.train.CheckpointManager(
+        self._checkpoint, run_dir.checkpoint_dir(distributed.own_dir(model_dir, role)),
+        max_to_keep=3)
+
+  def restore(self) -> None:
+    restored = _restore_latest(self._checkpoint, run_dir.checkpoint_dir(self._model_dir))
+    if restored:
+      logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d",
+                   restored, int(self.epochs_done.numpy()), int(self.epoch_steps_done.numpy()),
+                   int(self._model.optimizer.iterations.numpy()))
+
+  def save(self) -> None:
+    path = self._manager.save(checkpoint_number=self._model.optimizer.iterations)
+    if self._role.is_chief:
+      logging.info("Saved checkpoint %s", path)
+    else:
+      tf.io.gfile.rmtree(self._manager.directory)
+
+
+class _PipelineOfWorker:
+  """The dataset function of distribute_datasets_from_function, remembering its ClipData.
+
+  Each worker builds its own share of the data (sharded by file or clip) at the per-replica
+  batch size; the epoch length comes from the global clip count, the same on every worker.
+  """
+
+  def __init__(self, cfg: config_lib.Config, data: TrainingData):
+    self._cfg = cfg
+    self._data = data
+    self.clip_data = None
+
+  def __call__(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    self.clip_data = make_clip_data(self._cfg, self._data, input_context)
+    return self.clip_data.dataset
+
+
+def _distribute_data(strategy: tf.distribute.Strategy, cfg: config_lib.Config,
+                     data: TrainingData, role: distributed.WorkerRole):
+  """(distributed dataset, global steps per epoch) of the training clips."""
+  if distributed.is_multi_worker(strategy):
+    pipeline_of_worker = _PipelineOfWorker(cfg, data)
+    dataset = strategy.distribute_datasets_from_function(pipeline_of_worker)
+    clip_data = pipeline_of_worker.clip_data
+    num_clips = clip_data.total_clips
   else:
     clip_data = make_clip_data(cfg, data)
-    distributed = strategy.experimental_distribute_dataset(clip_data.dataset)
+    dataset = strategy.experimental_distribute_dataset(clip_data.dataset)
     num_clips = clip_data.num_clips
-    steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
+  steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
   logging.info("%d training clips; %d steps of %d clips per epoch; %s on %d replica(s)%s",
                num_clips, steps_per_epoch, cfg.data.batch_size, cfg.train.strategy,
                strategy.num_replicas_in_sync, "" if role.is_chief else f" ({role.task})")
+  return dataset, steps_per_epoch
 
-  with strategy.scope():
-    model = build_model(cfg)
-    model.set_background(data.background)
-    compile_model(model, cfg.train)
-    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-    epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_steps_done")
-  checkpoint = make_checkpoint(model, epochs_done, epoch_steps_done)
-  chief_checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(own_dir, CHECKPOINT_SUBDIR), max_to_keep=3)
-  # Every worker resumes from the chief's checkpoints, the only ones kept.
-  restored = _restore_latest(checkpoint, chief_checkpoint_dir)
-  if restored:
-    logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d",
-                 restored, int(epochs_done.numpy()), int(epoch_steps_done.numpy()),
-                 int(model.optimizer.iterations.numpy()))
-  # The background is data, not a learned weight: the one just computed or loaded wins.
-  model.set_background(data.background)
 
-  def save_checkpoint() -> None:
-    path = manager.save(checkpoint_number=model.optimizer.iterations)
-    if role.is_chief:
-      logging.info("Saved checkpoint %s", path)
-    else:
-      tf.io.gfile.rmtree(manager.directory)
+def _step_function(strategy: tf.distribute.Strategy, model: DAML):
+  """One training step on every replica, its outputs averaged over them."""
 
   @tf.function
   def distributed_step(batch):
@@ -390,61 +317,71 @@ def train(cfg: config_lib.Config) -> Dict[str, float]:
         for name, value in per_replica.items()
     }
 
-  iterator = iter(distributed)
-  schedule = epoch_schedule(cfg.train)
-  summaries = _Summaries(os.path.join(model_dir, SUMMARY_SUBDIR), cfg.train, role.is_chief)
-  loop = _EpochLoop(model, distributed_step, iterator, steps_per_epoch, cfg, summaries,
-                    strategy, epoch_steps_done, save_checkpoint)
-  last_epoch_values: Dict[str, float] = {}
+  return distributed_step
+
+
+def train(cfg: config_lib.Config,
+          strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRun:
+  """Trains (or resumes) both phases; calibration and export are the caller's (daml_tf.train).
+
+  Every process of a multi-worker run calls this with the same config; only the chief writes
+  into the model directory.
+
+  Args:
+    cfg: the run's config.
+    strategy: default: the one of cfg.train.strategy, created here. A collective strategy must
+      be created before TensorFlow runs its first op.
+
+  Returns:
+    TrainedRun; its metrics are the last epoch's mean losses plus `input_wait_fraction` and
+    `global_step`.
+  """
+  strategy = strategy or distributed.make_strategy(cfg.train.strategy)
+  role = distributed.worker_role(strategy)
+  model_dir = cfg.train.model_dir
+  layout.ensure_filesystem(model_dir)
+  build.motion_class(cfg.model.motion)  # An unknown name stops the run before data is read.
+  keras.utils.set_random_seed(cfg.data.seed)
+  run_dir.check_resume_compatible(cfg, model_dir)
+  data = prepare_training_data(cfg, distributed.own_dir(model_dir, role))
+  if role.is_chief:
+    run_dir.save_config(cfg, model_dir)
+  dataset, steps_per_epoch = _distribute_data(strategy, cfg, data, role)
+  with strategy.scope(), build.dtype_policy(cfg.train.mixed_precision):
+    model = build.build_model(cfg)
+    compile_model(model, cfg.train)
+    checkpoints = _Checkpoints(model, model_dir, role)
+  checkpoints.restore()
+  # The background is data, not a learned weight: the one just computed or loaded wins.
+  model.set_background(data.background)
+  summaries = _Summaries(run_dir.summary_dir(model_dir), cfg.train, role.is_chief)
+  loop = _EpochLoop(model, _step_function(strategy, model), iter(dataset), steps_per_epoch, cfg,
+                    summaries, strategy, checkpoints.epoch_steps_done, checkpoints.save)
   try:
-    while int(epochs_done.numpy()) < len(schedule):
-      phase, epoch = schedule[int(epochs_done.numpy())]
-      model.set_phase_weights(phase.lambda_r, phase.lambda_p)
-      learning_rate = learning_rate_for_epoch(cfg.train, epoch)
-      model.optimizer.learning_rate = learning_rate
-      logging.info("Phase %s, epoch %d/%d, lr %.3g", phase.name, epoch + 1, phase.epochs,
-                   learning_rate)
-      last_epoch_values = loop.run(phase, epoch)
-      epochs_done.assign_add(1)
-      epoch_steps_done.assign(0)
-      save_checkpoint()
+    metrics = _run_schedule(cfg, model, loop, checkpoints)
   finally:
     summaries.close()
-
-  threshold = None
-  if role.is_chief and cfg.train.calibrate:
-    from daml_tf import calibration  # Deferred: calibration imports this module.
-    threshold = calibration.calibrate_after_training(cfg, model, data.videos,
-                                                     data.holdout_videos)
-  if cfg.train.export:
-    # The export carries the threshold, so a deployed model raises the same alarms.
-    stored = None if threshold is None else {
-        "threshold": threshold, "quantile": cfg.train.calibration_quantile}
-    version_dir = serving.export_serving(model, os.path.join(own_dir, EXPORT_SUBDIR),
-                                         data_cfg=cfg.data, threshold=stored)
-    if role.is_chief:
-      logging.info("Exported the serving SavedModel to %s", version_dir)
-  if not role.is_chief:
-    tf.io.gfile.rmtree(own_dir)
-  if strategy.cluster_resolver is not None:
-    _FINISHED_STRATEGIES.append(strategy)
-  return dict(last_epoch_values, global_step=int(model.optimizer.iterations.numpy()))
+  metrics["global_step"] = int(model.optimizer.iterations.numpy())
+  return TrainedRun(model=model, data=data, metrics=metrics, role=role, strategy=strategy)
 
 
-# Collective strategies of finished runs. Destroying one waits on its peers, which may have
-# exited already (up to the coordination service's heartbeat timeout, 40 s here), so they live
-# until the process ends; `daml_tf.train` then exits without the runtime's teardown.
-_FINISHED_STRATEGIES = []
-
-
-def _collective_failure(error: tf.errors.OpError) -> str:
-  """The line of a failed collective's error that says why ("... aborted by: Connection reset
-  by peer"), rather than its generic first line."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  for line in lines:
-    if "aborted by" in line or "unavailable" in line.lower():
-      return line.rstrip(".")
-  return lines[-1] if lines else type(error).__name__
+def _run_schedule(cfg: config_lib.Config, model: DAML, loop: "_EpochLoop",
+                  checkpoints: _Checkpoints) -> Dict[str, float]:
+  """Runs the epochs of the schedule not done yet; returns the last one's values."""
+  schedule = epoch_schedule(cfg.train)
+  last_epoch_values: Dict[str, float] = {}
+  while int(checkpoints.epochs_done.numpy()) < len(schedule):
+    phase, epoch = schedule[int(checkpoints.epochs_done.numpy())]
+    model.set_phase_weights(phase.lambda_r, phase.lambda_p)
+    learning_rate = learning_rate_for_epoch(cfg.train, epoch)
+    model.optimizer.learning_rate = learning_rate
+    logging.info("Phase %s, epoch %d/%d, lr %.3g", phase.name, epoch + 1, phase.epochs,
+                 learning_rate)
+    last_epoch_values = loop.run(phase, epoch)
+    checkpoints.epochs_done.assign_add(1)
+    checkpoints.epoch_steps_done.assign(0)
+    checkpoints.save()
+  return dict(last_epoch_values)
 
 
 class _EpochLoop:
@@ -487,21 +424,21 @@ class _EpochLoop:
         if self._strategy.cluster_resolver is None:
           raise
         # A peer died: the collective cannot finish, and this process's runtime cannot be reset.
-        raise TrainingError(
+        raise errors.TrainingError(
             f"Lost contact with another worker during step "
             f"{int(model.optimizer.iterations.numpy()) + 1} (phase {phase.name}, epoch "
-            f"{epoch + 1}): {_collective_failure(error)}. Restart every worker with the "
+            f"{epoch + 1}): {distributed.collective_failure(error)}. Restart every worker with the "
             "same command; training resumes from the last checkpoint in "
-            f"{os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)}.") from None
+            f"{run_dir.checkpoint_dir(cfg.train.model_dir)}.") from None
       values = {name: float(value.numpy()) for name, value in outputs.items()}
       done = time.perf_counter()
       wait_seconds += fetched - step_start
       global_step = int(model.optimizer.iterations.numpy())
       if not math.isfinite(values["total_loss"]):
-        raise TrainingError(
+        raise errors.TrainingError(
             f"Non-finite loss at step {global_step} (phase {phase.name}, epoch {epoch + 1}, "
             f"batch {step_in_epoch + 1}): {values}. Training stopped; the last good checkpoint "
-            f"in {os.path.join(cfg.train.model_dir, CHECKPOINT_SUBDIR)} is kept.")
+            f"in {run_dir.checkpoint_dir(cfg.train.model_dir)} is kept.")
       self._epoch_steps_done.assign(step_in_epoch + 1)
       self._summaries.step(global_step, values)
       self._summaries.images(global_step, model,
@@ -526,20 +463,3 @@ class _EpochLoop:
         epoch_values["reg_loss"], epoch_values["clips_per_second"],
         100 * epoch_values["input_wait_fraction"])
     return epoch_values
-
-
-def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DAML:
-  """Builds the model of `cfg` and restores the newest checkpoint of `model_dir`."""
-  model_dir = model_dir or cfg.train.model_dir
-  check_resume_compatible(cfg, model_dir)
-  # Scoring always runs in float32, whatever policy the model was trained under.
-  keras.mixed_precision.set_global_policy("float32")
-  model = build_model(cfg)
-  latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
-  if not latest:
-    raise FileNotFoundError(
-        f"No checkpoint in {os.path.join(model_dir, CHECKPOINT_SUBDIR)}: train first with "
-        f"python -m daml_tf.train --model_dir={model_dir} ...")
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-  logging.info("Restored %s", latest)
-  return model

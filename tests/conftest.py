@@ -1,51 +1,34 @@
-"""Shared fixtures: tiny datasets in the frames layout, written to tmp_path."""
+"""Shared fixtures: tiny datasets in the frames layout, and one short training run."""
 
-import os
-from typing import Dict, Optional, Tuple
-
-import numpy as np
-from PIL import Image
 import pytest
 
-DEFAULT_VIDEOS = {"training": {"01": 12, "02": 10}, "testing": {"01": 9, "02": 11}}
-
-
-def write_frames_dataset(root: str,
-                         videos: Optional[Dict[str, Dict[str, int]]] = None,
-                         size: Tuple[int, int] = (24, 32),
-                         ext: str = ".png",
-                         rgb: bool = False,
-                         seed: int = 0) -> str:
-  """Writes random frames as <root>/<split>/frames/<video>/<000..>.<ext>.
-
-  Args:
-    root: the dataset root to create.
-    videos: {split: {video name: number of frames}}.
-    size: (height, width) of the frames.
-    ext: image file extension (any PIL can write).
-    rgb: 3-channel frames instead of gray.
-    seed: NumPy seed of the pixel values.
-
-  Returns:
-    root.
-  """
-  rng = np.random.RandomState(seed)
-  shape = size + (3,) if rgb else size
-  for split, counts in (DEFAULT_VIDEOS if videos is None else videos).items():
-    for name, num_frames in counts.items():
-      folder = os.path.join(root, split, "frames", name)
-      os.makedirs(folder, exist_ok=True)
-      for i in range(num_frames):
-        pixels = rng.randint(0, 256, size=shape).astype(np.uint8)
-        Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}{ext}"))
-  return root
+import testing
 
 
 @pytest.fixture
 def frames_dataset(tmp_path):
-  """Factory writing a frames-layout dataset under tmp_path; see write_frames_dataset."""
+  """Factory writing a frames-layout dataset under tmp_path; see testing.write_frames_dataset."""
 
   def make(name: str = "dataset", **kwargs) -> str:
-    return write_frames_dataset(str(tmp_path / name), **kwargs)
+    return testing.write_frames_dataset(str(tmp_path / name), **kwargs)
 
   return make
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+  """The synthetic dataset at its smallest: 2 training and 2 test videos of 30 frames."""
+  from daml_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("synthetic")
+  synthetic.generate(str(root), num_train_videos=2, num_test_videos=2, frames_per_video=30,
+                     seed=0)
+  return str(root)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data, tmp_path_factory):
+  """(config, metrics) of a short run made as `python -m daml_tf.train` makes it: trained,
+  calibrated and exported."""
+  from daml_tf import train as train_command  # pylint: disable=g-import-not-at-top
+  cfg = testing.short_run_config(tiny_data, tmp_path_factory.mktemp("model"))
+  return cfg, train_command.run(cfg).metrics

@@ -4,8 +4,8 @@ import json
 
 import keras
 
+import testing
 from daml_tf import benchmark
-from daml_tf import config as config_lib
 from daml_tf.models.encoder import AppearanceEncoder
 from daml_tf.models.motion import MotionModel
 
@@ -40,9 +40,7 @@ def test_count_macs_strided_and_transposed():
 
 
 def test_run_benchmark_tiny():
-  cfg = config_lib.Config(
-      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=4),
-      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  cfg = testing.tiny_config(data=dict(time_steps=4))
   result = benchmark.run_benchmark(cfg, runs=3, warmup=1)
   result = json.loads(json.dumps(result))  # Must survive JSON unchanged in structure.
   assert set(result) >= {"machine", "model", "runs", "warmup", "gmac_per_frame", "results"}
@@ -70,10 +68,7 @@ def test_runtime_benchmark_tiny_with_video(tmp_path):
   with video_io.VideoWriter(video, fps=25) as writer:
     for _ in range(12):
       writer.write(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
-  cfg = config_lib.Config(
-      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=3,
-                                 interval=1, delta=1),
-      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  cfg = testing.tiny_config()
   result = benchmark.run_runtime_benchmark(
       cfg, ["keras", "saved_model", "litert_float32", "litert_float16"], runs=2, warmup=1,
       threads=1, video=video, max_video_frames=10)
@@ -94,8 +89,6 @@ def test_runtime_benchmark_tiny_with_video(tmp_path):
 
 def test_unknown_runtime_is_refused():
   import pytest
-  cfg = config_lib.Config(
-      data=config_lib.DataConfig(image_height=32, image_width=48, channels=1, time_steps=3),
-      model=config_lib.ModelConfig(levels=2, feature_root=4))
+  cfg = testing.tiny_config()
   with pytest.raises(ValueError, match="Unknown runtime"):
     benchmark.run_runtime_benchmark(cfg, ["onnx"], runs=1, warmup=0, threads=1)

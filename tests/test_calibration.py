@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+import testing
 from daml_tf import calibration
-from daml_tf import config as config_lib
 from daml_tf import evaluation
-from daml_tf import training
+from daml_tf import run_dir
+from daml_tf import train as train_command
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import synthetic
@@ -26,7 +27,7 @@ def _video(name, frames):
 
 def test_split_holdout_by_hand():
   videos = [_video("a", 30), _video("b", 6), _video("c", 100)]
-  heads, tails = calibration.split_holdout(videos, 0.1, clip_span=3)
+  heads, tails = layout.split_holdout(videos, 0.1, clip_span=3)
   # a: ceil(3) = 3 < clip_span + 1 = 4, so 4 frames held; b: 6 - 4 < 4, stays whole; c: 10.
   assert [(v.name, v.num_frames) for v in heads] == [("a", 26), ("b", 6), ("c", 90)]
   assert [(v.name, v.num_frames) for v in tails] == [("a:holdout", 4), ("c:holdout", 10)]
@@ -36,31 +37,26 @@ def test_split_holdout_by_hand():
 
 def test_split_holdout_zero_keeps_everything():
   videos = [_video("a", 30)]
-  assert calibration.split_holdout(videos, 0.0, clip_span=3) == (videos, [])
+  assert layout.split_holdout(videos, 0.0, clip_span=3) == (videos, [])
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def calibrated_run(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("synthetic"))
   synthetic.generate(data_dir, num_train_videos=2, num_test_videos=1, frames_per_video=30,
                      seed=0)
   model_dir = str(tmp_path_factory.mktemp("model"))
-  cfg = config_lib.Config(
-      data=config_lib.DataConfig(dataset="synthetic", data_dir=data_dir, image_height=32,
-                                 image_width=48, time_steps=3, interval=1, delta=1,
-                                 batch_size=2, clips_per_epoch=4),
-      model=config_lib.ModelConfig(levels=2, feature_root=4),
-      train=config_lib.TrainConfig(model_dir=model_dir, train_epochs=1, finetune_epochs=0,
-                                   image_summary_steps=0, export=False,
-                                   calibration_holdout=0.2, calibration_quantile=0.9))
-  training.train(cfg)
+  cfg = testing.tiny_config(data_dir, model_dir, data=dict(clips_per_epoch=4), train_epochs=1,
+                            finetune_epochs=0, image_summary_steps=0, export=False,
+                            calibration_holdout=0.2, calibration_quantile=0.9)
+  train_command.run(cfg)
   return cfg
 
 
 def _holdout_scores(cfg):
   videos, held_out = calibration.calibration_videos(cfg)
   assert held_out
-  model = training.restore_model(cfg)
+  model = run_dir.restore_model(cfg)
   scorer = evaluation.VideoScorer(model, cfg.data, batch_size=8)
   background = model.background.numpy()
   return np.concatenate([
@@ -68,25 +64,25 @@ def _holdout_scores(cfg):
                                        background))[1] for v in videos])
 
 
-def test_training_calibrates_on_the_held_out_tails(trained):
-  with open(os.path.join(trained.train.model_dir, "threshold.json")) as f:
+def test_training_calibrates_on_the_held_out_tails(calibrated_run):
+  with open(os.path.join(calibrated_run.train.model_dir, "threshold.json")) as f:
     stored = json.load(f)
-  scores = _holdout_scores(trained)
+  scores = _holdout_scores(calibrated_run)
   # 30-frame videos: 6 frames held out of each, 3 of them scorable (clip span 3).
   assert scores.size == 2 * 3
   assert stored["quantile"] == 0.9
   np.testing.assert_allclose(stored["threshold"], np.quantile(scores, 0.9), rtol=1e-6)
 
 
-def test_calibrate_cli_recomputes_with_another_quantile(trained):
+def test_calibrate_cli_recomputes_with_another_quantile(calibrated_run):
   result = subprocess.run(
-      [sys.executable, "-m", "daml_tf.calibrate", f"--model_dir={trained.train.model_dir}",
+      [sys.executable, "-m", "daml_tf.calibrate", f"--model_dir={calibrated_run.train.model_dir}",
        "--quantile=1.0"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  with open(os.path.join(trained.train.model_dir, "threshold.json")) as f:
+  with open(os.path.join(calibrated_run.train.model_dir, "threshold.json")) as f:
     stored = json.load(f)
   assert stored["quantile"] == 1.0
-  np.testing.assert_allclose(stored["threshold"], _holdout_scores(trained).max(), rtol=1e-6)
+  np.testing.assert_allclose(stored["threshold"], _holdout_scores(calibrated_run).max(), rtol=1e-6)
 
 
 def test_calibrate_cli_on_a_folder_without_a_model_says_so(tmp_path):

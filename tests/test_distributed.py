@@ -19,16 +19,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # A tiny run: 2 synthetic videos, 32x48 frames, 2 epochs of 2 steps of 4 clips.
 TINY_CONFIG = textwrap.dedent("""
-    from daml_tf import config as config_lib
+    from tests import testing
     def tiny_config(data_dir, model_dir, strategy, **train):
-      return config_lib.Config(
-          data=config_lib.DataConfig(dataset="synthetic", data_dir=data_dir, image_height=32,
-                                     image_width=48, time_steps=3, interval=1, delta=1,
-                                     batch_size=4, clips_per_epoch=8),
-          model=config_lib.ModelConfig(levels=2, feature_root=4),
-          train=config_lib.TrainConfig(model_dir=model_dir, train_epochs=1, finetune_epochs=1,
-                                       image_summary_steps=1, strategy=strategy,
-                                       calibration_holdout=0, **train))
+      return testing.tiny_config(
+          data_dir, model_dir, data=dict(batch_size=4, clips_per_epoch=8), train_epochs=1,
+          finetune_epochs=1, image_summary_steps=1, strategy=strategy, calibration_holdout=0,
+          **train)
 """)
 
 ONE_STEP = TINY_CONFIG + textwrap.dedent("""
@@ -40,6 +36,7 @@ ONE_STEP = TINY_CONFIG + textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from daml_tf import training
     from daml_tf.data import synthetic
+    from daml_tf.models import build
     out = sys.argv[1]
     synthetic.generate(out + "/data", num_train_videos=2, num_test_videos=1, frames_per_video=24)
     cfg = tiny_config(out + "/data", out + "/model", "default", sync_batchnorm=True)
@@ -50,7 +47,7 @@ ONE_STEP = TINY_CONFIG + textwrap.dedent("""
                            ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
       tf.keras.utils.set_random_seed(0)
       with strategy.scope():
-        model = training.build_model(cfg)
+        model = build.build_model(cfg)
         training.compile_model(model, cfg.train)
       initial = [v.numpy() for v in model.trainable_variables]
       dataset = tf.data.Dataset.from_tensors(clip)
@@ -80,14 +77,14 @@ MIRRORED_RUN = TINY_CONFIG + textwrap.dedent("""
     from daml_tf.data import synthetic
     synthetic.generate(sys.argv[1] + "/data", num_train_videos=2, num_test_videos=1,
                        frames_per_video=24)
+    from daml_tf import run_dir
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    training.make_strategy = lambda name: strategy
     cfg = tiny_config(sys.argv[1] + "/data", sys.argv[1] + "/model", "mirrored", export=False)
-    results = training.train(cfg)
+    results = training.train(cfg, strategy).metrics
     assert strategy.num_replicas_in_sync == 2
     assert results["global_step"] == 4, results
     assert all(v == v for v in results.values()), results  # No NaN.
-    model = training.restore_model(cfg)
+    model = run_dir.restore_model(cfg)
     print("OK", results["total_loss"])
 """)
 
@@ -95,18 +92,16 @@ WORKER = TINY_CONFIG + textwrap.dedent("""
     import json, os, sys
     from absl import logging
     import numpy as np
-    from daml_tf import training
+    from daml_tf import train as train_command
     logging.set_verbosity(logging.INFO)  # The worker logs are the test's record.
     logging.set_stderrthreshold(logging.INFO)
     out, task = sys.argv[1], json.loads(os.environ["TF_CONFIG"])["task"]
-    built = []
-    build_model = training.build_model
-    training.build_model = lambda cfg: built.append(build_model(cfg)) or built[-1]
     cfg = tiny_config(out + "/data", out + "/model", "multi_worker", checkpoint_every_steps=1)
-    results = training.train(cfg)
+    # Kept until the process ends: it holds the collective runtime (daml_tf.distributed).
+    trained = train_command.run(cfg)
     np.savez(f"{out}/weights_{task['index']}.npz",
-             *[v.numpy() for v in built[0].trainable_variables])
-    print("STEP", results["global_step"])
+             *[v.numpy() for v in trained.model.trainable_variables])
+    print("STEP", trained.metrics["global_step"])
 """)
 
 
@@ -166,9 +161,9 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path)
   check = TINY_CONFIG + textwrap.dedent("""
       import sys
       import numpy as np
-      from daml_tf import training
+      from daml_tf import run_dir
       cfg = tiny_config(sys.argv[1] + "/data", sys.argv[1] + "/model", "default")
-      model = training.restore_model(cfg)
+      model = run_dir.restore_model(cfg)
       saved = np.load(sys.argv[1] + "/weights_0.npz")
       for i, v in enumerate(model.trainable_variables):
         np.testing.assert_array_equal(v.numpy(), saved[f"arr_{i}"])

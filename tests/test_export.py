@@ -19,13 +19,15 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-import export_testing
-from export_testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
-from daml_tf import serving
-from daml_tf import streaming
-from daml_tf import training
+import testing
+from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
+from daml_tf import errors
 from daml_tf.data import pipeline
-from daml_tf.models.daml import latent_error
+from daml_tf.inference import backends
+from daml_tf.inference import serving
+from daml_tf.inference import streaming
+from daml_tf.models import build
+from daml_tf.models.scores import latent_error
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 THRESHOLD = {"threshold": 0.123, "quantile": 0.99}
@@ -50,7 +52,7 @@ def decode_like_training(frames, folder):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("run")
-  cfg, model = export_testing.make_run(model_dir, THRESHOLD, seed=0)
+  cfg, model = testing.make_run(model_dir, THRESHOLD, seed=0)
   return str(model_dir), cfg, model
 
 
@@ -77,14 +79,14 @@ def test_layout_metadata_and_no_overwrite(run, exported):
   assert metadata["data_config"] == json.loads(json.dumps(vars(cfg.data)))
 
   before = sorted(p.name for p in pathlib.Path(version_dir).rglob("*"))
-  with pytest.raises(serving.ExportError, match=r"already exists.*next free one is 2"):
+  with pytest.raises(errors.ExportError, match=r"already exists.*next free one is 2"):
     serving.export_serving(model, export_dir, version=1)
   assert sorted(p.name for p in pathlib.Path(version_dir).rglob("*")) == before
   # No version given: the next free one, so a resumed training run adds a version.
   assert serving.export_serving(model, export_dir) == os.path.join(export_dir, "2")
   # Nothing but the versions is left behind (the temporary directory was renamed).
   assert sorted(os.listdir(export_dir)) == ["1", "2"]
-  assert streaming._export_version(export_dir) == os.path.join(export_dir, "2")
+  assert backends._resolve_version(export_dir) == os.path.join(export_dir, "2")
 
 
 def _signature_blocks(text):
@@ -174,7 +176,7 @@ def test_mixed_precision_model_exports_float32(run, tmp_path):
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    mixed = training.build_model(cfg)
+    mixed = build.build_model(cfg)
   finally:
     keras.mixed_precision.set_global_policy(previous)
   mixed.set_weights(model.get_weights())
@@ -230,7 +232,7 @@ def test_detector_on_the_saved_model_matches_keras(run, exported):
   keras_detector = streaming.StreamingDetector(model, cfg.data)
   expected = [keras_detector.process(frame).score for frame in frames]
   detector = streaming.StreamingDetector.from_model_dir(version_dir)
-  assert isinstance(detector.backend, streaming.SavedModelBackend)
+  assert isinstance(detector.backend, backends.SavedModelBackend)
   assert detector.threshold == THRESHOLD["threshold"]
   assert detector.data_cfg == cfg.data
   got = [detector.process(frame).score for frame in frames]

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from daml_tf import config as config_lib
+import testing
+from daml_tf import errors
 from daml_tf import local_cluster
+from daml_tf import run_dir
 from daml_tf import training
 from daml_tf.data import synthetic
 
@@ -28,7 +30,7 @@ def data_dir(tmp_path_factory):
 
 
 def _checkpoint_steps(model_dir):
-  state = tf.train.get_checkpoint_state(os.path.join(model_dir, training.CHECKPOINT_SUBDIR))
+  state = tf.train.get_checkpoint_state(os.path.join(model_dir, run_dir.CHECKPOINT_SUBDIR))
   if state is None:
     return []
   return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
@@ -79,15 +81,10 @@ def test_sigkill_mid_epoch_then_same_command_finishes(data_dir, tmp_path):
 
 
 def _tiny_config(data_dir, model_dir, train_epochs):
-  return config_lib.Config(
-      data=config_lib.DataConfig(dataset="synthetic", data_dir=data_dir, image_height=32,
-                                 image_width=48, time_steps=3, interval=1, delta=1, batch_size=2,
-                                 clips_per_epoch=8),
-      model=config_lib.ModelConfig(levels=2, feature_root=4),
-      train=config_lib.TrainConfig(model_dir=model_dir, train_epochs=train_epochs,
-                                   finetune_epochs=0, checkpoint_every_steps=1,
-                                   image_summary_steps=0, export=False, calibrate=False,
-                                   calibration_holdout=0))
+  return testing.tiny_config(data_dir, model_dir, data=dict(clips_per_epoch=8),
+                             train_epochs=train_epochs, finetune_epochs=0,
+                             checkpoint_every_steps=1, image_summary_steps=0, export=False,
+                             calibrate=False, calibration_holdout=0)
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path):
@@ -95,14 +92,14 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_
   training.train(_tiny_config(data_dir, model_dir, train_epochs=1))
   assert _checkpoint_steps(model_dir) == [2, 3, 4]
   # Damage the newest checkpoint's data, as a disk error after the save would.
-  checkpoint_dir = os.path.join(model_dir, training.CHECKPOINT_SUBDIR)
+  checkpoint_dir = os.path.join(model_dir, run_dir.CHECKPOINT_SUBDIR)
   for path in tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-4.data-*")):
     with open(path, "r+b") as f:
       f.truncate(8)
   # A half-written save of a later step (its files exist, the state file does not name it).
   with open(os.path.join(checkpoint_dir, "ckpt-9.index"), "wb") as f:
     f.write(b"partial")
-  results = training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
+  results = training.train(_tiny_config(data_dir, model_dir, train_epochs=2)).metrics
   # ckpt-3 (3 of the 4 steps of epoch 1) was restored, so one step finished epoch 1 and four
   # ran in epoch 2.
   assert results["global_step"] == 8
@@ -115,7 +112,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(data_dir, tmp_p
   for path in tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.data-*")):
     with open(path, "r+b") as f:
       f.truncate(8)
-  with pytest.raises(training.TrainingError, match="No checkpoint"):
+  with pytest.raises(errors.TrainingError, match="No checkpoint"):
     training.train(_tiny_config(data_dir, model_dir, train_epochs=2))
 
 

@@ -5,9 +5,9 @@ import pathlib
 from absl import flags
 import pytest
 
+from daml_tf import cli_flags
 from daml_tf import evaluation
-from daml_tf import flags as daml_flags
-from daml_tf import training
+from daml_tf import train as train_command
 from daml_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -19,13 +19,13 @@ def test_demo_config_learns(tmp_path, monkeypatch):
   data_dir = tmp_path / "synthetic"
   synthetic.generate(str(data_dir), seed=0)
   flag_values = flags.FlagValues()
-  daml_flags.define_flags(flag_values)
+  cli_flags.define_flags(flag_values)
   # Exactly the demo's training (about 7 minutes on 2 CPU cores): a shorter one (600 clips per
   # epoch, 2 + 1 epochs) reached only 0.59, too close to chance for a test that must not flake.
   flag_values(["prog", "--flagfile=configs/demo.cfg", f"--data_dir={data_dir}",
                f"--model_dir={tmp_path / 'model'}", "--noexport", "--noplots"])
-  cfg = daml_flags.config_from_flags(flag_values)
-  training.train(cfg)
+  cfg = cli_flags.config_from_flags(flag_values)
+  train_command.run(cfg)
   metrics = evaluation.evaluate(cfg)
   # Chance is 0.5 and the frame-difference baseline reaches 0.58 on this data; the demo run in
   # the README reached 0.829, the margin allows for other CPUs' floating-point differences.

@@ -21,12 +21,13 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-import export_testing
-from export_testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
-from daml_tf import litert
-from daml_tf import litert_convert
-from daml_tf import serving
-from daml_tf import streaming
+import testing
+from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
+from daml_tf import errors
+from daml_tf.inference import litert
+from daml_tf.inference import litert_convert
+from daml_tf.inference import serving
+from daml_tf.inference import streaming
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 THRESHOLD = {"threshold": 0.25, "quantile": 0.99}
@@ -50,7 +51,7 @@ def keras_codes(model, frames):
 def exported(tmp_path_factory):
   """The export CLI with --tflite on a run directory: (cfg, model, export_dir, litert_dir)."""
   model_dir = tmp_path_factory.mktemp("run")
-  cfg, model = export_testing.make_run(model_dir, THRESHOLD, seed=1)
+  cfg, model = testing.make_run(model_dir, THRESHOLD, seed=1)
   export_dir = model_dir / "export"
   result = subprocess.run(
       [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
@@ -172,11 +173,11 @@ def test_detect_cli_on_the_litert_export(exported, tmp_path):
 
 def test_conversion_failures_are_reported_cleanly(tmp_path, monkeypatch):
   missing = tmp_path / "nowhere"
-  with pytest.raises(serving.ExportError) as failed:
+  with pytest.raises(errors.ExportError) as failed:
     litert_convert.convert_in_subprocess(str(missing), str(tmp_path / "out"))
   message = str(failed.value)
   assert "exit status 1" in message and f"No SavedModel in '{missing}'" in message
-  assert "python -m daml_tf.litert_convert" in message and "Traceback" not in message
+  assert "python -m daml_tf.inference.litert_convert" in message and "Traceback" not in message
   assert not (tmp_path / "out").exists()
 
   # The converter's native abort on this stack (SIGABRT after an MLIR error), simulated.
@@ -190,7 +191,7 @@ def test_conversion_failures_are_reported_cleanly(tmp_path, monkeypatch):
            "os.abort()\n")
   monkeypatch.setattr(litert_convert, "converter_command",
                       lambda *args: [sys.executable, "-c", crash])
-  with pytest.raises(serving.ExportError) as crashed:
+  with pytest.raises(errors.ExportError) as crashed:
     litert_convert.convert_in_subprocess("saved", "out")
   message = str(crashed.value)
   assert "crashed (SIGABRT)" in message
@@ -200,8 +201,9 @@ def test_conversion_failures_are_reported_cleanly(tmp_path, monkeypatch):
 
 def test_litert_convert_cli_bad_path_exits_with_one_message(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "daml_tf.litert_convert", f"--saved_model_dir={tmp_path}/nowhere",
-       f"--output_dir={tmp_path}/out"], cwd=REPO, capture_output=True, text=True, timeout=240)
+      [sys.executable, "-m", "daml_tf.inference.litert_convert",
+       f"--saved_model_dir={tmp_path}/nowhere", f"--output_dir={tmp_path}/out"], cwd=REPO,
+      capture_output=True, text=True, timeout=240)
   assert result.returncode == 1
   assert "nowhere" in result.stderr and "Traceback" not in result.stderr
 

@@ -8,9 +8,19 @@ import tensorflow as tf
 from daml_tf.models import DAML, AppearanceDecoder, AppearanceEncoder, MotionModel
 
 
+def make_daml(image_size, channels, time_steps, levels, feature_root=2, max_channels=8,
+              weight_decay=0.001):
+  """A DAML from its parts, as models.build assembles it."""
+  unet = dict(image_size=image_size, channels=channels, levels=levels,
+              feature_root=feature_root, max_channels=max_channels, weight_decay=weight_decay)
+  encoder = AppearanceEncoder(name="encoder", **unet)
+  motion = MotionModel(time_steps=time_steps, latent_shape=encoder.latent_shape,
+                       weight_decay=weight_decay, name="motion")
+  return DAML(encoder, AppearanceDecoder(name="decoder", **unet), motion)
+
+
 def tiny_model(time_steps=3, levels=2, image_size=(8, 12), channels=1, weight_decay=0.0):
-  return DAML(image_size=image_size, channels=channels, time_steps=time_steps, levels=levels,
-              feature_root=2, max_channels=8, weight_decay=weight_decay)
+  return make_daml(image_size, channels, time_steps, levels, weight_decay=weight_decay)
 
 
 def random_clip(model, batch=2, seed=0):
@@ -21,8 +31,7 @@ def random_clip(model, batch=2, seed=0):
 @pytest.mark.parametrize("levels", [3, 4, 5])
 @pytest.mark.parametrize("time_steps", [4, 6, 8])
 def test_shapes(levels, time_steps):
-  model = DAML(image_size=(32, 48), channels=1, time_steps=time_steps, levels=levels,
-               feature_root=2, max_channels=8)
+  model = make_daml((32, 48), 1, time_steps, levels)
   latent = (32 // 2**(levels - 1), 48 // 2**(levels - 1), min(2 * 2**(levels - 1), 8))
   assert model.latent_shape == latent
   clip = random_clip(model)

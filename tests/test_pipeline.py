@@ -158,16 +158,15 @@ def test_background_is_mean_of_decoded_frames(frames_dataset):
 def test_load_or_compute_background(frames_dataset, tmp_path):
   root = frames_dataset()
   videos = layout.list_videos(root, "training", SPEC)
-  model_dir = str(tmp_path / "run" / "model")
-  computed = pipeline.load_or_compute_background(model_dir, videos, (16, 24), 1)
-  saved = os.path.join(model_dir, pipeline.BACKGROUND_FILE)
+  saved = str(tmp_path / "run" / "model" / "background.npy")
+  computed = pipeline.load_or_compute_background(saved, videos, (16, 24), 1)
   np.testing.assert_array_equal(np.load(saved), computed)
   # A stored background is read, not recomputed.
   np.save(saved, np.full((16, 24, 1), 0.25, np.float32))
   np.testing.assert_array_equal(
-      pipeline.load_or_compute_background(model_dir, videos, (16, 24), 1), 0.25)
+      pipeline.load_or_compute_background(saved, videos, (16, 24), 1), 0.25)
   # One of another resolution is replaced.
-  recomputed = pipeline.load_or_compute_background(model_dir, videos, (8, 12), 1)
+  recomputed = pipeline.load_or_compute_background(saved, videos, (8, 12), 1)
   assert recomputed.shape == (8, 12, 1)
   assert np.load(saved).shape == (8, 12, 1)
 

@@ -11,13 +11,12 @@ from absl import flags
 import numpy as np
 import pytest
 
+from daml_tf import cli_flags
 from daml_tf import config as config_lib
 from daml_tf import evaluation
-from daml_tf import flags as daml_flags
-from daml_tf import training
+from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline
-from daml_tf.data import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "pretrained" / "ped2_cpu"
@@ -26,10 +25,10 @@ REFERENCE = PRETRAINED / "reference_scores.json"
 
 def shipped_config(data_dir=""):
   flag_values = flags.FlagValues()
-  daml_flags.define_flags(flag_values)
+  cli_flags.define_flags(flag_values)
   flag_values(["prog", f"--flagfile={REPO / 'configs' / 'ped2_cpu.cfg'}",
                f"--model_dir={PRETRAINED}", f"--data_dir={data_dir}"])
-  return daml_flags.config_from_flags(flag_values)
+  return cli_flags.config_from_flags(flag_values)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +43,7 @@ def test_shipped_model_matches_its_config():
   assert (saved.data.image_size, saved.data.time_steps, saved.data.interval,
           saved.data.delta) == (cfg.data.image_size, cfg.data.time_steps, cfg.data.interval,
                                 cfg.data.delta)
-  model = training.restore_model(cfg)
+  model = run_dir.restore_model(cfg)
   assert np.isfinite(model.background.numpy()).all()
   total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
   assert total < 20 * 2**20
@@ -55,10 +54,9 @@ def test_shipped_model_matches_its_config():
 def test_shipped_model_reproduces_recorded_scores():
   cfg = shipped_config(os.environ["DAML_DATA_DIR"])
   reference = json.loads(REFERENCE.read_text())
-  spec = registry.get_spec("ped2")
-  root = layout.resolve_dataset_root(cfg.data.data_dir, spec)
-  videos = {v.name: v for v in layout.list_videos(root, "testing", spec)}
-  model = training.restore_model(cfg)
+  _, videos = layout.find_videos("ped2", cfg.data.data_dir, "testing")
+  videos = {v.name: v for v in videos}
+  model = run_dir.restore_model(cfg)
   scorer = evaluation.VideoScorer(model, cfg.data, batch_size=32)
   for name, recorded in reference["raw_scores"].items():
     frames = pipeline.load_video(videos[name], cfg.data.image_size, cfg.data.channels,

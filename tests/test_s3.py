@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from conftest import write_frames_dataset
+from testing import write_frames_dataset
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")

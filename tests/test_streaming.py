@@ -15,27 +15,26 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from daml_tf import config as config_lib
+import testing
+from testing import HEIGHT, WIDTH
+from daml_tf import calibration
 from daml_tf import evaluation
-from daml_tf import streaming
+from daml_tf import run_dir
 from daml_tf import training
 from daml_tf import video_io
+from daml_tf.inference import streaming
+from daml_tf.models import build
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-HEIGHT, WIDTH = 32, 48
 
 
 def tiny_config(model_dir="unused", data_dir=""):
-  return config_lib.Config(
-      data=config_lib.DataConfig(
-          dataset="synthetic", data_dir=data_dir, image_height=HEIGHT, image_width=WIDTH,
-          channels=1, time_steps=3, interval=2, delta=1, batch_size=2, clips_per_epoch=2),
-      model=config_lib.ModelConfig(levels=2, feature_root=4),
-      train=config_lib.TrainConfig(model_dir=str(model_dir), train_epochs=1, finetune_epochs=0,
-                                   image_summary_steps=0, export=False))
+  return testing.tiny_config(data_dir, model_dir, data=dict(interval=2, clips_per_epoch=2),
+                             train_epochs=1, finetune_epochs=0, image_summary_steps=0,
+                             export=False)
 
 
 def moving_frames(num_frames, height=HEIGHT, width=WIDTH, rgb=False, seed=0):
@@ -70,7 +69,7 @@ def cfg():
 @pytest.fixture(scope="module")
 def model(cfg):
   keras.utils.set_random_seed(0)
-  model = training.build_model(cfg)
+  model = build.build_model(cfg)
   model.set_background(
       np.random.default_rng(0).uniform(0.2, 0.6, size=(HEIGHT, WIDTH, 1)).astype("float32"))
   return model
@@ -204,13 +203,13 @@ def test_calibrate_and_save_threshold(model, cfg, tmp_path):
     folder = write_pngs(tmp_path / str(seed), moving_frames(10, seed=seed))
     videos.append(layout.Video(str(seed), tuple(video_io.list_frame_files(folder))))
     scores.append(batch_scores(model, cfg.data, folder)[1])
-  threshold = streaming.calibrate_threshold(model, cfg.data, videos, quantile=0.9)
+  threshold = calibration.calibrate_threshold(model, cfg.data, videos, quantile=0.9)
   assert threshold == pytest.approx(float(np.quantile(np.concatenate(scores), 0.9)))
-  assert streaming.load_threshold(str(tmp_path)) is None
-  streaming.save_threshold(str(tmp_path), threshold, 0.9)
-  assert streaming.load_threshold(str(tmp_path)) == {"threshold": threshold, "quantile": 0.9}
+  assert run_dir.load_threshold(str(tmp_path)) is None
+  run_dir.save_threshold(str(tmp_path), threshold, 0.9)
+  assert run_dir.load_threshold(str(tmp_path)) == {"threshold": threshold, "quantile": 0.9}
   with pytest.raises(ValueError, match="quantile"):
-    streaming.calibrate_threshold(model, cfg.data, videos, quantile=1.5)
+    calibration.calibrate_threshold(model, cfg.data, videos, quantile=1.5)
 
 
 # --- video_io -------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def trained_model_dir(tmp_path_factory):
   synthetic.generate(str(data_dir), num_train_videos=1, num_test_videos=1, frames_per_video=20,
                      seed=0)
   model_dir = tmp_path_factory.mktemp("model")
-  assert training.train(tiny_config(model_dir, str(data_dir)))["global_step"] == 1
+  assert training.train(tiny_config(model_dir, str(data_dir))).metrics["global_step"] == 1
   return str(model_dir)
 
 
@@ -298,7 +297,7 @@ def test_detect_cli_end_to_end(trained_model_dir, tmp_path):
   frames = moving_frames(16, 40, 56, rgb=True)
   video = write_video(tmp_path / "input.avi", frames)
   # threshold.json is the default; --threshold overrides it.
-  streaming.save_threshold(trained_model_dir, 1e9, 0.995)
+  run_dir.save_threshold(trained_model_dir, 1e9, 0.995)
   detector = streaming.StreamingDetector.from_model_dir(trained_model_dir)
   assert detector.threshold == 1e9
   expected = [detector.process(frame).score for _, _, frame in video_io.iter_frames(video)]

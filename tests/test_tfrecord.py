@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_frames_dataset
+import testing
+from testing import write_frames_dataset
 from daml_tf import config
 from daml_tf.data import layout
 from daml_tf.data import pipeline
@@ -366,24 +367,21 @@ def test_command_line(tmp_path):
 
 def test_training_reads_the_tfrecords(tmp_path):
   """--tfrecord_dir end to end: convert, train a few steps from the shards, restore."""
-  from daml_tf import training
+  from daml_tf import run_dir
+  from daml_tf import train as train_command
   from daml_tf.data import synthetic
   data_dir = str(tmp_path / "frames")
   synthetic.generate(data_dir, num_train_videos=2, num_test_videos=1, frames_per_video=24)
   records = str(tmp_path / "records")
   tfrecord.convert("synthetic", data_dir, records, num_shards=2, image_height=32,
                    image_width=48, channels=1)
-  cfg = config.Config(
-      data=config.DataConfig(dataset="synthetic", data_dir=data_dir, tfrecord_dir=records,
-                             image_height=32, image_width=48, time_steps=3, interval=1,
-                             delta=1, batch_size=2, clips_per_epoch=6),
-      model=config.ModelConfig(levels=2, feature_root=4),
-      train=config.TrainConfig(model_dir=str(tmp_path / "model"), train_epochs=1,
-                               finetune_epochs=1, image_summary_steps=0, export=False,
-                               calibration_holdout=0))
-  results = training.train(cfg)
-  assert results["global_step"] == 6
-  model = training.restore_model(cfg)
+  cfg = testing.tiny_config(data_dir, tmp_path / "model",
+                            data=dict(tfrecord_dir=records, clips_per_epoch=6), train_epochs=1,
+                            finetune_epochs=1, image_summary_steps=0, export=False,
+                            calibration_holdout=0)
+  trained = train_command.run(cfg)
+  assert trained.metrics["global_step"] == 6
+  model = run_dir.restore_model(cfg)
   np.testing.assert_array_equal(model.background.numpy(), tfrecord.load_background(records))
   # No frames-layout videos to calibrate on: training says so instead of writing a threshold.
   assert not (tmp_path / "model" / "threshold.json").exists()

@@ -8,6 +8,7 @@ Listing goes through tf.io.gfile so that roots on remote filesystems work the sa
 """
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -16,12 +17,11 @@ from typing import List, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
+from daml_tf.data import registry
+from daml_tf.errors import DataError
+
 SPLITS = ("training", "testing")
 FRAMES_DIR = "frames"
-
-
-class DataError(ValueError):
-  """The data on disk is missing or malformed; the message names the file, folder or video."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +192,18 @@ def list_videos(root: str, split: str, spec) -> List[Video]:
   return videos
 
 
+def find_videos(dataset: str, data_dir: str, split: str) -> Tuple[str, List[Video]]:
+  """The root and the videos of one split of a registered dataset under `data_dir`.
+
+  Raises:
+    UnknownDatasetError: dataset is not in the registry.
+    DataError: no dataset root or no videos there.
+  """
+  spec = registry.get_spec(dataset)
+  root = resolve_dataset_root(data_dir, spec)
+  return root, list_videos(root, split, spec)
+
+
 def check_clip_length(videos: Sequence[Video], clip_span: int) -> None:
   """Checks every video is long enough for at least one clip.
 
@@ -208,3 +220,42 @@ def check_clip_length(videos: Sequence[Video], clip_span: int) -> None:
     raise DataError(
         f"{len(short)} video(s) have fewer than {clip_span + 1} frames, the length of one clip "
         f"(clip span {clip_span}; lower --time_steps, --interval or --delta): {listing}.")
+
+
+def split_holdout(videos: Sequence[Video], fraction: float, clip_span: int
+                  ) -> Tuple[List[Video], List[Video]]:
+  """Splits every video into a training head and a held-out tail of about `fraction`.
+
+  A tail must hold at least one scorable clip (clip_span + 1 frames) and the head must keep
+  one too; a video too short for both stays whole in training.
+
+  Args:
+    videos: the training videos.
+    fraction: share of each video's frames to hold out, in [0, 1).
+    clip_span: frames from a clip's first input to its target.
+
+  Returns:
+    (training videos, held-out videos); the held-out list is empty when fraction is 0. Held-out
+    tails are named "<video>:holdout".
+  """
+  if not fraction:
+    return list(videos), []
+  heads, tails = [], []
+  minimum = clip_span + 1
+  for video in videos:
+    held = max(math.ceil(fraction * video.num_frames), minimum)
+    if video.num_frames - held < minimum:
+      heads.append(video)
+      continue
+    cut = video.num_frames - held
+    heads.append(Video(video.name, video.frame_paths[:cut]))
+    tails.append(Video(f"{video.name}:holdout", video.frame_paths[cut:]))
+  if not tails:
+    logging.warning("No training video is long enough to hold out %.0f%% of it (each needs "
+                    "2 x %d frames); the threshold will come from training frames.",
+                    100 * fraction, minimum)
+  else:
+    logging.info("Holding out %d of %d training frames (the end of %d videos) for threshold "
+                 "calibration.", sum(v.num_frames for v in tails),
+                 sum(v.num_frames for v in videos), len(tails))
+  return heads, tails

@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from daml_tf.data.layout import DataError, Video, check_clip_length, ensure_filesystem
 
-BACKGROUND_FILE = "background.npy"
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ZEROS_25 = b"\0" * 25
@@ -280,12 +279,12 @@ def mean_frame(batches: Iterable[np.ndarray]) -> np.ndarray:
   return (total / count).astype(np.float32)
 
 
-def load_or_compute_background(model_dir: str, videos: Sequence[Video],
+def load_or_compute_background(path: str, videos: Sequence[Video],
                                image_size: Tuple[int, int], channels: int) -> np.ndarray:
-  """Reads `<model_dir>/background.npy`, or computes it from `videos` and writes it there.
+  """Reads the .npy file `path`, or computes the background from `videos` and writes it there.
 
   Args:
-    model_dir: the run's directory (created if needed).
+    path: the run's background file (daml_tf.run_dir.background_path).
     videos: the training videos; every frame is averaged.
     image_size: (height, width) of the model.
     channels: 1 or 3.
@@ -293,8 +292,7 @@ def load_or_compute_background(model_dir: str, videos: Sequence[Video],
   Returns:
     float32 [height, width, channels].
   """
-  ensure_filesystem(model_dir)
-  path = os.path.join(model_dir, BACKGROUND_FILE)
+  ensure_filesystem(path)
   shape = (image_size[0], image_size[1], channels)
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path, "rb") as f:
@@ -309,7 +307,7 @@ def load_or_compute_background(model_dir: str, videos: Sequence[Video],
   background = compute_background(paths, image_size, channels)
   logging.info("Background of %d frames computed in %.1f s; writing %s.", len(paths),
                time.time() - start, path)
-  tf.io.gfile.makedirs(model_dir)
+  tf.io.gfile.makedirs(os.path.dirname(path))
   buffer = io.BytesIO()
   np.save(buffer, background)
   with tf.io.gfile.GFile(path, "wb") as f:

@@ -53,6 +53,7 @@ from PIL import Image
 import scipy.io
 
 from daml_tf import cli
+from daml_tf import fileio
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
 from daml_tf.data import registry
@@ -383,10 +384,12 @@ def _video_to_jpeg(path: str) -> Callable[[str], int]:
 
 def _atomic_save(path: str, save: Callable) -> None:
   """Calls save(file object) on a temporary file and renames it to path when complete."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    save(f)
-  os.replace(tmp, path)
+
+  def write(temporary):
+    with open(temporary, "wb") as f:
+      save(f)
+
+  fileio.write_atomically(path, write)
 
 
 _GT_ENTRY = re.compile(r"gt\s*\{\s*(\d+)\s*\}\s*=\s*\[([^\]]*)\]")

@@ -6,14 +6,12 @@ Nothing else in the project compares dataset names; code asks `get_spec(name)` a
 import dataclasses
 from typing import Optional, Tuple
 
+from daml_tf.errors import UnknownDatasetError
+
 # Label file formats understood by `daml_tf.data.labels.load_labels`.
 LABELS_UCSD_INTERVALS = "ucsd_intervals"  # .mat, key `gt`: 1xN cell of 2xK 1-based [start; end].
 LABELS_PER_VIDEO_MAT = "per_video_mat"  # .mat, one 1xN 0/1 array per video, keyed 01..NN.
 LABELS_NUMPY = "numpy"  # .npz keyed by video name, or a folder of <video>.npy.
-
-
-class UnknownDatasetError(ValueError):
-  """The dataset name is not in the registry; the message lists the known names."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,13 +36,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
 from daml_tf.data.layout import DataError, Video
 
 INDEX_FILE = "index.json"
-BACKGROUND_FILE = pipeline.BACKGROUND_FILE
+BACKGROUND_FILE = "background.npy"
 FORMAT = "daml_tf.frames_tfrecord"
 VERSION = 1
 DEFAULT_FRAMES_PER_RECORD = 64
@@ -54,7 +55,6 @@ SHUFFLE_BUFFER_BYTES = 256 * 2**20
 _FILE_CYCLE = 4
 _BLOCK_CYCLE = 8
 _SHARD_PATTERN = re.compile(r"^train-\d{5}-of-\d{5}\.tfrecord$")
-_TMP_MARK = ".tmp-"
 _FEATURES = {
     "video_index": tf.io.FixedLenFeature([], tf.int64),
     "first_frame": tf.io.FixedLenFeature([], tf.int64),
@@ -71,14 +71,6 @@ def shard_name(shard: int, num_shards: int) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # Small gfile helpers.
-
-
-def _write_atomically(path: str, contents: bytes) -> None:
-  """Writes a temporary file beside `path` and renames it, so readers never see half a file."""
-  tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(contents)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -104,7 +96,7 @@ def _remove_quietly(path: str) -> None:
 
 def _is_ours(name: str) -> bool:
   """Files a conversion writes (also half-written ones), the only ones --overwrite removes."""
-  name = name.split(_TMP_MARK)[0]
+  name = name.split(fileio.TMP_MARK)[0]
   return bool(_SHARD_PATTERN.match(name)) or name in (INDEX_FILE, BACKGROUND_FILE)
 
 
@@ -164,7 +156,7 @@ class _ShardWriters:
   def __init__(self, output_dir: str, num_shards: int):
     self.names = [shard_name(i, num_shards) for i in range(num_shards)]
     self._final = [os.path.join(output_dir, n) for n in self.names]
-    suffix = f"{_TMP_MARK}{uuid.uuid4().hex}"
+    suffix = f"{fileio.TMP_MARK}{uuid.uuid4().hex}"
     self._tmp = [p + suffix for p in self._final]
     self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
     self.records = [0] * num_shards
@@ -294,7 +286,7 @@ def write_tfrecords(videos: Sequence[Video], output_dir: str, dataset: str,
     raise
   buffer = io.BytesIO()
   np.save(buffer, background)
-  _write_atomically(os.path.join(output_dir, BACKGROUND_FILE), buffer.getvalue())
+  fileio.write_bytes_atomically(os.path.join(output_dir, BACKGROUND_FILE), buffer.getvalue())
   index = {
       "format": FORMAT,
       "version": VERSION,
@@ -315,7 +307,7 @@ def write_tfrecords(videos: Sequence[Video], output_dir: str, dataset: str,
                   "num_frames": sum(counts[i] for i in assignment[s])}
                  for s in range(num_shards)],
   }
-  _write_atomically(index_path, json.dumps(index, indent=1).encode("utf-8"))
+  fileio.write_bytes_atomically(index_path, json.dumps(index, indent=1).encode("utf-8"))
   logging.info("Wrote %d frames of %d videos to %d shard(s) in %s in %.1f s.", len(paths),
                len(videos), num_shards, output_dir, time.time() - start)
   return index
@@ -349,8 +341,7 @@ def convert(dataset: str, data_dir: str, output_dir: str, num_shards: int = 0,
   if min(image_size) < 8 or channels not in (1, 3):
     raise DataError(f"Image size {image_size[0]}x{image_size[1]} must be at least 8x8 and "
                     f"channels 1 or 3, got {channels}.")
-  root = layout.resolve_dataset_root(data_dir, spec)
-  videos = layout.list_videos(root, "training", spec)
+  root, videos = layout.find_videos(dataset, data_dir, "training")
   num_shards = num_shards or min(len(videos), DEFAULT_SHARDS)
   return write_tfrecords(videos, output_dir, dataset, image_size, channels, num_shards,
                          frames_per_record=frames_per_record, overwrite=overwrite, source=root)

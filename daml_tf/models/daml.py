@@ -1,19 +1,30 @@
 """The joint DAML model: appearance U-Net + motion model, trained with one weighted loss."""
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import keras
 import tensorflow as tf
 
-from daml_tf.models.decoder import AppearanceDecoder
-from daml_tf.models.encoder import AppearanceEncoder
-from daml_tf.models.motion import MotionModel
+from daml_tf.models.scores import latent_error
 
 
-def latent_error(predicted_latent, observed_latent):
-  """The anomaly score: mean over latent elements of (z_hat - z)^2, one value per example."""
-  error = tf.square(tf.cast(predicted_latent, tf.float32) - tf.cast(observed_latent, tf.float32))
-  return tf.reduce_mean(error, axis=tf.range(1, tf.rank(error)))
+def map_frames(function, clip):
+  """Applies `function` to every frame of clips in one batch, keeping the clip axes.
+
+  Args:
+    function: frames [N, H, W, C] -> a tensor [N, ...] or a list of them (encoder features).
+    clip: [B, T, H, W, C].
+
+  Returns:
+    function's output(s), each reshaped to [B, T, ...].
+  """
+  shape = tf.shape(clip)
+  # A static T stays static, so the motion model sees its input's known time axis.
+  leading = [shape[0], clip.shape[1] if clip.shape[1] is not None else shape[1]]
+  outputs = function(tf.reshape(clip, tf.concat([[-1], shape[2:]], axis=0)))
+  return tf.nest.map_structure(
+      lambda output: tf.reshape(output, tf.concat([leading, tf.shape(output)[1:]], axis=0)),
+      outputs)
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
@@ -34,58 +45,45 @@ class DAML(keras.Model):
 
   Calling the model on a clip returns its anomaly score `[B]` (`latent_error`).
 
+  The model receives its parts; `daml_tf.models.build.build_model` builds them from a config
+  (the motion model by its registered name). The parts keep the attribute names `encoder`,
+  `decoder` and `motion`: checkpoints store the weights under them.
+
   Args:
-    image_size: (height, width) of the frames.
-    channels: frame channels.
-    time_steps: k, the number of input frames.
-    levels, feature_root, max_channels: U-Net geometry (see AppearanceEncoder).
-    leaky_relu_slope: negative slope of every LeakyReLU.
-    weight_decay: gamma.
+    encoder: an AppearanceEncoder (frames [N, H, W, C] -> features of every level, the last
+      being the latent code).
+    decoder: an AppearanceDecoder of the same geometry.
+    motion: a motion model: k codes [B, k, h, w, c] -> the predicted code [B, h, w, c] in
+      float32; it has a `time_steps` attribute (k).
     latent_loss_trains_encoder: when True (the paper's joint training) the latent loss also
       updates the encoder; when False the codes are constants for the latent loss, so the
       encoder learns appearance only from the reconstruction loss and cannot trade the anomaly
       signal for predictable codes.
-    motion_bottleneck: width of the motion model's blocks (0: the code's channels, the paper).
-    sync_batchnorm: synchronise BatchNorm statistics across replicas.
 
   Example:
-  >>> model = DAML(image_size=(64, 96), channels=1, time_steps=4, levels=3, feature_root=8)
-  >>> clip = np.zeros((2, 5, 64, 96, 1), "float32")
-  >>> tuple(model(clip).shape)
+  >>> encoder = AppearanceEncoder(image_size=(64, 96), channels=1, levels=3, feature_root=8,
+  ...                             name="encoder")
+  >>> decoder = AppearanceDecoder(image_size=(64, 96), channels=1, levels=3, feature_root=8,
+  ...                             name="decoder")
+  >>> motion = MotionModel(time_steps=4, latent_shape=encoder.latent_shape, name="motion")
+  >>> model = DAML(encoder, decoder, motion)
+  >>> tuple(model(np.zeros((2, 5, 64, 96, 1), "float32")).shape)
   (2,)
   """
 
-  def __init__(self, image_size: Sequence[int], channels: int, time_steps: int,
-               levels: int = 4, feature_root: int = 64, max_channels: int = 512,
-               leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
-               latent_loss_trains_encoder: bool = True, motion_bottleneck: int = 0,
-               sync_batchnorm: bool = False, **kwargs):
+  def __init__(self, encoder: keras.Model, decoder: keras.Model, motion: keras.Model,
+               latent_loss_trains_encoder: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.latent_loss_trains_encoder = latent_loss_trains_encoder
-    self.motion_bottleneck = motion_bottleneck
-    self.sync_batchnorm = sync_batchnorm
-    self.image_size = (int(image_size[0]), int(image_size[1]))
-    self.channels = channels
-    self.time_steps = time_steps
-    self.levels = levels
-    self.feature_root = feature_root
-    self.max_channels = max_channels
-    self.leaky_relu_slope = leaky_relu_slope
-    self.weight_decay = weight_decay
-    unet_args = dict(
-        image_size=self.image_size, channels=channels, levels=levels,
-        feature_root=feature_root, max_channels=max_channels,
-        leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
-        sync_batchnorm=sync_batchnorm)
-    self.encoder = AppearanceEncoder(name="encoder", **unet_args)
-    self.decoder = AppearanceDecoder(name="decoder", **unet_args)
-    self.motion = MotionModel(
-        time_steps=time_steps, latent_shape=self.encoder.latent_shape,
-        leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
-        bottleneck_channels=motion_bottleneck, sync_batchnorm=sync_batchnorm, name="motion")
+    self.encoder = encoder
+    self.decoder = decoder
+    self.motion = motion
+    self.image_size = tuple(int(d) for d in encoder.image_size)
+    self.channels = int(encoder.channels)
+    self.time_steps = int(motion.time_steps)
     # Stored with the weights so a checkpoint or export is self-contained.
     self.background = self.add_weight(
-        shape=self.image_size + (channels,), initializer="zeros", trainable=False,
+        shape=self.image_size + (self.channels,), initializer="zeros", trainable=False,
         dtype="float32", name="background")
     self.lambda_r = self.add_weight(
         shape=(), initializer=keras.initializers.Constant(1.0), trainable=False,
@@ -121,14 +119,7 @@ class DAML(keras.Model):
 
   def _encode_clip(self, clip, training):
     """Encodes every frame of the clips once; returns features as [B, k+1, ...] per level."""
-    clip_shape = tf.shape(clip)
-    batch = clip_shape[0]
-    frames = tf.reshape(clip, tf.concat([[-1], clip_shape[2:]], axis=0))
-    features = self.encode(frames, training=training)
-    return [
-        tf.reshape(f, tf.concat([[batch, self.time_steps + 1], tf.shape(f)[1:]], axis=0))
-        for f in features
-    ]
+    return map_frames(lambda frames: self.encode(frames, training=training), clip)
 
   def _merge_time(self, x):
     return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
@@ -225,22 +216,20 @@ class DAML(keras.Model):
     }
 
   def get_config(self):
+    # The parts' own configs, so from_config rebuilds the same classes (any registered motion
+    # model) under the current dtype policy.
     return {
         "name": self.name,
         "trainable": self.trainable,
-        "image_size": self.image_size,
-        "channels": self.channels,
-        "time_steps": self.time_steps,
-        "levels": self.levels,
-        "feature_root": self.feature_root,
-        "max_channels": self.max_channels,
-        "leaky_relu_slope": self.leaky_relu_slope,
-        "weight_decay": self.weight_decay,
+        "encoder": keras.saving.serialize_keras_object(self.encoder),
+        "decoder": keras.saving.serialize_keras_object(self.decoder),
+        "motion": keras.saving.serialize_keras_object(self.motion),
         "latent_loss_trains_encoder": self.latent_loss_trains_encoder,
-        "motion_bottleneck": self.motion_bottleneck,
-        "sync_batchnorm": self.sync_batchnorm,
     }
 
   @classmethod
   def from_config(cls, config):
-    return cls(**config)
+    config = dict(config)
+    parts = {part: keras.saving.deserialize_keras_object(config.pop(part))
+             for part in ("encoder", "decoder", "motion")}
+    return cls(**parts, **config)

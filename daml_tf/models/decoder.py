@@ -4,11 +4,11 @@ from typing import Sequence
 
 import keras
 
-from daml_tf.models import layers
+from daml_tf.models import blocks
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
-class AppearanceDecoder(keras.Model):
+class AppearanceDecoder(blocks.ArgsConfig, keras.Model):
   """Reconstructs frame T(k) from its latent code and the skip features of frame T(k-1).
 
   The skips come from the *previous* frame (the paper's previous-frame shortcut): the decoder
@@ -35,6 +35,8 @@ class AppearanceDecoder(keras.Model):
   (2, 64, 96, 1)
   """
 
+  CONFIG_ARGS = blocks.UNET_ARGS
+
   def __init__(self, image_size: Sequence[int], channels: int, levels: int = 4,
                feature_root: int = 64, max_channels: int = 512,
                leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
@@ -43,7 +45,7 @@ class AppearanceDecoder(keras.Model):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     level_shapes = [
         (height // 2**level, width // 2**level,
-         layers.level_channels(level, feature_root, max_channels))
+         blocks.level_channels(level, feature_root, max_channels))
         for level in range(levels)
     ]
     latent = keras.Input(level_shapes[-1], name="latent")
@@ -57,36 +59,14 @@ class AppearanceDecoder(keras.Model):
       x = keras.layers.Conv2DTranspose(
           filters, 2, strides=2, kernel_regularizer=regularizer, name=f"dec{level}_up")(x)
       x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
-      x = layers.conv_bn_relu(x, filters, leaky_relu_slope, weight_decay, name=f"dec{level}",
+      x = blocks.conv_bn_relu(x, filters, leaky_relu_slope, weight_decay, name=f"dec{level}",
                               sync_batchnorm=sync_batchnorm)
     # float32 output so the pixel loss is computed in full precision under mixed policies.
     frame = keras.layers.Conv2D(
         channels, 3, padding="same", kernel_regularizer=regularizer, dtype="float32",
         name="dec_out")(x)
     super().__init__(inputs=[latent] + skips, outputs=frame, **kwargs)
-    self.image_size = (int(height), int(width))
-    self.channels = channels
-    self.levels = levels
-    self.feature_root = feature_root
-    self.max_channels = max_channels
-    self.leaky_relu_slope = leaky_relu_slope
-    self.weight_decay = weight_decay
-    self.sync_batchnorm = sync_batchnorm
-
-  def get_config(self):
-    return {
-        "name": self.name,
-        "trainable": self.trainable,
-        "image_size": self.image_size,
-        "channels": self.channels,
-        "levels": self.levels,
-        "feature_root": self.feature_root,
-        "max_channels": self.max_channels,
-        "leaky_relu_slope": self.leaky_relu_slope,
-        "weight_decay": self.weight_decay,
-        "sync_batchnorm": self.sync_batchnorm,
-    }
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(**config)
+    self._remember(image_size=(int(height), int(width)), channels=channels, levels=levels,
+                   feature_root=feature_root, max_channels=max_channels,
+                   leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
+                   sync_batchnorm=sync_batchnorm)

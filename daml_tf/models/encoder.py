@@ -4,11 +4,11 @@ from typing import Sequence
 
 import keras
 
-from daml_tf.models import layers
+from daml_tf.models import blocks
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
-class AppearanceEncoder(keras.Model):
+class AppearanceEncoder(blocks.ArgsConfig, keras.Model):
   """Encodes one frame into the features of every U-Net level.
 
   Level i is two [Conv 3x3 -> BatchNorm -> LeakyReLU] units with
@@ -33,6 +33,8 @@ class AppearanceEncoder(keras.Model):
   [(2, 64, 96, 8), (2, 32, 48, 16), (2, 16, 24, 32)]
   """
 
+  CONFIG_ARGS = blocks.UNET_ARGS
+
   def __init__(self, image_size: Sequence[int], channels: int, levels: int = 4,
                feature_root: int = 64, max_channels: int = 512,
                leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
@@ -49,39 +51,17 @@ class AppearanceEncoder(keras.Model):
     for level in range(levels):
       if level:
         x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
-      x = layers.conv_bn_relu(
-          x, layers.level_channels(level, feature_root, max_channels), leaky_relu_slope,
+      x = blocks.conv_bn_relu(
+          x, blocks.level_channels(level, feature_root, max_channels), leaky_relu_slope,
           weight_decay, name=f"enc{level}", sync_batchnorm=sync_batchnorm)
       features.append(x)
     super().__init__(inputs=frames, outputs=features, **kwargs)
-    self.image_size = (int(height), int(width))
-    self.channels = channels
-    self.levels = levels
-    self.feature_root = feature_root
-    self.max_channels = max_channels
-    self.leaky_relu_slope = leaky_relu_slope
-    self.weight_decay = weight_decay
-    self.sync_batchnorm = sync_batchnorm
+    self._remember(image_size=(int(height), int(width)), channels=channels, levels=levels,
+                   feature_root=feature_root, max_channels=max_channels,
+                   leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
+                   sync_batchnorm=sync_batchnorm)
 
   @property
   def latent_shape(self):
     """(h, w, c) of the latent code z."""
     return tuple(self.outputs[-1].shape[1:])
-
-  def get_config(self):
-    return {
-        "name": self.name,
-        "trainable": self.trainable,
-        "image_size": self.image_size,
-        "channels": self.channels,
-        "levels": self.levels,
-        "feature_root": self.feature_root,
-        "max_channels": self.max_channels,
-        "leaky_relu_slope": self.leaky_relu_slope,
-        "weight_decay": self.weight_decay,
-        "sync_batchnorm": self.sync_batchnorm,
-    }
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(**config)

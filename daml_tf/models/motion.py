@@ -4,11 +4,11 @@ from typing import Sequence
 
 import keras
 
-from daml_tf.models import layers
+from daml_tf.models import blocks
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
-class MotionModel(keras.Model):
+class MotionModel(blocks.ArgsConfig, keras.Model):
   """Three [Conv3D 3x3x3 stride (2,1,1) -> BatchNorm -> LeakyReLU] blocks over time.
 
   The latent codes z1..zk are stacked on a time axis; each block halves the time axis (padding
@@ -36,6 +36,9 @@ class MotionModel(keras.Model):
   (2, 16, 24, 32)
   """
 
+  CONFIG_ARGS = ("time_steps", "latent_shape", "leaky_relu_slope", "weight_decay", "num_blocks",
+                 "bottleneck_channels", "sync_batchnorm")
+
   def __init__(self, time_steps: int, latent_shape: Sequence[int],
                leaky_relu_slope: float = 0.2, weight_decay: float = 0.001,
                num_blocks: int = 3, bottleneck_channels: int = 0, sync_batchnorm: bool = False,
@@ -50,13 +53,13 @@ class MotionModel(keras.Model):
     if reduced:
       x = keras.layers.Conv3D(width, 1, use_bias=False, kernel_regularizer=regularizer(),
                               name="motion_reduce_conv")(x)
-      x = layers.batch_norm("motion_reduce_bn", sync_batchnorm)(x)
+      x = blocks.batch_norm("motion_reduce_bn", sync_batchnorm)(x)
       x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name="motion_reduce_relu")(x)
     for block in range(num_blocks):
       x = keras.layers.Conv3D(
           width, 3, strides=(2, 1, 1), padding="same", use_bias=False,
           kernel_regularizer=regularizer(), name=f"motion{block}_conv")(x)
-      x = layers.batch_norm(f"motion{block}_bn", sync_batchnorm)(x)
+      x = blocks.batch_norm(f"motion{block}_bn", sync_batchnorm)(x)
       x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"motion{block}_relu")(x)
     # Cast before the mean so the latent loss and the score are computed in float32.
     x = keras.layers.Activation("linear", dtype="float32", name="to_float32")(x)
@@ -67,27 +70,16 @@ class MotionModel(keras.Model):
       predicted = keras.layers.Conv2D(code_channels, 1, kernel_regularizer=regularizer(),
                                       dtype="float32", name="motion_expand_conv")(predicted)
     super().__init__(inputs=codes, outputs=predicted, **kwargs)
-    self.time_steps = time_steps
-    self.latent_shape = latent_shape
-    self.leaky_relu_slope = leaky_relu_slope
-    self.weight_decay = weight_decay
-    self.num_blocks = num_blocks
-    self.bottleneck_channels = bottleneck_channels
-    self.sync_batchnorm = sync_batchnorm
-
-  def get_config(self):
-    return {
-        "name": self.name,
-        "trainable": self.trainable,
-        "time_steps": self.time_steps,
-        "latent_shape": self.latent_shape,
-        "leaky_relu_slope": self.leaky_relu_slope,
-        "weight_decay": self.weight_decay,
-        "num_blocks": self.num_blocks,
-        "bottleneck_channels": self.bottleneck_channels,
-        "sync_batchnorm": self.sync_batchnorm,
-    }
+    self._remember(time_steps=time_steps, latent_shape=latent_shape,
+                   leaky_relu_slope=leaky_relu_slope, weight_decay=weight_decay,
+                   num_blocks=num_blocks, bottleneck_channels=bottleneck_channels,
+                   sync_batchnorm=sync_batchnorm)
 
   @classmethod
-  def from_config(cls, config):
-    return cls(**config)
+  def from_model_config(cls, model_cfg, time_steps: int, latent_shape: Sequence[int],
+                        sync_batchnorm: bool = False, name: str = "motion") -> "MotionModel":
+    """The motion model of a config.ModelConfig (see daml_tf.models.build.MOTION_MODELS)."""
+    return cls(time_steps=time_steps, latent_shape=latent_shape,
+               leaky_relu_slope=model_cfg.leaky_relu_slope, weight_decay=model_cfg.weight_decay,
+               bottleneck_channels=model_cfg.motion_bottleneck, sync_batchnorm=sync_batchnorm,
+               name=name)

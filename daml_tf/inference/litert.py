@@ -1,7 +1,7 @@
 """LiteRT runtime of the streaming detector: NumPy preprocessing around two flatbuffers.
 
-A LiteRT export (`python -m daml_tf.export --tflite`, written by daml_tf.litert_convert) is a
-directory holding
+A LiteRT export (`python -m daml_tf.export --tflite`, written by
+daml_tf.inference.litert_convert) is a directory holding
 
   encoder.tflite, encoder_fp16.tflite  frames float32 [N, H0, W0, C] in [0, 1], C the model's
                                        channels, any H0 x W0 -> latent codes [N, h, w, c]

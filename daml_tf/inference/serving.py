@@ -20,13 +20,14 @@ way. The steps are pipeline._decode's, in its order: [0, 1] scaling (convert_ima
 channels, bilinear resize to the model size; then the model's background is subtracted.
 
 The graph is always float32: a model trained under a mixed-precision policy is rebuilt under
-float32 and its weights copied (`float32_copy`). Only the encoder, the motion model and the
-background are exported; the decoder plays no part in scoring.
+float32 and its weights copied (`models.build.float32_copy`). Only the encoder, the motion model
+and the background are exported; the decoder plays no part in scoring.
 
 `assets/daml_export.json` records the geometry a streaming client needs (image size, channels,
 k, interval, delta, latent shape) and the alarm threshold when one was given. The extra
 non-signature function `encode_float` (float32 frames in [0, 1] with the model's channels, at
-any size -> latent) is what the LiteRT encoder is converted from (daml_tf.litert_convert).
+any size -> latent) is what the LiteRT encoder is converted from
+(daml_tf.inference.litert_convert).
 """
 
 import dataclasses
@@ -34,26 +35,22 @@ import json
 import os
 import re
 import tempfile
-import uuid
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from absl import logging
-import keras
-import numpy as np
 import tensorflow as tf
 
+from daml_tf import errors
+from daml_tf import fileio
 from daml_tf.data import pipeline
 from daml_tf.models import DAML
-from daml_tf.models.daml import latent_error
+from daml_tf.models import build
+from daml_tf.models.scores import latent_error
 
 METADATA_FILE = "daml_export.json"
 SIGNATURES = ("serving_default", "encode", "predict_latent", "score_latents")
 # Bumped when a signature or the metadata changes incompatibly.
 EXPORT_FORMAT = 1
-
-
-class ExportError(RuntimeError):
-  """An export cannot be written (the version exists, a conversion failed); says why."""
 
 
 def preprocess_frames(frames: tf.Tensor, image_size, channels: int) -> tf.Tensor:
@@ -79,35 +76,11 @@ def preprocess_frames(frames: tf.Tensor, image_size, channels: int) -> tf.Tensor
   return tf.image.resize(image, image_size, method=tf.image.ResizeMethod.BILINEAR)
 
 
-def float32_copy(model: DAML) -> DAML:
-  """A float32 DAML with the weights of `model` (of any dtype policy or strategy).
-
-  Under a mixed-precision policy the encoder computes (and returns) float16; serving always
-  runs float32, so the model is rebuilt under the float32 policy. Variables are float32 under
-  every policy, so the copy is exact.
-  """
-  policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    copy = DAML.from_config(model.get_config())
-  finally:
-    keras.mixed_precision.set_global_policy(policy)
-  if len(copy.weights) != len(model.weights):
-    raise ValueError(f"Cannot copy {len(model.weights)} weights into a rebuilt model with "
-                     f"{len(copy.weights)}.")
-  for source, target in zip(model.weights, copy.weights):
-    if source.path != target.path or tuple(source.shape) != tuple(target.shape):
-      raise ValueError(f"Weight {source.path} {tuple(source.shape)} does not match the "
-                       f"rebuilt model's {target.path} {tuple(target.shape)}.")
-    target.assign(np.asarray(source.numpy(), np.float32))
-  return copy
-
-
 class ServingModule(tf.Module):
   """The exported object: the four signatures plus `encode_float` over a float32 DAML.
 
   Args:
-    model: a float32 DAML (see float32_copy).
+    model: a float32 DAML (see models.build.float32_copy).
     metadata_path: a JSON file saved as the asset daml_export.json.
   """
 
@@ -196,21 +169,17 @@ def make_metadata(model: DAML, data_cfg=None,
   return metadata
 
 
-def _version_names(export_dir: str):
+def version_numbers(export_dir: str) -> List[int]:
+  """The numeric versions under export_dir, highest first (TF Serving serves the first)."""
   if not tf.io.gfile.isdir(export_dir):
     return []
-  return [int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir)
-          if re.fullmatch(r"\d+", name.rstrip("/"))]
+  return sorted((int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir)
+                 if re.fullmatch(r"\d+", name.rstrip("/"))), reverse=True)
 
 
 def next_version(export_dir: str) -> int:
   """One more than the highest numeric version under export_dir (1 if there is none)."""
-  return max(_version_names(export_dir), default=0) + 1
-
-
-def latest_version(export_dir: str) -> Optional[int]:
-  """The highest numeric version under export_dir (what TF Serving serves), or None."""
-  return max(_version_names(export_dir), default=None)
+  return max(version_numbers(export_dir), default=0) + 1
 
 
 def version_dir(export_dir: str, version: int) -> str:
@@ -220,37 +189,13 @@ def version_dir(export_dir: str, version: int) -> str:
 def check_version_free(export_dir: str, version: int) -> str:
   """The version's directory; ExportError if it exists (an export is never overwritten)."""
   if version < 1:
-    raise ExportError(f"--version must be >= 1, got {version}.")
+    raise errors.ExportError(f"--version must be >= 1, got {version}.")
   path = version_dir(export_dir, version)
   if tf.io.gfile.exists(path):
-    raise ExportError(
+    raise errors.ExportError(
         f"{path} already exists: refusing to overwrite version {version}. Pass another "
         f"--version (the next free one is {next_version(export_dir)}) or remove it.")
   return path
-
-
-def write_atomically(final_dir: str, write) -> str:
-  """Calls write(directory) on a temporary sibling of final_dir, then renames it.
-
-  TF Serving (and a detector looking for the latest version) must never see a half-written
-  version, so the directory appears under its numeric name only once complete. A rename is
-  atomic on local and POSIX file systems; elsewhere (gs://, s3://) the directory is written in
-  place.
-  """
-  parent = os.path.dirname(final_dir.rstrip("/"))
-  tf.io.gfile.makedirs(parent)
-  if "://" in final_dir:
-    write(final_dir)
-    return final_dir
-  # Not numeric, so TF Serving ignores it while it is being written.
-  temporary = os.path.join(parent, f".tmp-{os.path.basename(final_dir)}-{uuid.uuid4().hex[:8]}")
-  try:
-    write(temporary)
-    os.rename(temporary, final_dir)
-  finally:
-    if tf.io.gfile.exists(temporary):
-      tf.io.gfile.rmtree(temporary)
-  return final_dir
 
 
 def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, data_cfg=None,
@@ -269,7 +214,7 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
     The version directory.
 
   Raises:
-    ExportError: the version directory exists (nothing is overwritten).
+    errors.ExportError: the version directory exists (nothing is overwritten).
   """
   if version is None:
     version = next_version(export_dir)
@@ -278,9 +223,9 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
     metadata_path = os.path.join(scratch, METADATA_FILE)
     with open(metadata_path, "w") as f:
       json.dump(make_metadata(model, data_cfg, threshold), f, indent=2, sort_keys=True)
-    module = ServingModule(float32_copy(model), metadata_path)
-    write_atomically(final_dir, lambda path: tf.saved_model.save(
-        module, path, signatures=module.signature_functions()))
+    module = ServingModule(build.float32_copy(model), metadata_path)
+    fileio.write_atomically(final_dir, lambda path: tf.saved_model.save(
+        module, path, signatures=module.signature_functions()), directory=True)
   logging.info("Serving SavedModel (signatures %s) written to %s", ", ".join(SIGNATURES),
                final_dir)
   return final_dir

@@ -2,6 +2,10 @@
 
 import keras
 
+# The constructor arguments the appearance encoder and decoder share.
+UNET_ARGS = ("image_size", "channels", "levels", "feature_root", "max_channels",
+             "leaky_relu_slope", "weight_decay", "sync_batchnorm")
+
 
 def level_channels(level: int, feature_root: int, max_channels: int) -> int:
   """Channels of U-Net level `level`: feature_root * 2^level, capped (the paper: 64 -> 512)."""
@@ -25,3 +29,27 @@ def conv_bn_relu(x, filters: int, leaky_relu_slope: float, weight_decay: float, 
     x = batch_norm(f"{name}_bn{unit}", sync_batchnorm)(x)
     x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"{name}_relu{unit}")(x)
   return x
+
+
+class ArgsConfig:
+  """get_config / from_config for a Keras model whose constructor takes plain arguments.
+
+  A class lists its constructor arguments in `CONFIG_ARGS` and stores each as an attribute of
+  the same name (`_remember`); its config is then those attributes plus name and trainable, and
+  `from_config` calls the constructor with them. Put it before keras.Model in the bases.
+  """
+
+  CONFIG_ARGS = ()
+
+  def _remember(self, **args) -> None:
+    for name, value in args.items():
+      setattr(self, name, value)
+
+  def get_config(self):
+    config = {"name": self.name, "trainable": self.trainable}
+    config.update({name: getattr(self, name) for name in self.CONFIG_ARGS})
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)

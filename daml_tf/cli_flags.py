@@ -41,6 +41,8 @@ _HELP = {
                                    "only."),
     "motion_bottleneck": ("Width of the motion model's Conv3D blocks (0: the latent code's "
                           "channels, as in the paper); smaller adds 1x1 reduce/expand convs."),
+    "motion": ("Motion model, by its name in daml_tf.models.build.MOTION_MODELS (conv3d: the "
+               "paper's Conv3D blocks)."),
     "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
     "train_epochs": "Epochs of the train phase.",
     "finetune_epochs": "Epochs of the finetune phase.",

@@ -6,7 +6,7 @@ from absl import flags
 import pytest
 
 from daml_tf import config as config_lib
-from daml_tf import flags as daml_flags
+from daml_tf import cli_flags
 from daml_tf.data import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -14,9 +14,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def parse(*args):
   flag_values = flags.FlagValues()
-  daml_flags.define_flags(flag_values)
+  cli_flags.define_flags(flag_values)
   flag_values(["prog", *args])
-  return daml_flags.config_from_flags(flag_values)
+  return cli_flags.config_from_flags(flag_values)
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,13 @@
 """Converts a serving SavedModel's encoder and motion model to LiteRT flatbuffers.
 
-`python -m daml_tf.litert_convert --saved_model_dir=<export_dir>/<version>
+`python -m daml_tf.inference.litert_convert --saved_model_dir=<export_dir>/<version>
     --output_dir=<export_dir>/litert/<version>`
 
 writes encoder.tflite, motion.tflite, their float16-weight variants encoder_fp16.tflite and
-motion_fp16.tflite, daml_litert.json and background.npy (see daml_tf.litert for what each holds
-and how the detector runs them). The encoder is converted from the export's `encode_float`
-function (resize to the model size, background subtraction, encoder), the motion model from its
-`predict_latent` signature.
+motion_fp16.tflite, daml_litert.json and background.npy (see daml_tf.inference.litert for what
+each holds and how the detector runs them). The encoder is converted from the export's
+`encode_float` function (resize to the model size, background subtraction, encoder), the motion
+model from its `predict_latent` signature.
 
 `python -m daml_tf.export --tflite` runs this module in a child process
 (`convert_in_subprocess`): on TensorFlow 2.16 with Keras 3 the converter's MLIR importer can
@@ -39,8 +39,10 @@ from tensorflow.python.framework import convert_to_constants
 # pylint: enable=g-direct-tensorflow-import
 
 from daml_tf import cli
-from daml_tf import litert
-from daml_tf import serving
+from daml_tf import errors
+from daml_tf import fileio
+from daml_tf.inference import litert
+from daml_tf.inference import serving
 
 FLAGS = flags.FLAGS
 DEFAULT_TIMEOUT_S = 1800.0
@@ -103,13 +105,13 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
 
   Raises:
     FileNotFoundError: saved_model_dir is not a DAML serving export.
-    serving.ExportError: output_dir exists, or the converter failed (with its reason).
+    errors.ExportError: output_dir exists, or the converter failed (with its reason).
   """
   if not serving.is_saved_model_dir(saved_model_dir):
     raise FileNotFoundError(f"No SavedModel in {saved_model_dir!r} (no saved_model.pb).")
   export_metadata = serving.read_metadata(saved_model_dir)
   if tf.io.gfile.exists(output_dir):
-    raise serving.ExportError(f"{output_dir} already exists: refusing to overwrite it.")
+    raise errors.ExportError(f"{output_dir} already exists: refusing to overwrite it.")
   loaded = tf.saved_model.load(saved_model_dir)
   models = {"encoder": (loaded.encode_float, "latent", litert.ENCODER_FILES),
             "motion": (loaded.predict_latent, "predicted_latent", litert.MOTION_FILES)}
@@ -125,7 +127,7 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
           flatbuffer = _to_flatbuffer(frozen, float16_weights=precision == "float16")
         except Exception as error:  # pylint: disable=broad-except
           # The converter raises several unrelated types; the message is what matters.
-          raise serving.ExportError(f"Converting the {name} ({precision}) failed: "
+          raise errors.ExportError(f"Converting the {name} ({precision}) failed: "
                                     f"{_first_line(str(error))}") from error
         with tf.io.gfile.GFile(os.path.join(directory, file_name), "wb") as f:
           f.write(flatbuffer)
@@ -141,7 +143,7 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
     for file_name in (litert.BACKGROUND_FILE, litert.METADATA_FILE):
       written[file_name] = os.path.join(output_dir, file_name)
 
-  serving.write_atomically(output_dir, write)
+  fileio.write_atomically(output_dir, write, directory=True)
   logging.info("LiteRT export written to %s", output_dir)
   return written
 
@@ -174,8 +176,8 @@ def failure_reason(stderr: str, max_lines: int = 3) -> str:
 
 def converter_command(saved_model_dir: str, output_dir: str) -> List[str]:
   """The child process's command line (a module attribute so tests can replace it)."""
-  return [sys.executable, "-m", "daml_tf.litert_convert", f"--saved_model_dir={saved_model_dir}",
-          f"--output_dir={output_dir}"]
+  return [sys.executable, "-m", "daml_tf.inference.litert_convert",
+          f"--saved_model_dir={saved_model_dir}", f"--output_dir={output_dir}"]
 
 
 def convert_in_subprocess(saved_model_dir: str, output_dir: str,
@@ -186,15 +188,16 @@ def convert_in_subprocess(saved_model_dir: str, output_dir: str,
     output_dir.
 
   Raises:
-    serving.ExportError: the child failed, crashed or timed out; the message holds the reason
+    errors.ExportError: the child failed, crashed or timed out; the message holds the reason
       (the last error lines of its output) and the command to rerun it with full output.
   """
   command = converter_command(saved_model_dir, output_dir)
   env = dict(os.environ)
-  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # This file is <root>/daml_tf/inference/litert_convert.py.
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-  rerun = (f"python -m daml_tf.litert_convert --saved_model_dir={saved_model_dir} "
+  rerun = (f"python -m daml_tf.inference.litert_convert --saved_model_dir={saved_model_dir} "
            f"--output_dir={output_dir}")
   start = time.perf_counter()
   logging.info("Converting %s to LiteRT in a child process", saved_model_dir)
@@ -202,14 +205,14 @@ def convert_in_subprocess(saved_model_dir: str, output_dir: str,
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env,
                             check=False)
   except subprocess.TimeoutExpired:
-    raise serving.ExportError(f"LiteRT conversion did not finish within {timeout_s:.0f} s; "
+    raise errors.ExportError(f"LiteRT conversion did not finish within {timeout_s:.0f} s; "
                               f"rerun it with: {rerun}") from None
   if result.returncode:
     if result.returncode < 0:
       how = f"crashed ({signal.Signals(-result.returncode).name})"
     else:
       how = f"failed (exit status {result.returncode})"
-    raise serving.ExportError(f"LiteRT conversion of {saved_model_dir} {how}: "
+    raise errors.ExportError(f"LiteRT conversion of {saved_model_dir} {how}: "
                               f"{failure_reason(result.stderr).rstrip('.')}. For its full "
                               f"output run: {rerun}")
   logging.info("LiteRT export written to %s in %.1f s", output_dir, time.perf_counter() - start)
@@ -231,11 +234,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    convert(FLAGS.saved_model_dir, FLAGS.output_dir)
-  except cli.EXPECTED_ERRORS + (serving.ExportError,) as error:
-    logging.error("%s", error)
-    sys.exit(1)
+  cli.exit_on_expected_errors(convert, FLAGS.saved_model_dir, FLAGS.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,222 @@
+"""Online (live camera) anomaly detection: one frame in, one score out.
+
+`StreamingDetector` encodes each incoming frame once and keeps in a ring buffer exactly the
+latent codes that the clip geometry still needs, so a frame costs one encoder pass plus the
+motion model, and its scores are those of the batch evaluation (`evaluation.VideoScorer`) on the
+same video. The networks run on a runtime of daml_tf.inference.backends (the Keras model of a
+training run, a serving SavedModel, LiteRT flatbuffers); `from_model_dir` opens any of them.
+`daml_tf.inference.detection` drives a detector over a recorded video.
+"""
+
+import collections
+import dataclasses
+from typing import Optional, Tuple
+
+from absl import logging
+import numpy as np
+
+from daml_tf import config as config_lib
+from daml_tf.inference import backends
+from daml_tf.models import DAML
+from daml_tf.models import scores
+
+# Float frames a little outside [0, 1] (rounding in a camera pipeline) are still accepted.
+_FLOAT_RANGE_SLACK = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameResult:
+  """The detector's verdict on one frame.
+
+  Attributes:
+    index: 0-based index of the frame since the start (or the last reset).
+    score: raw anomaly score (mean squared error of the predicted latent code), or None while
+      the buffer does not yet hold the frames this frame is predicted from.
+    smoothed: mean of the last `smoothing_window` raw scores up to and including this one
+      (fewer at the start of scoring), or None when `score` is None.
+    alarm: smoothed > threshold (always False without a threshold or a score).
+  """
+
+  index: int
+  score: Optional[float]
+  smoothed: Optional[float]
+  alarm: bool
+
+
+class CausalSmoother:
+  """Running mean of the last `window` values; each output uses only values seen so far.
+
+  Until `window` values have arrived the mean is over those there are, so the first scored
+  frame already has a smoothed score.
+
+  Args:
+    window: number of values averaged (1: no smoothing).
+  """
+
+  def __init__(self, window: int = 1):
+    if window < 1:
+      raise ValueError(f"smoothing window must be >= 1, got {window}.")
+    self._values = collections.deque(maxlen=window)
+
+  def update(self, value: float) -> float:
+    self._values.append(value)
+    return float(np.mean(self._values))
+
+  def reset(self) -> None:
+    self._values.clear()
+
+
+class StreamingDetector:
+  """Scores frames one at a time, as they come from a camera.
+
+  Each frame is preprocessed exactly as training and evaluation do (gray/RGB conversion with
+  tf.image, bilinear resize to the model size, scaling to [0, 1], minus the model's background)
+  and encoded once, by the backend (a Keras model, a serving SavedModel or LiteRT flatbuffers;
+  see `Backend`). The latent codes of the last `clip_span + 1` frames sit in a ring buffer:
+  frame t is predicted from the codes of frames t - delta - (k-1-i) * interval, i = 0..k-1, the
+  oldest of which is t - clip_span. The first `clip_span` frames therefore get no score (None),
+  as in the batch evaluation. The score is the mean squared error of the predicted code
+  (`latent_error`), computed here in float32.
+
+  Args:
+    model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
+      or any backends.Backend.
+    data_cfg: the model's DataConfig (image size, channels, k, interval, delta).
+    threshold: raw (smoothed) score above which a frame raises an alarm; None: never.
+    smoothing_window: causal moving average over this many raw scores before thresholding.
+
+  Example:
+    detector = StreamingDetector.from_model_dir("runs/demo", smoothing_window=5)
+    for frame in camera:                      # uint8 [H, W, 3] at any size
+      result = detector.process(frame)
+      if result.alarm:
+        notify(result.index, result.smoothed)
+  """
+
+  def __init__(self, model, data_cfg: config_lib.DataConfig,
+               threshold: Optional[float] = None, smoothing_window: int = 1):
+    backend = backends.KerasBackend(model) if isinstance(model, DAML) else model
+    model_geometry = (tuple(backend.image_size), backend.channels, backend.time_steps)
+    cfg_geometry = (tuple(data_cfg.image_size), data_cfg.channels, data_cfg.time_steps)
+    if model_geometry != cfg_geometry:
+      raise ValueError(f"Model geometry (size, channels, k) {model_geometry} differs from the "
+                       f"data config's {cfg_geometry}.")
+    self._backend = backend
+    self._data_cfg = data_cfg
+    self.threshold = None if threshold is None else float(threshold)
+    self._smoother = CausalSmoother(smoothing_window)
+    self.smoothing_window = smoothing_window
+    k, interval = data_cfg.time_steps, data_cfg.interval
+    # With the target in the last slot, input i sits at slot i * interval (see the class doc).
+    self._input_slots = tuple(i * interval for i in range(k))
+    self._codes = collections.deque(maxlen=data_cfg.clip_span + 1)
+    self._warned_shape = None
+    self._next_index = 0
+
+  @classmethod
+  def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
+                     smoothing_window: int = 1,
+                     litert_precision: str = "float32") -> "StreamingDetector":
+    """A detector for a training run, a serving export or a LiteRT export.
+
+    Args:
+      model_dir: a training run's directory (config.json, checkpoints/; its newest checkpoint),
+        a serving SavedModel version directory, a LiteRT export directory, or a directory of
+        numbered versions of either (the highest is used, as TF Serving does).
+      threshold: overrides the stored threshold (threshold.json of a run, the one recorded in
+        an export); with neither, no alarms.
+      smoothing_window: see the class.
+      litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
+
+    Raises:
+      FileNotFoundError: model_dir is none of these, or has no checkpoint.
+      errors.DataError: an export without the clip geometry (interval, delta).
+    """
+    opened = backends.open_model(model_dir, litert_precision)
+    backend, data_cfg, stored = opened.backend, opened.data_cfg, opened.threshold
+    if threshold is None and stored is not None:
+      threshold = stored["threshold"]
+      logging.info("Threshold %.6g (quantile %s of normal scores) stored with %s", threshold,
+                   stored.get("quantile"), model_dir)
+    logging.info("Streaming detector on %s", backend.name)
+    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window)
+
+  @property
+  def data_cfg(self) -> config_lib.DataConfig:
+    return self._data_cfg
+
+  @property
+  def backend(self) -> backends.Backend:
+    return self._backend
+
+  @property
+  def buffer_capacity(self) -> int:
+    """Latent codes kept: clip_span + 1 (the oldest input through the current frame)."""
+    return self._codes.maxlen
+
+  @property
+  def buffered_codes(self) -> Tuple[np.ndarray, ...]:
+    """The buffered latent codes, oldest first, each [1, h, w, c]."""
+    return tuple(self._codes)
+
+  def reset(self) -> None:
+    """Forgets all frames (a new stream, or a cut in this one): scoring restarts after
+    clip_span frames and indices restart at 0."""
+    self._codes.clear()
+    self._smoother.reset()
+    self._next_index = 0
+
+  def _check_frame(self, frame) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+      frame = frame[..., None]
+    if frame.ndim != 3 or frame.shape[-1] not in (1, 2, 3, 4):
+      raise ValueError(f"A frame must be [H, W], [H, W, 1|3] (or with alpha), got shape "
+                       f"{frame.shape}.")
+    if frame.shape[-1] in (2, 4):
+      # Alpha carries no appearance (pipeline.to_channels drops it too).
+      frame = frame[..., :-1]
+    if np.issubdtype(frame.dtype, np.floating):
+      low, high = float(frame.min()), float(frame.max())
+      if low < -_FLOAT_RANGE_SLACK or high > 1 + _FLOAT_RANGE_SLACK:
+        raise ValueError(f"Float frames must be in [0, 1], got values in [{low:.4g}, "
+                         f"{high:.4g}]; pass uint8 frames for 0..255 pixel values.")
+      frame = frame.astype(np.float32, copy=False)
+    elif frame.dtype not in (np.uint8, np.uint16):
+      raise ValueError(f"Frames must be uint8, uint16 or float in [0, 1], got {frame.dtype}.")
+    model_shape = tuple(self._data_cfg.image_size) + (self._data_cfg.channels,)
+    if frame.shape != model_shape and frame.shape != self._warned_shape:
+      self._warned_shape = frame.shape
+      logging.warning(
+          "Input frames are %dx%dx%d, the model takes %dx%dx%d: resizing bilinearly%s, as the "
+          "training frames were.", frame.shape[0], frame.shape[1], frame.shape[2],
+          *model_shape,
+          "" if frame.shape[-1] == model_shape[-1] else
+          (" and converting to gray" if model_shape[-1] == 1 else " and converting to RGB"))
+    return np.ascontiguousarray(frame)
+
+  def process(self, frame) -> FrameResult:
+    """Takes the next frame of the stream and scores it.
+
+    Args:
+      frame: uint8 (or uint16) [H, W, C] or [H, W], or float in [0, 1]; C = 1 or 3 (an alpha
+        channel is dropped); any size (resized to the model's). The SavedModel backend takes
+        uint8 only.
+
+    Returns:
+      FrameResult; score None while fewer than clip_span frames precede this one.
+    """
+    frame = self._check_frame(frame)
+    self._codes.append(np.asarray(self._backend.encode(frame), np.float32))
+    index = self._next_index
+    self._next_index += 1
+    if len(self._codes) < self._codes.maxlen:
+      return FrameResult(index=index, score=None, smoothed=None, alarm=False)
+    past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
+    predicted = np.asarray(self._backend.predict(past), np.float32)
+    score = float(scores.latent_error_numpy(predicted, self._codes[-1])[0])
+    smoothed = self._smoother.update(score)
+    alarm = self.threshold is not None and smoothed > self.threshold
+    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm))
+
+

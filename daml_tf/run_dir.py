@@ -1,0 +1,152 @@
+"""A training run's directory: the one place that names its files, and reads and writes them.
+
+  <model_dir>/
+    config.json        the resolved config of the run (`load_config`, `save_config`)
+    checkpoints/       tf.train checkpoints: weights, optimizer, position in the schedule
+    background.npy     the per-pixel mean of the training frames
+    threshold.json     the alarm threshold ({"threshold", "quantile"}; `load_threshold`)
+    train/             TensorBoard summaries
+    eval/              what `daml_tf.evaluate` writes (metrics.json, scores.csv, plots)
+    export/<version>/  the serving SavedModel; export/litert/<version>/ the LiteRT export
+    workers_scratch/   non-chief workers' copies while a multi-worker run trains
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional
+
+from absl import logging
+import tensorflow as tf
+
+from daml_tf import config as config_lib
+from daml_tf import errors
+from daml_tf.models import DAML
+from daml_tf.models import build
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+BACKGROUND_FILE = "background.npy"
+THRESHOLD_FILE = "threshold.json"
+SUMMARY_SUBDIR = "train"
+EVAL_SUBDIR = "eval"
+EXPORT_SUBDIR = "export"
+# Not a number, so TF Serving, which loads the highest numeric version, ignores it.
+LITERT_SUBDIR = "litert"
+SCRATCH_SUBDIR = "workers_scratch"
+
+
+def config_path(model_dir: str) -> str:
+  return os.path.join(model_dir, CONFIG_FILE)
+
+
+def checkpoint_dir(model_dir: str) -> str:
+  return os.path.join(model_dir, CHECKPOINT_SUBDIR)
+
+
+def background_path(model_dir: str) -> str:
+  return os.path.join(model_dir, BACKGROUND_FILE)
+
+
+def summary_dir(model_dir: str) -> str:
+  return os.path.join(model_dir, SUMMARY_SUBDIR)
+
+
+def eval_dir(model_dir: str) -> str:
+  return os.path.join(model_dir, EVAL_SUBDIR)
+
+
+def export_dir(model_dir: str) -> str:
+  """The serving SavedModel's base path (numbered versions below it)."""
+  return os.path.join(model_dir, EXPORT_SUBDIR)
+
+
+def litert_dir(export_base: str, version: int) -> str:
+  """`<export_base>/litert/<version>`, the LiteRT export beside the SavedModel versions."""
+  return os.path.join(export_base, LITERT_SUBDIR, str(int(version)))
+
+
+def scratch_dir(model_dir: str, task: str) -> str:
+  """Where the non-chief worker `task` writes what the chief writes into model_dir."""
+  return os.path.join(model_dir, SCRATCH_SUBDIR, task)
+
+
+def is_run_dir(path: str) -> bool:
+  """Whether `path` holds a training run (its config.json)."""
+  return tf.io.gfile.exists(config_path(path))
+
+
+def load_config(model_dir: str) -> config_lib.Config:
+  """The resolved config of a training run; FileNotFoundError if model_dir has none."""
+  if not is_run_dir(model_dir):
+    raise FileNotFoundError(
+        f"No {CONFIG_FILE} in {model_dir!r}: not a trained model directory (train one with "
+        f"python -m daml_tf.train --model_dir={model_dir} ...).")
+  return config_lib.load_config(config_path(model_dir))
+
+
+def save_config(cfg: config_lib.Config, model_dir: str) -> None:
+  tf.io.gfile.makedirs(model_dir)
+  config_lib.save_config(cfg, config_path(model_dir))
+
+
+def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
+  """Refuses to resume from a model directory trained with another architecture or geometry."""
+  if not is_run_dir(model_dir):
+    return
+  saved = config_lib.load_config(config_path(model_dir))
+  geometry = ("image_height", "image_width", "channels", "time_steps")
+  differences = [
+      f"{name}: saved {getattr(saved.data, name)} vs now {getattr(cfg.data, name)}"
+      for name in geometry if getattr(saved.data, name) != getattr(cfg.data, name)
+  ] + [
+      f"{field.name}: saved {getattr(saved.model, field.name)} vs now "
+      f"{getattr(cfg.model, field.name)}"
+      for field in dataclasses.fields(cfg.model)
+      if getattr(saved.model, field.name) != getattr(cfg.model, field.name)
+  ]
+  if differences:
+    raise errors.ConfigError(
+        f"{model_dir} holds a model with another configuration ({'; '.join(differences)}). "
+        "Use a new --model_dir or the original flags.")
+
+
+def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DAML:
+  """Builds the model of `cfg` in float32 and restores the newest checkpoint of `model_dir`.
+
+  Scoring always runs in float32, whatever policy the model was trained under; the global
+  dtype policy is left as it was.
+  """
+  model_dir = model_dir or cfg.train.model_dir
+  check_resume_compatible(cfg, model_dir)
+  model = build.float32_model(cfg)
+  latest = tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+  if not latest:
+    raise FileNotFoundError(
+        f"No checkpoint in {checkpoint_dir(model_dir)}: train first with "
+        f"python -m daml_tf.train --model_dir={model_dir} ...")
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  logging.info("Restored %s", latest)
+  return model
+
+
+def save_threshold(model_dir: str, threshold: float, quantile: float) -> str:
+  """Writes `<model_dir>/threshold.json` ({"threshold": ..., "quantile": ...}); returns it."""
+  path = os.path.join(model_dir, THRESHOLD_FILE)
+  tf.io.gfile.makedirs(model_dir)
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(json.dumps({"threshold": float(threshold), "quantile": float(quantile)},
+                       indent=2, sort_keys=True) + "\n")
+  return path
+
+
+def load_threshold(model_dir: str) -> Optional[Dict[str, float]]:
+  """The contents of `<model_dir>/threshold.json`, or None if there is none."""
+  path = os.path.join(model_dir, THRESHOLD_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    stored = json.load(f)
+  if "threshold" not in stored:
+    raise errors.DataError(f"{path!r} has no \"threshold\" entry.")
+  return stored

@@ -1,0 +1,68 @@
+"""Evaluation of the shared tiny run (conftest.py): outputs, perturbation, scorer, bad labels."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from daml_tf import config as config_lib
+from daml_tf import errors
+from daml_tf import evaluation
+from daml_tf import run_dir
+
+
+def test_evaluation_outputs(trained, tmp_path):
+  cfg, _ = trained
+  cfg = cfg.replace(eval=config_lib.EvalConfig(output_dir=str(tmp_path / "eval")))
+  metrics = evaluation.evaluate(cfg)
+  span = cfg.data.clip_span
+  assert metrics["num_frames"] == 60 and metrics["num_videos"] == 2
+  assert metrics["num_scored_frames"] == 60 - 2 * span
+  assert 0.0 <= metrics["micro_auc"] <= 1.0 and 0.0 <= metrics["eer"] <= 1.0
+  written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert written["micro_auc"] == pytest.approx(metrics["micro_auc"])
+  assert written["config"]["data"]["time_steps"] == 3
+  rows = (tmp_path / "eval" / "scores.csv").read_text().splitlines()
+  assert rows[0] == "video,frame,score,normalized_score,label"
+  assert len(rows) == 1 + metrics["num_scored_frames"]
+  assert rows[1].split(",")[:2] == ["01", str(span)]
+  assert sorted(p.name for p in (tmp_path / "eval").glob("*.png")) == [
+      "scores_01.png", "scores_02.png"]
+
+
+def test_evaluation_with_darkened_frames(trained, tmp_path):
+  cfg, _ = trained
+  plain = evaluation.evaluate(cfg.replace(eval=config_lib.EvalConfig(
+      output_dir=str(tmp_path / "plain"), plots=False)))
+  dark = evaluation.evaluate(cfg.replace(eval=config_lib.EvalConfig(
+      output_dir=str(tmp_path / "dark"), plots=False, perturb="brightness:0.3")))
+  assert dark["perturb"] == "brightness:0.3" and plain["perturb"] == ""
+  plain_scores = (tmp_path / "plain" / "scores.csv").read_text()
+  assert (tmp_path / "dark" / "scores.csv").read_text() != plain_scores
+
+
+def test_scores_cache_latents_and_match_clip_scores(trained):
+  """The per-frame scorer (codes computed once) equals scoring each clip from scratch."""
+  cfg, _ = trained
+  model = run_dir.restore_model(cfg)
+  scorer = evaluation.VideoScorer(model, cfg.data, batch_size=4)
+  frames = np.random.default_rng(1).normal(size=(12, 32, 48, 1)).astype("float32")
+  frame_indices, scores = scorer.score(frames)
+  np.testing.assert_array_equal(frame_indices, np.arange(cfg.data.clip_span, 12))
+  k, interval, delta = cfg.data.time_steps, cfg.data.interval, cfg.data.delta
+  clips = np.stack([
+      frames[[t - delta - (k - 1 - i) * interval for i in range(k)] + [t]]
+      for t in frame_indices])
+  np.testing.assert_allclose(scores, model(clips).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_label_length_mismatch(trained, tiny_data, tmp_path):
+  cfg, _ = trained
+  labels = dict(np.load(os.path.join(tiny_data, "synthetic.npz")))
+  labels["02"] = labels["02"][:-3]
+  np.savez(tmp_path / "short.npz", **labels)
+  bad = cfg.replace(data=config_lib.dataclasses.replace(
+      cfg.data, label_file=str(tmp_path / "short.npz")))
+  with pytest.raises(errors.DataError, match="short.npz"):
+    evaluation.evaluate(bad)

@@ -1,0 +1,123 @@
+"""Training on tiny synthetic data: checkpoints, summaries, resume, and bad input stopping early.
+
+The shared run (`trained` in conftest.py) is the one `python -m daml_tf.train` makes.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from testing import STEPS_PER_EPOCH, short_run_config
+from daml_tf import config as config_lib
+from daml_tf import errors
+from daml_tf import run_dir
+from daml_tf import training
+from daml_tf.models import build
+
+
+def _event_tags(logdir):
+  tags = set()
+  for path in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+def test_training_writes_checkpoint_events_config_export(trained):
+  cfg, results = trained
+  model_dir = cfg.train.model_dir
+  assert results["global_step"] == 2 * STEPS_PER_EPOCH
+  assert 0.0 <= results["input_wait_fraction"] <= 1.0
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(
+      f"ckpt-{2 * STEPS_PER_EPOCH}")
+  saved = config_lib.load_config(os.path.join(model_dir, "config.json"))
+  assert saved == cfg
+  assert os.path.exists(os.path.join(model_dir, "background.npy"))
+  tags = _event_tags(os.path.join(model_dir, "train"))
+  for term in ("recon_loss", "latent_loss", "reg_loss", "total_loss", "learning_rate"):
+    assert f"step/{term}" in tags and f"epoch/{term}" in tags
+  assert "epoch/input_wait_fraction" in tags
+  assert {"inputs", "reconstructions", "predicted_frame"} <= tags
+
+
+def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
+  cfg = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1, export=False)
+  assert training.train(cfg).metrics["global_step"] == 2 * STEPS_PER_EPOCH
+  # The same run asked for one more finetune epoch runs exactly that epoch.
+  longer = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=2, export=False)
+  assert training.train(longer).metrics["global_step"] == 3 * STEPS_PER_EPOCH
+  # A finished run started again trains nothing more.
+  assert training.train(longer).metrics["global_step"] == 3 * STEPS_PER_EPOCH
+
+
+def test_resume_restores_optimizer_state(trained):
+  cfg, _ = trained
+  model = build.build_model(cfg)
+  training.compile_model(model, cfg.train)
+  epochs_done = tf.Variable(0, dtype=tf.int64)
+  checkpoint = training.make_checkpoint(model, epochs_done)
+  checkpoint.restore(tf.train.latest_checkpoint(
+      os.path.join(cfg.train.model_dir, "checkpoints"))).assert_existing_objects_matched()
+  assert int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
+  assert int(epochs_done.numpy()) == 2
+  moments = [v for v in model.optimizer.variables if "momentum" in v.path]
+  assert moments and any(np.abs(v.numpy()).sum() > 0 for v in moments)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
+  good = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=0, export=False)
+  training.train(good)
+  # An infinite loss weight in the finetune phase makes the first finetune step non-finite.
+  bad = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1,
+                    finetune_lambda_r=float("inf"), export=False)
+  with pytest.raises(errors.TrainingError, match=f"step {STEPS_PER_EPOCH + 1}"):
+    training.train(bad)
+  latest = tf.train.latest_checkpoint(str(tmp_path / "model" / "checkpoints"))
+  assert latest.endswith(f"ckpt-{STEPS_PER_EPOCH}")
+  assert np.isfinite(run_dir.restore_model(good).background.numpy()).all()
+
+
+# --- bad input: each stops with one clear message, before any training ---------------------
+
+
+def _no_checkpoint(model_dir):
+  return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) is None
+
+
+def test_missing_data_dir(tmp_path):
+  cfg = short_run_config(str(tmp_path / "nowhere"), tmp_path / "model")
+  with pytest.raises(errors.DataError, match="nowhere"):
+    training.train(cfg)
+  assert _no_checkpoint(cfg.train.model_dir)
+
+
+def test_empty_data_dir(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(errors.DataError, match="empty"):
+    training.train(short_run_config(str(tmp_path / "empty"), tmp_path / "model"))
+
+
+def test_video_shorter_than_one_clip(frames_dataset, tmp_path):
+  root = frames_dataset(videos={"training": {"01": 12, "02": 3}, "testing": {"01": 12}})
+  with pytest.raises(errors.DataError, match="02"):
+    training.train(short_run_config(root, tmp_path / "model"))
+  assert _no_checkpoint(str(tmp_path / "model"))
+
+
+def test_truncated_image(frames_dataset, tmp_path):
+  root = frames_dataset(videos={"training": {"01": 12}, "testing": {"01": 12}}, ext=".jpg")
+  bad = pathlib.Path(root, "training", "frames", "01", "005.jpg")
+  bad.write_bytes(bad.read_bytes()[:200])
+  with pytest.raises(errors.DataError, match="005.jpg"):
+    training.train(short_run_config(root, tmp_path / "model"))
+  assert _no_checkpoint(str(tmp_path / "model"))
+
+
+def test_resume_with_other_architecture_is_refused(trained):
+  cfg, _ = trained
+  other = cfg.replace(model=config_lib.ModelConfig(levels=2, feature_root=8))
+  with pytest.raises(errors.ConfigError, match="feature_root"):
+    training.train(other)

@@ -1,0 +1,124 @@
+"""What the tests share: the tiny config, tiny datasets in the frames layout, a checkpointed tiny
+run and synthetic camera frames.
+
+Test files import it as `testing` (pytest puts tests/ on sys.path); scripts the tests run in
+child processes from the repository root import it as `tests.testing`.
+"""
+
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from daml_tf import config as config_lib
+
+HEIGHT, WIDTH = 32, 48
+CAMERA = (45, 70)  # Not the model size and not a multiple of it: the graph must resize.
+K = 3
+LATENT = (16, 24, 8)  # levels=2, feature_root=4 on 32x48.
+# Clip geometry and model of every tiny run; tests override single fields.
+TINY_DATA = dict(dataset="synthetic", image_height=HEIGHT, image_width=WIDTH, channels=1,
+                 time_steps=K, interval=1, delta=1, batch_size=2)
+TINY_MODEL = dict(levels=2, feature_root=4)
+DEFAULT_VIDEOS = {"training": {"01": 12, "02": 10}, "testing": {"01": 9, "02": 11}}
+# Steps of each epoch of a short run (both phases, one epoch each).
+STEPS_PER_EPOCH = 3
+
+
+def tiny_config(data_dir="", model_dir="unused", data: Optional[dict] = None,
+                **train) -> config_lib.Config:
+  """The tiny run: 32x48 gray frames, k=3, a 2-level U-Net of 4 root channels.
+
+  Args:
+    data_dir: the dataset root.
+    model_dir: the run's directory.
+    data: DataConfig fields that differ from TINY_DATA.
+    **train: TrainConfig fields (its defaults otherwise).
+  """
+  return config_lib.Config(
+      data=config_lib.DataConfig(**dict(TINY_DATA, data_dir=str(data_dir), **(data or {}))),
+      model=config_lib.ModelConfig(**TINY_MODEL),
+      train=config_lib.TrainConfig(model_dir=str(model_dir), **train))
+
+
+def short_run_config(data_dir, model_dir, **train) -> config_lib.Config:
+  """A tiny run of two short epochs (train, finetune) that writes every kind of summary."""
+  train_args = dict(train_epochs=1, finetune_epochs=1, image_summary_steps=2, log_every_steps=1)
+  train_args.update(train)
+  return tiny_config(data_dir, model_dir, data=dict(clips_per_epoch=2 * STEPS_PER_EPOCH),
+                     **train_args)
+
+
+def write_frames_dataset(root: str,
+                         videos: Optional[Dict[str, Dict[str, int]]] = None,
+                         size: Tuple[int, int] = (24, 32),
+                         ext: str = ".png",
+                         rgb: bool = False,
+                         seed: int = 0) -> str:
+  """Writes random frames as <root>/<split>/frames/<video>/<000..>.<ext>.
+
+  Args:
+    root: the dataset root to create.
+    videos: {split: {video name: number of frames}}.
+    size: (height, width) of the frames.
+    ext: image file extension (any PIL can write).
+    rgb: 3-channel frames instead of gray.
+    seed: NumPy seed of the pixel values.
+
+  Returns:
+    root.
+  """
+  rng = np.random.RandomState(seed)
+  shape = size + (3,) if rgb else size
+  for split, counts in (DEFAULT_VIDEOS if videos is None else videos).items():
+    for name, num_frames in counts.items():
+      folder = os.path.join(root, split, "frames", name)
+      os.makedirs(folder, exist_ok=True)
+      for i in range(num_frames):
+        pixels = rng.randint(0, 256, size=shape).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}{ext}"))
+  return root
+
+
+def make_run(model_dir, threshold, seed=0):
+  """A run directory (config.json, one checkpoint, threshold.json) and its model.
+
+  The model is untrained (random weights, BatchNorm statistics moved away from (0, 1) so no
+  layer is an identity): export numerics do not depend on training, and building it takes a
+  second.
+  """
+  # Deferred: dataset-only tests import this module without loading Keras.
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from daml_tf import run_dir  # pylint: disable=g-import-not-at-top
+  from daml_tf.models import build  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config(model_dir=model_dir, data=dict(interval=2))
+  keras.utils.set_random_seed(seed)
+  model = build.build_model(cfg)
+  rng = np.random.default_rng(seed)
+  model.set_background(rng.uniform(0.2, 0.6, (HEIGHT, WIDTH, 1)).astype("float32"))
+  for weight in model.weights:
+    if weight.path.endswith("moving_mean"):
+      weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    elif weight.path.endswith("moving_variance"):
+      weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+  run_dir.save_config(cfg, str(model_dir))
+  tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                             run_dir.checkpoint_dir(str(model_dir)), 1).save()
+  run_dir.save_threshold(str(model_dir), threshold["threshold"], threshold["quantile"])
+  return cfg, model
+
+
+def camera_frames(num_frames, channels, size=CAMERA, seed=0):
+  """uint8 [N, H, W, C]: a smooth scene with a moving bright square, plus noise."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:size[0], 0:size[1]]
+  frames = []
+  for t in range(num_frames):
+    image = 100 + 50 * np.sin(xx / 6.0 + t / 4) + 30 * np.cos(yy / 5.0)
+    image[10:20, 5 + 3 * t:15 + 3 * t] = 240
+    layers = [image, np.roll(image, 4, axis=1), 255 - image, np.full_like(image, 200)]
+    frame = np.stack(layers[:channels] if channels != 2 else [image, layers[3]], axis=-1)
+    frames.append(np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8))
+  return np.stack(frames)
