@@ -1,11 +1,17 @@
 """Shapes, wiring, losses and serialisation of the DAML models."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import testing
+from daml_tf import errors
 from daml_tf.models import DAML, AppearanceDecoder, AppearanceEncoder, MotionModel
+from daml_tf.models import blocks
+from daml_tf.models import build
 
 
 def make_daml(image_size, channels, time_steps, levels, feature_root=2, max_channels=8,
@@ -197,3 +203,58 @@ def test_submodel_config_round_trip(cls, kwargs):
   clone = cls.from_config(model.get_config())
   assert clone.get_config() == model.get_config()
   assert clone.count_params() == model.count_params()
+
+
+@keras.saving.register_keras_serializable(package="daml_tf_tests")
+class MeanMotion(blocks.ArgsConfig, keras.Model):
+  """A stand-in motion model: a 1x1 convolution of the mean of the k codes."""
+
+  CONFIG_ARGS = ("time_steps", "latent_shape")
+
+  def __init__(self, time_steps, latent_shape, **kwargs):
+    latent_shape = tuple(int(d) for d in latent_shape)
+    codes = keras.Input((time_steps,) + latent_shape)
+    predicted = keras.layers.Conv2D(latent_shape[-1], 1, dtype="float32", name="mean_conv")(
+        keras.ops.mean(codes, axis=1))
+    super().__init__(inputs=codes, outputs=predicted, **kwargs)
+    self._remember(time_steps=time_steps, latent_shape=latent_shape)
+
+  @classmethod
+  def from_model_config(cls, model_cfg, time_steps, latent_shape, sync_batchnorm=False,
+                        name="motion"):
+    return cls(time_steps, latent_shape, name=name)
+
+
+def test_a_new_motion_model_is_one_class_and_one_registry_line(monkeypatch):
+  monkeypatch.setitem(build.MOTION_MODELS, "mean", MeanMotion)  # The one registry line.
+  cfg = testing.tiny_config()
+  cfg = cfg.replace(model=dataclasses.replace(cfg.model, motion="mean"))
+  model = build.build_model(cfg)
+  assert isinstance(model.motion, MeanMotion)
+  clip = random_clip(model)
+  assert model(clip).shape == (2,)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  results = tf.function(model.train_step)(clip)
+  assert all(np.isfinite(float(v)) for v in results.values())
+  # The serving export's float32 rebuild goes through get_config/from_config.
+  copy = build.float32_copy(model)
+  assert isinstance(copy.motion, MeanMotion)
+  np.testing.assert_allclose(copy(clip).numpy(), model(clip).numpy(), rtol=1e-6)
+
+
+def test_unknown_motion_model_names_the_known_ones():
+  cfg = testing.tiny_config()
+  cfg = cfg.replace(model=dataclasses.replace(cfg.model, motion="lstm"))
+  with pytest.raises(errors.ConfigError, match="--motion must be one of.*conv3d"):
+    build.build_model(cfg)
+
+
+def test_build_model_restores_the_global_dtype_policy():
+  cfg = testing.tiny_config()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = build.float32_model(cfg)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert model.encoder.outputs[-1].dtype == "float32"
+  finally:
+    keras.mixed_precision.set_global_policy("float32")

@@ -5,6 +5,7 @@ A new motion model is one new module with a Keras model class and one line in
   - take k codes [B, k, h, w, c] and return the predicted code [B, h, w, c] in float32;
   - have a `time_steps` attribute (k) and be registered with
     `keras.saving.register_keras_serializable` (DAML.get_config stores its config);
+  - name its layers, so a rebuilt copy (float32_copy) has the same weight paths;
   - provide `from_model_config(model_cfg, time_steps, latent_shape, sync_batchnorm, name)`.
 """
 
