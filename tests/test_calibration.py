@@ -1,4 +1,4 @@
-"""Alarm thresholds: the held-out split, calibration at the end of training, the CLI."""
+"""Alarm thresholds: calibration at the end of training on the held-out tails, the CLI."""
 
 import json
 import os
@@ -14,30 +14,10 @@ from daml_tf import calibration
 from daml_tf import evaluation
 from daml_tf import run_dir
 from daml_tf import train as train_command
-from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _video(name, frames):
-  return layout.Video(name, tuple(f"{name}/{i:03d}.png" for i in range(frames)))
-
-
-def test_split_holdout_by_hand():
-  videos = [_video("a", 30), _video("b", 6), _video("c", 100)]
-  heads, tails = layout.split_holdout(videos, 0.1, clip_span=3)
-  # a: ceil(3) = 3 < clip_span + 1 = 4, so 4 frames held; b: 6 - 4 < 4, stays whole; c: 10.
-  assert [(v.name, v.num_frames) for v in heads] == [("a", 26), ("b", 6), ("c", 90)]
-  assert [(v.name, v.num_frames) for v in tails] == [("a:holdout", 4), ("c:holdout", 10)]
-  assert tails[0].frame_paths == videos[0].frame_paths[26:]
-  assert heads[2].frame_paths + tails[1].frame_paths == videos[2].frame_paths
-
-
-def test_split_holdout_zero_keeps_everything():
-  videos = [_video("a", 30)]
-  assert layout.split_holdout(videos, 0.0, clip_span=3) == (videos, [])
 
 
 @pytest.fixture(scope="module")

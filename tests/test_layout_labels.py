@@ -271,3 +271,25 @@ def test_real_ped2_layout_and_labels():
   assert [v.num_frames for v in test] == PED2_TEST_FRAMES
   result = labels.load_labels(labels.find_label_file(spec, root), spec.label_format, test)
   _assert_counts(result, spec, 1648)
+
+
+# Held-out tails for threshold calibration.
+
+
+def _video(name, frames):
+  return layout.Video(name, tuple(f"{name}/{i:03d}.png" for i in range(frames)))
+
+
+def test_split_holdout_by_hand():
+  videos = [_video("a", 30), _video("b", 6), _video("c", 100)]
+  heads, tails = layout.split_holdout(videos, 0.1, clip_span=3)
+  # a: ceil(3) = 3 < clip_span + 1 = 4, so 4 frames held; b: 6 - 4 < 4, stays whole; c: 10.
+  assert [(v.name, v.num_frames) for v in heads] == [("a", 26), ("b", 6), ("c", 90)]
+  assert [(v.name, v.num_frames) for v in tails] == [("a:holdout", 4), ("c:holdout", 10)]
+  assert tails[0].frame_paths == videos[0].frame_paths[26:]
+  assert heads[2].frame_paths + tails[1].frame_paths == videos[2].frame_paths
+
+
+def test_split_holdout_zero_keeps_everything():
+  videos = [_video("a", 30)]
+  assert layout.split_holdout(videos, 0.0, clip_span=3) == (videos, [])

@@ -122,3 +122,37 @@ def camera_frames(num_frames, channels, size=CAMERA, seed=0):
     frame = np.stack(layers[:channels] if channels != 2 else [image, layers[3]], axis=-1)
     frames.append(np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8))
   return np.stack(frames)
+
+
+def moving_frames(num_frames, height=HEIGHT, width=WIDTH, rgb=False, seed=0):
+  """uint8 [N, H, W, 1|3]: a textured scene with a bright disc moving across it, plus noise."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:height, 0:width]
+  scene = 90 + 40 * np.sin(xx / 5.0) + 30 * np.cos(yy / 7.0)
+  frames = []
+  for t in range(num_frames):
+    image = scene.copy()
+    cx, cy = (4 + 2.5 * t) % width, height / 2 + height / 5 * np.sin(t / 3)
+    image[(xx - cx)**2 + (yy - cy)**2 < (height / 6)**2] = 235
+    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    frames.append(np.stack([image, np.roll(image, 3, axis=1), 255 - image], axis=-1)
+                  if rgb else image[..., None])
+  return np.stack(frames)
+
+
+def write_pngs(folder, frames):
+  """Writes frames as <folder>/<i>.png; returns the folder."""
+  os.makedirs(folder, exist_ok=True)
+  for i, frame in enumerate(frames):
+    Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame).save(
+        os.path.join(folder, f"{i}.png"))  # Unpadded names: natural order must hold.
+  return str(folder)
+
+
+def write_video(path, frames, codec="mjpeg", fps=25):
+  """Writes uint8 frames as a video file with daml_tf.video_io; returns its path."""
+  from daml_tf import video_io  # pylint: disable=g-import-not-at-top
+  with video_io.VideoWriter(str(path), fps=fps, codec=codec) as writer:
+    for frame in frames:
+      writer.write(frame)
+  return str(path)

@@ -1,0 +1,94 @@
+"""`python -m daml_tf.detect` (daml_tf.inference.detection) on a recorded video: the scores
+file, the plot, the annotated video, and one message on bad input."""
+
+import csv
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import testing
+from testing import moving_frames, write_pngs, write_video
+from daml_tf import run_dir
+from daml_tf import training
+from daml_tf import video_io
+from daml_tf.data import synthetic
+from daml_tf.inference import streaming
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_model_dir(tmp_path_factory):
+  """A model directory trained for one step (one train-phase epoch of one batch)."""
+  data_dir = tmp_path_factory.mktemp("synthetic")
+  synthetic.generate(str(data_dir), num_train_videos=1, num_test_videos=1, frames_per_video=20,
+                     seed=0)
+  model_dir = tmp_path_factory.mktemp("model")
+  cfg = testing.tiny_config(data_dir, model_dir, data=dict(interval=2, clips_per_epoch=2),
+                            train_epochs=1, finetune_epochs=0, image_summary_steps=0,
+                            export=False)
+  assert training.train(cfg).metrics["global_step"] == 1
+  return str(model_dir)
+
+
+def _run_detect(*args):
+  return subprocess.run([sys.executable, "-m", "daml_tf.detect", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=180)
+
+
+def test_detect_cli_end_to_end(trained_model_dir, tmp_path):
+  frames = moving_frames(16, 40, 56, rgb=True)
+  video = write_video(tmp_path / "input.avi", frames)
+  # threshold.json is the default; --threshold overrides it.
+  run_dir.save_threshold(trained_model_dir, 1e9, 0.995)
+  detector = streaming.StreamingDetector.from_model_dir(trained_model_dir)
+  assert detector.threshold == 1e9
+  expected = [detector.process(frame).score for _, _, frame in video_io.iter_frames(video)]
+  span = detector.data_cfg.clip_span
+  threshold = float(np.median(expected[span:]))
+
+  output_dir = tmp_path / "out"
+  result = _run_detect(f"--model_dir={trained_model_dir}", f"--input={video}",
+                       f"--output_dir={output_dir}", f"--threshold={threshold!r}",
+                       "--annotate", "--log_every=5")
+  assert result.returncode == 0, result.stderr
+  assert "frames=16 scored=11 alarms=" in result.stderr
+  assert "fps" in result.stderr
+
+  with open(output_dir / "scores.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["frame", "timestamp_s", "score", "alarm"]
+  assert [int(r["frame"]) for r in rows] == list(range(16))
+  np.testing.assert_allclose([float(r["timestamp_s"]) for r in rows], np.arange(16) / 25,
+                             atol=1e-6)
+  assert all(r["score"] == "" and r["alarm"] == "0" for r in rows[:span])
+  # Scores are written at float32 precision; parsed as float32 they are the detector's values.
+  scores = np.array([r["score"] for r in rows[span:]], np.float32).astype(np.float64)
+  np.testing.assert_allclose(scores, expected[span:], rtol=1e-5)
+  alarms = [r["alarm"] == "1" for r in rows[span:]]
+  assert alarms == list(scores > threshold) and 0 < sum(alarms) < len(alarms)
+
+  assert (output_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  annotated = [p for p in output_dir.iterdir() if p.stem == "annotated"]
+  assert len(annotated) == 1 and annotated[0].suffix in (".mp4", ".avi")
+  shapes = [frame.shape for _, _, frame in video_io.iter_frames(str(annotated[0]))]
+  assert shapes == [(40, 56, 3)] * 16
+
+
+@pytest.mark.parametrize("model_dir_flag,message", [
+    ("--model_dir={tmp}/nowhere", "nowhere"),
+    (None, "--model_dir"),
+])
+def test_detect_cli_without_model_dir_exits_with_one_message(tmp_path, model_dir_flag,
+                                                             message):
+  folder = write_pngs(tmp_path / "video", moving_frames(3))
+  args = [f"--input={folder}", f"--output_dir={tmp_path / 'out'}"]
+  if model_dir_flag:
+    args.append(model_dir_flag.format(tmp=tmp_path))
+  result = _run_detect(*args)
+  assert result.returncode == 1, result.stderr
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
