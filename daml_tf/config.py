@@ -9,11 +9,11 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional
 
+from daml_tf import metrics
 from daml_tf.data import perturb
 from daml_tf.data import registry
 from daml_tf.errors import ConfigError
 
-NORMALIZE_CHOICES = ("per_video", "none")
 MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 FRAME_CACHE_CHOICES = ("memory", "none")
@@ -232,8 +232,8 @@ class EvalConfig:
   perturb: str = ""
 
   def __post_init__(self):
-    _require(self.normalize in NORMALIZE_CHOICES,
-             f"--normalize must be one of {NORMALIZE_CHOICES}, got {self.normalize!r}.")
+    _require(self.normalize in metrics.NORMALIZE_MODES,
+             f"--normalize must be one of {metrics.NORMALIZE_MODES}, got {self.normalize!r}.")
     _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")
     try:
       perturb.parse_perturbation(self.perturb)

@@ -1,16 +1,15 @@
 """Frame-level evaluation: score every predictable test frame, then AUC/EER on the host."""
 
 import os
-import sys
 from typing import Dict, List, Tuple
 
 from absl import logging
-import keras
 import numpy as np
 import tensorflow as tf
 
 from daml_tf import config as config_lib
 from daml_tf import metrics as metrics_lib
+from daml_tf import progress as progress_lib
 from daml_tf import report
 from daml_tf import run_dir
 from daml_tf.data import labels as labels_lib
@@ -90,8 +89,7 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   scorer = VideoScorer(model, cfg.data, cfg.eval.batch_size)
   perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
   results: List[report.VideoScores] = []
-  # A redrawn bar on a terminal; a log line per video otherwise.
-  progress = keras.utils.Progbar(len(videos), unit_name="video") if sys.stdout.isatty() else None
+  progress = progress_lib.Progress(len(videos), unit_name="video")
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
                                  transform=perturbation)
@@ -100,11 +98,8 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
         name=video.name, frame_indices=frame_indices, scores=scores,
         normalized=metrics_lib.normalize_scores(scores, cfg.eval.normalize),
         labels=video_labels[frame_indices]))
-    if progress is not None:
-      progress.update(number)
-    else:
-      logging.info("video %s (%d/%d): %d of %d frames scored", video.name, number, len(videos),
-                   len(scores), video.num_frames)
+    progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
+                    f"{len(scores)} of {video.num_frames} frames scored")
 
   metrics = metrics_lib.evaluate_scores(
       [r.scores for r in results], [r.labels for r in results], cfg.eval.normalize)

@@ -8,7 +8,6 @@ Keras 3's fit does not work on TF 2.16.
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -20,6 +19,7 @@ import tensorflow as tf
 from daml_tf import config as config_lib
 from daml_tf import distributed
 from daml_tf import errors
+from daml_tf import progress as progress_lib
 from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline
@@ -174,24 +174,10 @@ class _Summaries:
     self._writer.close()
 
 
-class _Progress:
-  """A redrawn progress bar on a terminal; in a log file, a line every tenth of the epoch."""
-
-  def __init__(self, steps: int):
-    self._steps = steps
-    self._bar = keras.utils.Progbar(steps, stateful_metrics=["clips/s", "lr"]) if (
-        sys.stdout.isatty()) else None
-    self._log_every = max(1, steps // 10)
-
-  def update(self, step: int, values: Dict[str, float], clips_per_second: float) -> None:
-    shown = [("loss", values["total_loss"]), ("recon", values["recon_loss"]),
-             ("latent", values["latent_loss"]), ("clips/s", clips_per_second),
-             ("lr", values["learning_rate"])]
-    if self._bar is not None:
-      self._bar.update(step, shown)
-    elif step % self._log_every == 0 or step == self._steps:
-      logging.info("step %d/%d: %s", step, self._steps,
-                   " ".join(f"{name} {value:.4g}" for name, value in shown))
+def _progress_values(values: Dict[str, float], clips_per_second: float):
+  return [("loss", values["total_loss"]), ("recon", values["recon_loss"]),
+          ("latent", values["latent_loss"]), ("clips/s", clips_per_second),
+          ("lr", values["learning_rate"])]
 
 
 def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Optional[str]:
@@ -409,7 +395,9 @@ class _EpochLoop:
       logging.info("Continuing phase %s epoch %d at batch %d of %d", phase.name, epoch + 1,
                    first + 1, steps)
     model.reset_metrics()
-    progress = _Progress(steps)
+    # A line every tenth of the epoch in a log file.
+    progress = progress_lib.Progress(steps, log_every=steps // 10,
+                                     stateful_metrics=["clips/s", "lr"])
     wait_seconds = 0.0
     epoch_start = time.perf_counter()
     values: Dict[str, float] = {}
@@ -443,8 +431,9 @@ class _EpochLoop:
       self._summaries.step(global_step, values)
       self._summaries.images(global_step, model,
                              self._strategy.experimental_local_results(batch)[0])
-      progress.update(step_in_epoch + 1, values,
-                      cfg.data.batch_size / max(done - step_start, 1e-9))
+      shown = _progress_values(values, cfg.data.batch_size / max(done - step_start, 1e-9))
+      progress.update(step_in_epoch + 1, values=shown, log_line=lambda: "step %d/%d: %s" % (
+          step_in_epoch + 1, steps, " ".join(f"{name} {value:.4g}" for name, value in shown)))
       # The epoch's last step is saved by the epoch-end checkpoint.
       if every and global_step % every == 0 and step_in_epoch + 1 < steps:
         self._save_checkpoint()

@@ -22,9 +22,9 @@ from PIL import Image
 import tensorflow as tf
 
 from daml_tf.data import layout
+from daml_tf.data import registry
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEFAULT_FPS = 25.0
 
 # Output formats in order of preference: (encoder, container extension).
@@ -49,10 +49,6 @@ class DecodeStopped(layout.DataError):
                      f"before it were read): {reason}")
 
 
-def is_video_file(path: str) -> bool:
-  return path.lower().endswith(VIDEO_EXTENSIONS)
-
-
 def _is_remote(path: str) -> bool:
   return "://" in path
 
@@ -69,7 +65,7 @@ def _open_input(path: str):
 def list_frame_files(folder: str):
   """Image files of a frames folder in natural order ("2" before "10")."""
   names = [n.rstrip("/") for n in tf.io.gfile.listdir(folder)
-           if n.lower().endswith(IMAGE_EXTENSIONS)]
+           if n.lower().endswith(registry.IMAGE_EXTENSIONS)]
   return [os.path.join(folder, n) for n in sorted(names, key=layout.natural_key)]
 
 
@@ -110,7 +106,7 @@ def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarr
   paths = list_frame_files(folder)
   if not paths:
     raise layout.DataError(
-        f"Folder {folder!r} holds no frames with an extension in {', '.join(IMAGE_EXTENSIONS)}.")
+        f"Folder {folder!r} holds no frames with an extension in {', '.join(registry.IMAGE_EXTENSIONS)}.")
   for index, path in enumerate(paths):
     try:
       with Image.open(_open_input(path)) as image:
@@ -122,19 +118,40 @@ def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarr
     yield index, index / fps, frame
 
 
-def _iter_video(path: str, fps: float) -> Iterator[Tuple[int, float, np.ndarray]]:
+class CannotOpen(DecodeStopped):
+  """The input could not be opened at all (index 0: no frame was read)."""
+
+
+def iter_video(path: str, fps: float = DEFAULT_FPS, check_length: bool = True,
+               threads: bool = False) -> Iterator[Tuple[int, float, np.ndarray]]:
+  """Yields (index, timestamp_s, RGB uint8 [H, W, 3] frame) of a video file, decoded by PyAV.
+
+  Args:
+    path: any container FFmpeg reads (local or a tf.io.gfile path).
+    fps: the frame rate assumed when the file declares none.
+    check_length: raise DecodeStopped when the file ends before the frame count its header
+      declares (a truncated recording).
+    threads: let FFmpeg decode on several threads (frames still come out in order).
+
+  Raises:
+    CannotOpen: the file cannot be opened.
+    DecodeStopped: decoding failed part-way; every earlier frame was yielded.
+    DataError: the file has no video stream.
+  """
   import av  # pylint: disable=g-import-not-at-top
   try:
     container = av.open(_open_input(path))
   except (av.error.FFmpegError, OSError) as e:
     # A file cut before its first frame (or not a video at all): nothing can be read.
     logging.warning("Cannot open video %s: %s", path, e)
-    raise DecodeStopped(0, path, f"cannot open the file: {e}") from e
+    raise CannotOpen(0, path, f"cannot open the file: {e}") from e
   index = 0
   with container:
     if not container.streams.video:
       raise layout.DataError(f"File {path!r} has no video stream.")
     stream = container.streams.video[0]
+    if threads:
+      stream.thread_type = "AUTO"
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else fps
     frames = container.decode(stream)
@@ -152,7 +169,7 @@ def _iter_video(path: str, fps: float) -> Iterator[Tuple[int, float, np.ndarray]
     # A file cut in the middle can demux to its end without an error, only shorter than its
     # header says; that is a truncated recording too, so the caller hears about it.
     declared = int(stream.frames or 0)
-    if declared > index:
+    if check_length and declared > index:
       logging.warning("Video %s ended at frame %d but its header declares %d frames; it is "
                       "probably truncated.", path, index, declared)
       raise DecodeStopped(index, path,
@@ -185,7 +202,7 @@ def iter_frames(path: str, fps: float = DEFAULT_FPS) -> Iterator[Tuple[int, floa
         "a folder of frames.")
   if tf.io.gfile.isdir(path):
     return _iter_folder(path, fps)
-  return _iter_video(path, fps)
+  return iter_video(path, fps)
 
 
 def pick_output_format() -> Tuple[str, str]:

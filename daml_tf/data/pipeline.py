@@ -20,9 +20,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf.data import registry
 from daml_tf.data.layout import DataError, Video, check_clip_length, ensure_filesystem
 
-_TIFF_EXTENSIONS = (".tif", ".tiff")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ZEROS_25 = b"\0" * 25
 AUTOTUNE = tf.data.AUTOTUNE
@@ -120,7 +120,7 @@ def decode_frame(path: tf.Tensor, image_size: Tuple[int, int], channels: int) ->
 
 
 def _needs_tiff(paths: Sequence[str]) -> bool:
-  return any(p.lower().endswith(_TIFF_EXTENSIONS) for p in paths)
+  return any(p.lower().endswith(registry.TIFF_EXTENSIONS) for p in paths)
 
 
 def _decoder(paths: Sequence[str], image_size, channels):

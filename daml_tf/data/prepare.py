@@ -42,7 +42,6 @@ import dataclasses
 import os
 import re
 import shutil
-import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -54,6 +53,8 @@ import scipy.io
 
 from daml_tf import cli
 from daml_tf import fileio
+from daml_tf import progress as progress_lib
+from daml_tf import video_io
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
 from daml_tf.data import registry
@@ -66,8 +67,6 @@ KIND_SHANGHAITECH = "shanghaitech"
 
 JPEG_QUALITY = 95
 TMP_DIR = ".prepare_tmp"
-_TIFF_EXTENSIONS = (".tif", ".tiff")
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp") + _TIFF_EXTENSIONS
 _VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv")
 
 
@@ -346,31 +345,17 @@ def _copy_frames(paths: Sequence[str]) -> Callable[[str], int]:
 
 def _video_to_jpeg(path: str) -> Callable[[str], int]:
   def write(folder: str) -> int:
-    import av  # pylint: disable=g-import-not-at-top
-    try:
-      container = av.open(path)
-    except (av.error.FFmpegError, OSError) as e:
-      raise DataError(f"Cannot open video {path!r}: {e}") from e
     count = 0
-    with container:
-      if not container.streams.video:
-        raise DataError(f"Video file {path!r} has no video stream.")
-      stream = container.streams.video[0]
-      # Lets FFmpeg decode on several threads; frames still come out in order.
-      stream.thread_type = "AUTO"
-      frames = container.decode(stream)
-      while True:
-        try:
-          frame = next(frames)
-        except StopIteration:
-          break
-        except av.error.FFmpegError as e:
-          raise DataError(
-              f"Cannot decode video {path!r} at frame {count} (0-based; the {count} frames "
-              f"before it decoded): {e}") from e
-        Image.fromarray(frame.to_ndarray(format="rgb24")).save(
-            os.path.join(folder, _frame_name(count, ".jpg")), quality=JPEG_QUALITY)
+    try:
+      for count, _, frame in video_io.iter_video(path, check_length=False, threads=True):
+        Image.fromarray(frame).save(os.path.join(folder, _frame_name(count, ".jpg")),
+                                    quality=JPEG_QUALITY)
         count += 1
+    except video_io.CannotOpen as e:
+      raise DataError(f"Cannot open video {path!r}: {e.reason}") from e
+    except video_io.DecodeStopped as e:
+      raise DataError(f"Cannot decode video {path!r} at frame {e.index} (0-based; the {e.index} "
+                      f"frames before it decoded): {e.reason}") from e
     if not count:
       raise DataError(f"Video {path!r} has no decodable frames.")
     return count
@@ -538,7 +523,7 @@ def _ucsd_jobs(root: str, source: str, release: ReleaseFormat):
                       f"{folder}001..{folder}{len(names):03d} with none missing.")
     for name, number in zip(names, numbers):
       video_dir = os.path.join(split_dir, name)
-      paths = [os.path.join(video_dir, f) for f in _list(video_dir, _TIFF_EXTENSIONS)]
+      paths = [os.path.join(video_dir, f) for f in _list(video_dir, registry.TIFF_EXTENSIONS)]
       if not paths:
         raise DataError(f"Video folder {video_dir!r} holds no .tif frames.")
       jobs.append(_VideoJob(split=split, name=f"{number:02d}", source=video_dir,
@@ -576,7 +561,7 @@ def _shanghaitech_jobs(root: str, source: str, release: ReleaseFormat):
     raise DataError(f"Folder {frames_dir!r} holds no video folders.")
   for name in names:
     video_dir = os.path.join(frames_dir, name)
-    paths = [os.path.join(video_dir, f) for f in _list(video_dir, _IMAGE_EXTENSIONS)]
+    paths = [os.path.join(video_dir, f) for f in _list(video_dir, registry.IMAGE_EXTENSIONS)]
     if not paths:
       raise DataError(f"Video folder {video_dir!r} holds no frames.")
     jobs.append(_VideoJob(split="testing", name=name, source=video_dir,
@@ -613,26 +598,6 @@ def _is_done(output_dir: str, job: _VideoJob) -> bool:
                     folder, count, job.source, job.num_frames)
     return False
   return True
-
-
-class _Progress:
-  """A progress bar in a terminal, a log line per video otherwise (log files stay readable)."""
-
-  def __init__(self, total: int):
-    self._total = total
-    self._done = 0
-    self._bar = None
-    if sys.stdout.isatty():
-      import keras  # pylint: disable=g-import-not-at-top
-      self._bar = keras.utils.Progbar(total, unit_name="video")
-
-  def update(self, job: _VideoJob, num_frames: int) -> None:
-    self._done += 1
-    if self._bar is not None:
-      self._bar.update(self._done)
-    else:
-      logging.info("[%d/%d] %s/%s: %d frames from %s", self._done, self._total, job.split,
-                   job.name, num_frames, job.source)
 
 
 def _write_video(output_dir: str, tmp_root: str, job: _VideoJob) -> int:
@@ -704,9 +669,11 @@ def prepare(dataset: str, source: str, output_dir: str, expected: Optional[Expec
     logging.info("Wrote %s.", label_path)
   logging.info("%d of %d videos to convert (%d already in place).", len(todo), len(jobs),
                len(jobs) - len(todo))
-  progress = _Progress(len(todo))
-  for job in todo:
-    progress.update(job, _write_video(output_dir, tmp_root, job))
+  progress = progress_lib.Progress(len(todo), unit_name="video")
+  for done, job in enumerate(todo, start=1):
+    num_frames = _write_video(output_dir, tmp_root, job)
+    progress.update(done, lambda: f"[{done}/{len(todo)}] {job.split}/{job.name}: {num_frames} "
+                    f"frames from {job.source}")
   shutil.rmtree(tmp_root)
   return verify(output_dir, dataset, expected, check_counts)
 

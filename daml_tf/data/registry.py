@@ -13,6 +13,10 @@ LABELS_UCSD_INTERVALS = "ucsd_intervals"  # .mat, key `gt`: 1xN cell of 2xK 1-ba
 LABELS_PER_VIDEO_MAT = "per_video_mat"  # .mat, one 1xN 0/1 array per video, keyed 01..NN.
 LABELS_NUMPY = "numpy"  # .npz keyed by video name, or a folder of <video>.npy.
 
+# Image files a frames folder may hold (any case). TIFF needs tensorflow-io to decode.
+TIFF_EXTENSIONS = (".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png") + TIFF_EXTENSIONS + (".bmp",)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -41,7 +45,7 @@ class DatasetSpec:
   delta: int
   label_file: str
   label_format: str
-  frame_extensions: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+  frame_extensions: Tuple[str, ...] = IMAGE_EXTENSIONS
   num_test_videos: Optional[int] = None
   num_test_frames: Optional[int] = None
 
