@@ -106,7 +106,8 @@ def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarr
   paths = list_frame_files(folder)
   if not paths:
     raise layout.DataError(
-        f"Folder {folder!r} holds no frames with an extension in {', '.join(registry.IMAGE_EXTENSIONS)}.")
+        f"Folder {folder!r} holds no frames with an extension in "
+        f"{', '.join(registry.IMAGE_EXTENSIONS)}.")
   for index, path in enumerate(paths):
     try:
       with Image.open(_open_input(path)) as image:

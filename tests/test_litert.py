@@ -26,7 +26,6 @@ from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
 from daml_tf import errors
 from daml_tf.inference import litert
 from daml_tf.inference import litert_convert
-from daml_tf.inference import serving
 from daml_tf.inference import streaming
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

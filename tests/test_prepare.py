@@ -13,6 +13,7 @@ import scipy.io
 from daml_tf.data import labels
 from daml_tf.data import layout
 from daml_tf.data import prepare
+from daml_tf.data.prepare import convert as prepare_convert
 from daml_tf.data import registry
 from daml_tf.data.layout import DataError
 
@@ -125,7 +126,7 @@ def test_second_run_does_nothing_and_partial_output_is_completed(tmp_path, monke
     raise AssertionError("a complete output was written again")
 
   with monkeypatch.context() as patch:
-    patch.setattr(prepare, "_write_video", fail)
+    patch.setattr(prepare_convert, "_write_video", fail)
     prepare.prepare("ped2", source, out, expected=UCSD_COUNTS)
   assert _mtimes(out) == before
 

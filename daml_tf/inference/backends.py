@@ -16,7 +16,7 @@ module with a `Runtime` subclass and one line in `RUNTIMES`.
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 from absl import logging
 import numpy as np
@@ -178,7 +178,7 @@ class Runtime:
 
 def _export_data_config(metadata: Dict[str, Any], path: str) -> config_lib.DataConfig:
   if "data_config" not in metadata:
-    raise layout.DataError(
+    raise errors.DataError(
         f"The export {path!r} records no clip geometry (interval, delta), which streaming "
         "needs: export it again with python -m daml_tf.export.")
   known = {field.name for field in dataclasses.fields(config_lib.DataConfig)}
