@@ -14,20 +14,16 @@ from testing import moving_frames, write_pngs, write_video
 from daml_tf import run_dir
 from daml_tf import training
 from daml_tf import video_io
-from daml_tf.data import synthetic
 from daml_tf.inference import streaming
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained_model_dir(tmp_path_factory):
+def trained_model_dir(tiny_data, tmp_path_factory):
   """A model directory trained for one step (one train-phase epoch of one batch)."""
-  data_dir = tmp_path_factory.mktemp("synthetic")
-  synthetic.generate(str(data_dir), num_train_videos=1, num_test_videos=1, frames_per_video=20,
-                     seed=0)
   model_dir = tmp_path_factory.mktemp("model")
-  cfg = testing.tiny_config(data_dir, model_dir, data=dict(interval=2, clips_per_epoch=2),
+  cfg = testing.tiny_config(tiny_data, model_dir, data=dict(interval=2, clips_per_epoch=2),
                             train_epochs=1, finetune_epochs=0, image_summary_steps=0,
                             export=False)
   assert training.train(cfg).metrics["global_step"] == 1

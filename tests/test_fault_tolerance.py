@@ -21,12 +21,10 @@ from daml_tf.data import synthetic
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("synthetic")
-  synthetic.generate(str(root), num_train_videos=2, num_test_videos=1, frames_per_video=24,
-                     seed=0)
-  return str(root)
+@pytest.fixture
+def data_dir(tiny_data):
+  """The shared synthetic dataset (conftest.py); only read here."""
+  return tiny_data
 
 
 def _checkpoint_steps(model_dir):
