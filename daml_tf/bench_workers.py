@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 from daml_tf import local_cluster
+from daml_tf import run_dir
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +56,7 @@ def run(workers, train_args, work_dir):
       raise RuntimeError(f"A worker of the {workers}-worker run failed; see "
                          f"{log_prefix}{index}.log.")
   wall = time.perf_counter() - start
-  clips_per_second = _epoch_scalars(os.path.join(model_dir, "train"),
+  clips_per_second = _epoch_scalars(run_dir.summary_dir(model_dir),
                                     "epoch/clips_per_second")
   return {"workers": workers, "wall_seconds": wall, "epoch_clips_per_second": clips_per_second}
 
