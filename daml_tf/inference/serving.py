@@ -45,6 +45,7 @@ from daml_tf import fileio
 from daml_tf.data import pipeline
 from daml_tf.models import DAML
 from daml_tf.models import build
+from daml_tf.models.daml import map_frames
 from daml_tf.models.scores import latent_error
 
 METADATA_FILE = "daml_export.json"
@@ -136,11 +137,8 @@ class ServingModule(tf.Module):
     return {"score": self._score(latents)}
 
   def _score_clip(self, clip):
-    shape = tf.shape(clip)
     # Every frame of every clip is encoded in one batch, as DAML.call does.
-    codes = self._codes_of(tf.reshape(clip, tf.concat([[-1], shape[2:]], axis=0)))
-    latents = tf.reshape(codes, tf.concat([shape[:2], tf.shape(codes)[1:]], axis=0))
-    return {"score": self._score(latents)}
+    return {"score": self._score(map_frames(self._codes_of, clip))}
 
 
 def make_metadata(model: DAML, data_cfg=None,
