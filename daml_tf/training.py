@@ -105,7 +105,7 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
   tf.io.gfile.makedirs(output_dir)
   if cfg.data.tfrecord_dir:
     if cfg.train.calibration_holdout:
-      raise config_lib.ConfigError(
+      raise errors.ConfigError(
           "--calibration_holdout must be 0 with --tfrecord_dir: TFRecords hold whole training "
           "videos. Calibrate afterwards with python -m daml_tf.calibrate on held-out footage.")
     index = tfrecord.load_index(cfg.data.tfrecord_dir)

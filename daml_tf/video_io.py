@@ -8,8 +8,8 @@ A video that stops decoding part-way (a truncated recording, a corrupt packet, a
 header promises more frames than it holds) is not an error for the frames already read: the
 generator yields every frame it could decode, logs a warning naming the frame index where
 decoding stopped and then raises `DecodeStopped(index)`. A caller that wants the partial result
-catches it after consuming the frames (see `streaming.run_detection`); a caller that does not
-gets a `layout.DataError` with a clear message.
+catches it after consuming the frames (see `inference.detection.run_detection`); a caller that does not
+gets an `errors.DataError` with a clear message.
 """
 
 import os
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from daml_tf import errors
 from daml_tf.data import layout
 from daml_tf.data import registry
 
@@ -31,7 +32,7 @@ DEFAULT_FPS = 25.0
 _OUTPUT_FORMATS = (("libx264", ".mp4"), ("mpeg4", ".avi"), ("mjpeg", ".avi"))
 
 
-class DecodeStopped(layout.DataError):
+class DecodeStopped(errors.DataError):
   """Decoding stopped before the end of the input; every earlier frame was yielded.
 
   Attributes:
@@ -105,7 +106,7 @@ def _image_to_array(image: Image.Image) -> np.ndarray:
 def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarray]]:
   paths = list_frame_files(folder)
   if not paths:
-    raise layout.DataError(
+    raise errors.DataError(
         f"Folder {folder!r} holds no frames with an extension in "
         f"{', '.join(registry.IMAGE_EXTENSIONS)}.")
   for index, path in enumerate(paths):
@@ -149,7 +150,7 @@ def iter_video(path: str, fps: float = DEFAULT_FPS, check_length: bool = True,
   index = 0
   with container:
     if not container.streams.video:
-      raise layout.DataError(f"File {path!r} has no video stream.")
+      raise errors.DataError(f"File {path!r} has no video stream.")
     stream = container.streams.video[0]
     if threads:
       stream.thread_type = "AUTO"
@@ -195,7 +196,7 @@ def iter_frames(path: str, fps: float = DEFAULT_FPS) -> Iterator[Tuple[int, floa
     FileNotFoundError: `path` does not exist.
     DecodeStopped: after yielding every frame before it, when a frame cannot be decoded or
       the file ends before the frame count its header declares.
-    layout.DataError: a folder without frames, or a file without a video stream.
+    errors.DataError: a folder without frames, or a file without a video stream.
   """
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from daml_tf.data import layout
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError, Video, natural_key
+from daml_tf.data.layout import Video, natural_key
+from daml_tf.errors import DataError
 
 PACKAGED_LABELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labels")
 

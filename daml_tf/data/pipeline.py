@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError, Video, check_clip_length, ensure_filesystem
+from daml_tf.data.layout import Video, check_clip_length, ensure_filesystem
+from daml_tf.errors import DataError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ZEROS_25 = b"\0" * 25

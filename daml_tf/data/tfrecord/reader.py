@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from daml_tf.data import layout
 from daml_tf.data import pipeline
-from daml_tf.data.layout import DataError
+from daml_tf.errors import DataError
 from daml_tf.data.tfrecord import format as tfr_format
 
 # Decoded clips waiting in the training shuffle buffer (uint8, so a clip costs

@@ -15,7 +15,8 @@ from daml_tf import fileio
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError, Video
+from daml_tf.data.layout import Video
+from daml_tf.errors import DataError
 from daml_tf.data.tfrecord import format as tfr_format
 
 
