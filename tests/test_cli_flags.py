@@ -5,8 +5,9 @@ import pathlib
 from absl import flags
 import pytest
 
-from daml_tf import config as config_lib
 from daml_tf import cli_flags
+from daml_tf import config as config_lib
+from daml_tf import errors
 from daml_tf.data import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_zero_means_dataset_default():
     (["--perturb=brightness:2"], "--perturb must be brightness:<factor>"),
 ])
 def test_out_of_range_flags_name_the_flag(args, message):
-  with pytest.raises(config_lib.ConfigError, match=message.replace("^", r"\^").replace(
+  with pytest.raises(errors.ConfigError, match=message.replace("^", r"\^").replace(
       "(", r"\(").replace(")", r"\)")):
     parse("--dataset=synthetic", *args)
 

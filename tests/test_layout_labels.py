@@ -10,7 +10,8 @@ from daml_tf import config
 from daml_tf.data import labels
 from daml_tf.data import layout
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError, Video
+from daml_tf.data.layout import Video
+from daml_tf.errors import DataError
 
 SPEC = registry.get_spec("synthetic")
 

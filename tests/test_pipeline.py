@@ -11,7 +11,7 @@ from daml_tf import config
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError
+from daml_tf.errors import DataError
 
 SPEC = registry.get_spec("synthetic")
 # ITU-R 601 luma, the weights of tf.image.rgb_to_grayscale.

@@ -15,7 +15,7 @@ from daml_tf.data import layout
 from daml_tf.data import prepare
 from daml_tf.data.prepare import convert as prepare_convert
 from daml_tf.data import registry
-from daml_tf.data.layout import DataError
+from daml_tf.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two training and two test videos; frame counts differ so a mix-up shows.

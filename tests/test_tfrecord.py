@@ -17,7 +17,7 @@ from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
 from daml_tf.data import tfrecord
-from daml_tf.data.layout import DataError
+from daml_tf.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPEC = registry.get_spec("synthetic")
