@@ -276,13 +276,13 @@ def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
     nonlocal cache
     code = backend.encode(clip[k])
     predicted = backend.predict(cache)
-    score = scores.latent_error_numpy(predicted, code)
+    score = scores.compute_numpy(scores.DEFAULT_SCORE, predicted, code)
     cache = np.concatenate([cache[:, 1:], code[:, np.newaxis]], axis=1)
     return score
 
   def coupled():
     codes = np.stack([backend.encode(frame)[0] for frame in clip])[np.newaxis]
-    return scores.latent_error_numpy(backend.predict(codes[:, :k]), codes[:, k])
+    return scores.compute_numpy(scores.DEFAULT_SCORE, backend.predict(codes[:, :k]), codes[:, k])
 
   entry = {}
   for mode, call in (("decoupled", decoupled), ("coupled", coupled)):

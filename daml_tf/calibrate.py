@@ -26,6 +26,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "training.", flag_values=flag_values)
   flags.DEFINE_float("quantile", None, "Threshold = this quantile of the normal scores "
                      "(default: the run's --calibration_quantile).", flag_values=flag_values)
+  flags.DEFINE_string("score", "", "The score to calibrate for (default: the run's --score; "
+                      "see daml_tf/models/scores.py).", flag_values=flag_values)
   flags.mark_flag_as_required("model_dir", flag_values=flag_values)
 
 
@@ -34,7 +36,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   threshold = cli.exit_on_expected_errors(
       calibration.calibrate_model_dir, FLAGS.model_dir, videos_dir=FLAGS.videos_dir,
-      data_dir=FLAGS.data_dir, quantile=FLAGS.quantile)
+      data_dir=FLAGS.data_dir, quantile=FLAGS.quantile, score=FLAGS.score)
   logging.info("threshold=%.6g", threshold)
   cli.finish()
 

@@ -8,7 +8,8 @@ them at the end (`calibrate_after_training`), and `python -m daml_tf.calibrate` 
 threshold later on the same held-out frames or on any folder of normal videos.
 """
 
-from typing import List, Optional, Sequence, Tuple
+import dataclasses
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -20,11 +21,33 @@ from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.models import DAML
+from daml_tf.models import scores as scores_lib
+
+
+def normal_scores(model: DAML, data_cfg: config_lib.DataConfig,
+                  videos: Sequence[layout.Video], batch_size: int = 32,
+                  score: str = scores_lib.DEFAULT_SCORE,
+                  score_stats: Optional[Mapping[str, Tuple[float, float]]] = None
+                  ) -> np.ndarray:
+  """The raw scores of every predictable frame of `videos`, pooled."""
+  scorer = evaluation.VideoScorer(model, data_cfg, batch_size, score, score_stats)
+  background = model.background.numpy()
+  values = []
+  for video in videos:
+    frames = pipeline.load_video(video, data_cfg.image_size, data_cfg.channels, background)
+    values.append(scorer.score(frames)[1])
+  values = np.concatenate(values) if values else np.zeros([0], np.float32)
+  if not values.size:
+    raise ValueError(f"No frame of the {len(videos)} calibration video(s) could be scored "
+                     f"(each needs more than {data_cfg.clip_span} frames).")
+  return values
 
 
 def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
                         videos: Sequence[layout.Video], quantile: float = 0.995,
-                        batch_size: int = 32) -> float:
+                        batch_size: int = 32, score: str = scores_lib.DEFAULT_SCORE,
+                        score_stats: Optional[Mapping[str, Tuple[float, float]]] = None
+                        ) -> float:
   """A threshold: the `quantile` of the raw scores of normal videos.
 
   The videos should be normal footage of the camera the model watches, ideally held out from
@@ -39,6 +62,8 @@ def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
       "training")[1]`).
     quantile: in (0, 1]; the share of normal frames that stay below the threshold.
     batch_size: frames encoded at once.
+    score: the score the threshold is for.
+    score_stats: a fusion score's part statistics.
 
   Returns:
     The threshold on raw (unsmoothed) scores.
@@ -48,16 +73,7 @@ def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
   """
   if not 0 < quantile <= 1:
     raise ValueError(f"quantile must be in (0, 1], got {quantile}.")
-  scorer = evaluation.VideoScorer(model, data_cfg, batch_size)
-  background = model.background.numpy()
-  scores = []
-  for video in videos:
-    frames = pipeline.load_video(video, data_cfg.image_size, data_cfg.channels, background)
-    scores.append(scorer.score(frames)[1])
-  scores = np.concatenate(scores) if scores else np.zeros([0], np.float32)
-  if not scores.size:
-    raise ValueError(f"No frame of the {len(videos)} calibration video(s) could be scored "
-                     f"(each needs more than {data_cfg.clip_span} frames).")
+  scores = normal_scores(model, data_cfg, videos, batch_size, score, score_stats)
   threshold = float(np.quantile(scores.astype(np.float64), quantile))
   logging.info("Threshold %.6g: quantile %s of %d normal frame scores (%d videos)", threshold,
                quantile, scores.size, len(videos))
@@ -83,12 +99,23 @@ def calibrate_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[lay
                     "side (more false alarms). Hold out footage with --calibration_holdout or "
                     "calibrate on other normal videos with python -m daml_tf.calibrate "
                     "--videos_dir=...")
+  score = scores_lib.get_score(cfg.eval.score)
   try:
+    stats = None
+    if score.parts:
+      # A fusion standardises each part by its mean and spread on these normal frames.
+      stats = {}
+      for part in score.parts:
+        values = normal_scores(model, cfg.data, videos, cfg.eval.batch_size, part)
+        stats[part] = (float(values.mean()), float(values.std()))
+      logging.info("Normal-frame statistics of %s: %s written to %s", score.name, stats,
+                   run_dir.save_score_stats(output_dir, stats))
     threshold = calibrate_threshold(model, cfg.data, videos, quantile=quantile,
-                                              batch_size=cfg.eval.batch_size)
+                                    batch_size=cfg.eval.batch_size, score=score.name,
+                                    score_stats=stats)
   except ValueError as error:  # Too-short videos or a bad quantile: a data/flag problem.
     raise errors.DataError(str(error)) from None
-  path = run_dir.save_threshold(output_dir, threshold, quantile)
+  path = run_dir.save_threshold(output_dir, threshold, quantile, score.name)
   logging.info("Alarm threshold %.6g written to %s", threshold, path)
   return threshold
 
@@ -107,7 +134,7 @@ def calibrate_after_training(cfg: config_lib.Config, model: DAML,
 
 
 def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = "",
-                        quantile: Optional[float] = None) -> float:
+                        quantile: Optional[float] = None, score: str = "") -> float:
   """Calibrates a trained run and writes `<model_dir>/threshold.json`.
 
   Args:
@@ -117,11 +144,14 @@ def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = ""
       tails (or its training videos when it held nothing out).
     data_dir: overrides the dataset location saved in the run's config.
     quantile: overrides the run's --calibration_quantile.
+    score: overrides the run's --score (the threshold records which score it is for).
 
   Returns:
     The threshold.
   """
   cfg = run_dir.load_config(model_dir)
+  if score:
+    cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, score=score))
   if videos_dir:
     _, videos = layout.find_videos(cfg.data.dataset, videos_dir, "training")
     held_out = True

@@ -71,6 +71,18 @@ _HELP = {
                "training."),
     "output_dir": "Evaluation outputs (default: <model_dir>/eval).",
     "normalize": "per_video: min-max per test video (the paper); none: raw online scores.",
+    "score": ("Frame score: latent_mean (the paper), latent_max, latent_top1/5/10 (mean of the "
+              "worst 1/5/10% latent cells), cosine, frame_psnr or fusion (these two decode "
+              "the predicted frame: Keras runtime only). See daml_tf/models/scores.py."),
+    "smoothing": ("Temporal smoothing of scores: none, ma:N (causal mean of N), ema:A (causal "
+                  "exponential) or gauss:S (centred, offline; not with --normalize=none)."),
+    "finetune_trains": ("Finetune phase: all (every weight) or motion (the motion model only, "
+                        "U-Net frozen; the reference code)."),
+    "pseudo_anomaly_weight": ("Weight of the skip-frame pseudo-anomaly hinge (times "
+                              "lambda_p; 0: off)."),
+    "pseudo_anomaly_margin": ("Pseudo-anomalous clips' latent error is pushed above this "
+                              "many times the batch's normal mean."),
+    "pseudo_anomaly_speeds": "Comma-separated speed-ups (>= 2) of pseudo-anomalous clips.",
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
     "perturb": "Test-time perturbation: brightness:<factor> scales the HLS lightness of every "

@@ -7,15 +7,19 @@ is touched, with a message naming the flag.
 
 import dataclasses
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from daml_tf import metrics
+from daml_tf import smoothing as smoothing_lib
 from daml_tf.data import perturb
 from daml_tf.data import registry
 from daml_tf.errors import ConfigError
 
 MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
+# What the finetune phase optimises: every weight, or the motion model alone on the codes of
+# the frozen appearance U-Net (the reference code's second phase).
+FINETUNE_TRAINS_CHOICES = ("all", "motion")
 FRAME_CACHE_CHOICES = ("memory", "none")
 
 
@@ -159,6 +163,16 @@ class TrainConfig:
       the training frames.
     calibration_quantile: the threshold is this quantile of the held-out normal scores.
     calibrate: compute and save threshold.json at the end of training.
+    finetune_trains: "all" updates every weight in the finetune phase; "motion" updates only
+      the motion model, on the codes of the frozen U-Net run in inference mode (the reference
+      code's train_op_z), so encoder and decoder weights stay bit-identical.
+    pseudo_anomaly_weight: weight (times the phase's lambda_p) of the pseudo-anomaly hinge;
+      0 turns pseudo-anomalies off.
+    pseudo_anomaly_margin: the hinge pushes each pseudo-anomalous clip's latent error above
+      this many times the mean error of the batch's normal clips.
+    pseudo_anomaly_speeds: comma-separated speed-ups s: a pseudo-anomalous clip takes its
+      inputs s * interval frames apart and its target s * delta frames after the last, as if
+      the video played s times faster.
   """
 
   model_dir: str = "runs/demo"
@@ -182,9 +196,31 @@ class TrainConfig:
   calibration_holdout: float = 0.1
   calibration_quantile: float = 0.995
   calibrate: bool = True
+  finetune_trains: str = "all"
+  pseudo_anomaly_weight: float = 0.0
+  pseudo_anomaly_margin: float = 2.0
+  pseudo_anomaly_speeds: str = "2,3,4"
+
+  @property
+  def pseudo_speeds(self) -> Tuple[int, ...]:
+    """The speed-ups of pseudo-anomalous clips; empty when they are off."""
+    if not self.pseudo_anomaly_weight:
+      return ()
+    return tuple(int(s) for s in self.pseudo_anomaly_speeds.split(",") if s.strip())
 
   def __post_init__(self):
     _require(bool(self.model_dir), "--model_dir must be set.")
+    _require(self.finetune_trains in FINETUNE_TRAINS_CHOICES,
+             f"--finetune_trains must be one of {FINETUNE_TRAINS_CHOICES}, "
+             f"got {self.finetune_trains!r}.")
+    _require(self.pseudo_anomaly_weight >= 0,
+             f"--pseudo_anomaly_weight must be >= 0, got {self.pseudo_anomaly_weight}.")
+    _require(self.pseudo_anomaly_margin > 0,
+             f"--pseudo_anomaly_margin must be > 0, got {self.pseudo_anomaly_margin}.")
+    speeds = [s.strip() for s in self.pseudo_anomaly_speeds.split(",") if s.strip()]
+    _require(bool(speeds) and all(s.isdigit() and int(s) >= 2 for s in speeds),
+             f"--pseudo_anomaly_speeds must be whole numbers >= 2 separated by commas, got "
+             f"{self.pseudo_anomaly_speeds!r}.")
     _require(self.train_epochs >= 0, f"--train_epochs must be >= 0, got {self.train_epochs}.")
     _require(self.finetune_epochs >= 0,
              f"--finetune_epochs must be >= 0, got {self.finetune_epochs}.")
@@ -223,6 +259,10 @@ class EvalConfig:
     batch_size: frames encoded at once.
     plots: write one score-curve PNG per test video.
     perturb: test-time perturbation, "" or "brightness:<factor>" (HLS lightness scaled).
+    score: the frame score (a daml_tf.models.scores.SCORES name) of evaluation, calibration,
+      detection and exports.
+    smoothing: temporal smoothing of the scores (daml_tf.smoothing spec): causal "ma:N" or
+      "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
   """
 
   output_dir: str = ""
@@ -230,6 +270,8 @@ class EvalConfig:
   batch_size: int = 32
   plots: bool = True
   perturb: str = ""
+  score: str = "latent_mean"
+  smoothing: str = "none"
 
   def __post_init__(self):
     _require(self.normalize in metrics.NORMALIZE_MODES,
@@ -239,6 +281,14 @@ class EvalConfig:
       perturb.parse_perturbation(self.perturb)
     except perturb.PerturbationError as error:
       raise ConfigError(str(error)) from None
+    try:
+      smoothing = smoothing_lib.parse(self.smoothing)
+    except ValueError as error:
+      raise ConfigError(f"--smoothing: {error}") from None
+    # Online scores are the live camera's: nothing may look at later frames.
+    _require(smoothing.causal or self.normalize != "none",
+             f"--smoothing={self.smoothing} looks at later frames; with --normalize=none "
+             "(online scores) use none, ma:N or ema:A.")
 
 
 @dataclasses.dataclass(frozen=True)

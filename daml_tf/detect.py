@@ -38,6 +38,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                      flag_values=flag_values)
   flags.DEFINE_integer("smoothing_window", 1, "Causal moving average over this many raw scores "
                        "before thresholding (1: none).", flag_values=flag_values)
+  flags.DEFINE_string("score", "", "Frame score (default: the model's; a latent score of "
+                      "daml_tf/models/scores.py).", flag_values=flag_values)
+  flags.DEFINE_string("smoothing", "", "Causal smoothing before thresholding: ma:N or ema:A "
+                      "(overrides --smoothing_window).", flag_values=flag_values)
   flags.DEFINE_bool("annotate", False, "Also write the video with the score and an ALARM "
                     "banner drawn on each frame.", flag_values=flag_values)
   flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder (video files "
@@ -56,6 +60,7 @@ def main(argv):
   cli.exit_on_expected_errors(
       detection.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
       threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
+      score=FLAGS.score, smoothing=FLAGS.smoothing,
       annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every,
       litert_precision=FLAGS.litert_precision)
   cli.finish()

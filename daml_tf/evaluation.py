@@ -1,16 +1,18 @@
 """Frame-level evaluation: score every predictable test frame, then AUC/EER on the host."""
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from daml_tf import config as config_lib
+from daml_tf import errors
 from daml_tf import metrics as metrics_lib
 from daml_tf import progress as progress_lib
 from daml_tf import report
+from daml_tf import smoothing as smoothing_lib
 from daml_tf import run_dir
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
@@ -18,29 +20,53 @@ from daml_tf.data import perturb as perturb_lib
 from daml_tf.data import pipeline
 from daml_tf.data import registry
 from daml_tf.models import DAML
-from daml_tf.models.scores import latent_error
+from daml_tf.models import scores
 
 
 class VideoScorer:
   """Scores the frames of a whole video, encoding each frame exactly once.
 
-  The latent codes of all frames are computed in batches and cached; each predictable frame's
-  score then needs only a gather of k cached codes and the motion model.
+  The encoder features of all frames are computed in batches and cached; each predictable
+  frame's score then needs only a gather of k cached codes and the motion model (and, for the
+  scores that look at the predicted frame, the decoder with the last input's skips).
+
+  Args:
+    model: the restored DAML model.
+    data_cfg: its DataConfig.
+    batch_size: frames encoded (and clips scored) at once.
+    score: a daml_tf.models.scores.SCORES name.
+    score_stats: {part: (mean, std)} of a fusion score's parts on normal frames.
   """
 
-  def __init__(self, model: DAML, data_cfg: config_lib.DataConfig, batch_size: int):
+  def __init__(self, model: DAML, data_cfg: config_lib.DataConfig, batch_size: int,
+               score: str = scores.DEFAULT_SCORE,
+               score_stats: Optional[Mapping[str, Tuple[float, float]]] = None):
     self._model = model
     self._data_cfg = data_cfg
     self._batch_size = batch_size
-    self._encode = tf.function(lambda frames: model.encode(frames, training=False)[-1])
-    self._score = tf.function(
-        lambda past, target: latent_error(model.motion(past, training=False), target))
+    self._score = scores.get_score(score)
+    self._stats = score_stats
+    if self._score.parts and score_stats is None:
+      raise errors.ConfigError(
+          f"--score={score} needs the normal-frame statistics of its parts in "
+          f"{run_dir.SCORE_STATS_FILE}: run python -m daml_tf.calibrate --score={score} first.")
+    needs_frames = self._score.needs_frames
+    self._encode = tf.function(
+        lambda frames: model.encode(frames, training=False)[slice(None) if needs_frames else -1:])
+    self._score_batch = tf.function(self._score_clips)
 
-  def encode(self, frames: np.ndarray) -> tf.Tensor:
-    return tf.concat([
-        self._encode(frames[start:start + self._batch_size])
-        for start in range(0, len(frames), self._batch_size)
-    ], axis=0)
+  def _score_clips(self, past, target, last_skips, target_frames):
+    predicted = self._model.motion(past, training=False)
+    predicted_frame = (self._model.decoder([predicted] + list(last_skips), training=False)
+                       if self._score.needs_frames else None)
+    inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames)
+    return scores.compute(self._score.name, inputs, self._stats)
+
+  def encode(self, frames: np.ndarray) -> List[tf.Tensor]:
+    """Encoder features of every frame: the latent code last (alone unless frames are scored)."""
+    batches = [self._encode(frames[start:start + self._batch_size])
+               for start in range(0, len(frames), self._batch_size)]
+    return [tf.concat(level, axis=0) for level in zip(*batches)]
 
   def score(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Raw scores of the predictable frames of one video.
@@ -56,13 +82,24 @@ class VideoScorer:
     clips = pipeline.clip_indices(len(frames), cfg.time_steps, cfg.interval, cfg.delta)
     if not len(clips):
       return np.zeros([0], np.int64), np.zeros([0], np.float32)
-    latents = self.encode(frames)
-    scores = []
+    features = self.encode(frames)
+    latents = features[-1]
+    values = []
     for start in range(0, len(clips), self._batch_size):
       rows = clips[start:start + self._batch_size]
-      scores.append(self._score(tf.gather(latents, rows[:, :-1]),
-                                tf.gather(latents, rows[:, -1])).numpy())
-    return clips[:, -1], np.concatenate(scores)
+      last_skips = [tf.gather(level, rows[:, -2]) for level in features[:-1]]
+      target_frames = tf.gather(frames, rows[:, -1]) if self._score.needs_frames else None
+      values.append(self._score_batch(tf.gather(latents, rows[:, :-1]),
+                                      tf.gather(latents, rows[:, -1]), last_skips,
+                                      target_frames).numpy())
+    return clips[:, -1], np.concatenate(values)
+
+
+def scorer_for(model: DAML, cfg: config_lib.Config, model_dir: str) -> VideoScorer:
+  """The VideoScorer of cfg.eval.score, with a fusion's statistics from `model_dir`."""
+  score = scores.get_score(cfg.eval.score)
+  stats = run_dir.load_score_stats(model_dir) if score.parts else None
+  return VideoScorer(model, cfg.data, cfg.eval.batch_size, cfg.eval.score, stats)
 
 
 def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
@@ -86,27 +123,30 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   output_dir = cfg.eval.output_dir or run_dir.eval_dir(cfg.train.model_dir)
   tf.io.gfile.makedirs(output_dir)
 
-  scorer = VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  scorer = scorer_for(model, cfg, cfg.train.model_dir)
+  smoothing = smoothing_lib.parse(cfg.eval.smoothing)
   perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
   results: List[report.VideoScores] = []
   progress = progress_lib.Progress(len(videos), unit_name="video")
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
                                  transform=perturbation)
-    frame_indices, scores = scorer.score(frames)
+    frame_indices, raw = scorer.score(frames)
+    smoothed = smoothing_lib.smooth(raw, smoothing).astype(np.float32)
     results.append(report.VideoScores(
-        name=video.name, frame_indices=frame_indices, scores=scores,
-        normalized=metrics_lib.normalize_scores(scores, cfg.eval.normalize),
+        name=video.name, frame_indices=frame_indices, scores=smoothed,
+        normalized=metrics_lib.normalize_scores(smoothed, cfg.eval.normalize),
         labels=video_labels[frame_indices]))
     progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
-                    f"{len(scores)} of {video.num_frames} frames scored")
+                    f"{len(raw)} of {video.num_frames} frames scored")
 
   metrics = metrics_lib.evaluate_scores(
       [r.scores for r in results], [r.labels for r in results], cfg.eval.normalize)
   num_frames = int(sum(v.num_frames for v in videos))
   metrics.update(num_frames=num_frames, num_videos=len(videos),
                  num_skipped_frames=num_frames - int(metrics["num_scored_frames"]),
-                 normalize=cfg.eval.normalize, perturb=cfg.eval.perturb)
+                 normalize=cfg.eval.normalize, perturb=cfg.eval.perturb,
+                 score=cfg.eval.score, smoothing=cfg.eval.smoothing)
   logging.info("Scored %d of %d test frames in %d videos (the first %d frames of each video "
                "cannot be predicted)", metrics["num_scored_frames"], num_frames, len(videos),
                cfg.data.clip_span)

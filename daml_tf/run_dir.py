@@ -14,7 +14,7 @@
 import dataclasses
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -28,6 +28,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 BACKGROUND_FILE = "background.npy"
 THRESHOLD_FILE = "threshold.json"
+SCORE_STATS_FILE = "score_stats.json"
 SUMMARY_SUBDIR = "train"
 EVAL_SUBDIR = "eval"
 EXPORT_SUBDIR = "export"
@@ -130,14 +131,34 @@ def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DA
   return model
 
 
-def save_threshold(model_dir: str, threshold: float, quantile: float) -> str:
-  """Writes `<model_dir>/threshold.json` ({"threshold": ..., "quantile": ...}); returns it."""
-  path = os.path.join(model_dir, THRESHOLD_FILE)
-  tf.io.gfile.makedirs(model_dir)
+def _write_json(path: str, values: Dict) -> str:
+  tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, "w") as f:
-    f.write(json.dumps({"threshold": float(threshold), "quantile": float(quantile)},
-                       indent=2, sort_keys=True) + "\n")
+    f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
   return path
+
+
+def save_threshold(model_dir: str, threshold: float, quantile: float,
+                   score: str = "latent_mean") -> str:
+  """Writes `<model_dir>/threshold.json` ({"threshold", "quantile", "score"}); returns it."""
+  return _write_json(os.path.join(model_dir, THRESHOLD_FILE), {
+      "threshold": float(threshold), "quantile": float(quantile), "score": score})
+
+
+def save_score_stats(model_dir: str, stats: Dict[str, Tuple[float, float]]) -> str:
+  """Writes `<model_dir>/score_stats.json`: {score: [mean, std]} on normal frames."""
+  return _write_json(os.path.join(model_dir, SCORE_STATS_FILE),
+                     {name: [float(m), float(s)] for name, (m, s) in stats.items()})
+
+
+def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
+  """The normal-frame statistics of `score_stats.json`; DataError when there are none."""
+  path = os.path.join(model_dir, SCORE_STATS_FILE)
+  if not tf.io.gfile.exists(path):
+    raise errors.DataError(f"No {SCORE_STATS_FILE} in {model_dir!r}: run python -m "
+                           f"daml_tf.calibrate --model_dir={model_dir} --score=<the fusion>.")
+  with tf.io.gfile.GFile(path) as f:
+    return {name: (float(m), float(s)) for name, (m, s) in json.load(f).items()}
 
 
 def load_threshold(model_dir: str) -> Optional[Dict[str, float]]:

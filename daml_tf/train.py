@@ -31,11 +31,11 @@ def calibrate_and_export(cfg: config_lib.Config, trained: training.TrainedRun) -
                                                      trained.data.holdout_videos)
   if cfg.train.export:
     # The export carries the threshold, so a deployed model raises the same alarms.
-    stored = None if threshold is None else {
-        "threshold": threshold, "quantile": cfg.train.calibration_quantile}
+    stored = None if threshold is None else run_dir.load_threshold(model_dir)
     own_dir = distributed.own_dir(model_dir, trained.role)
     version_dir = serving.export_serving(trained.model, run_dir.export_dir(own_dir),
-                                         data_cfg=cfg.data, threshold=stored)
+                                         data_cfg=cfg.data, threshold=stored,
+                                         score=cfg.eval.score)
     if trained.role.is_chief:
       logging.info("Exported the serving SavedModel to %s", version_dir)
   distributed.remove_scratch(model_dir, trained.role)

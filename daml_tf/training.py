@@ -30,17 +30,20 @@ from daml_tf.models import build
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
+  """One phase of the schedule; `trains` is what its steps optimise ("all" or "motion")."""
+
   name: str
   epochs: int
   lambda_r: float
   lambda_p: float
+  trains: str = "all"
 
 
 def phases(train_cfg: config_lib.TrainConfig) -> List[Phase]:
   return [
       Phase("train", train_cfg.train_epochs, train_cfg.train_lambda_r, train_cfg.train_lambda_p),
       Phase("finetune", train_cfg.finetune_epochs, train_cfg.finetune_lambda_r,
-            train_cfg.finetune_lambda_p),
+            train_cfg.finetune_lambda_p, trains=train_cfg.finetune_trains),
   ]
 
 
@@ -104,6 +107,10 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
   """
   tf.io.gfile.makedirs(output_dir)
   if cfg.data.tfrecord_dir:
+    if cfg.train.pseudo_speeds:
+      raise errors.ConfigError(
+          "--pseudo_anomaly_weight needs the frames layout (--data_dir): TFRecord shards hold "
+          "clips at the training interval only.")
     if cfg.train.calibration_holdout:
       raise errors.ConfigError(
           "--calibration_holdout must be 0 with --tfrecord_dir: TFRecords hold whole training "
@@ -134,7 +141,8 @@ def make_clip_data(cfg: config_lib.Config, data: TrainingData,
     return tfrecord.training_dataset(cfg.data.tfrecord_dir, data.background, cfg.data,
                                      training=True, input_context=input_context)
   return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True,
-                                   input_context=input_context)
+                                   input_context=input_context,
+                                   pseudo_speeds=cfg.train.pseudo_speeds)
 
 
 class _Summaries:
@@ -177,7 +185,22 @@ class _Summaries:
 def _progress_values(values: Dict[str, float], clips_per_second: float):
   return [("loss", values["total_loss"]), ("recon", values["recon_loss"]),
           ("latent", values["latent_loss"]), ("clips/s", clips_per_second),
-          ("lr", values["learning_rate"])]
+          ("lr", values["learning_rate"])] + [
+              (name, values[name]) for name in ("pseudo_loss", "pseudo_latent_sse")
+              if name in values]
+
+
+def _restore_one(checkpoint: tf.train.Checkpoint, path: str) -> None:
+  """Restores `path` into `checkpoint`, also when it predates the in-epoch step counter.
+
+  Checkpoints of daml_tf before `epoch_steps_done` existed (the shipped pretrained/ped2_cpu)
+  hold whole epochs only; the counter then stays 0, which is what it meant for them.
+  """
+  names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  if not any(name.startswith("epoch_steps_done") for name in names):
+    checkpoint = tf.train.Checkpoint(model=checkpoint.model, optimizer=checkpoint.optimizer,
+                                     epochs_done=checkpoint.epochs_done)
+  checkpoint.restore(path).assert_existing_objects_matched()
 
 
 def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Optional[str]:
@@ -193,7 +216,7 @@ def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Opt
     return None
   for path in reversed(list(state.all_model_checkpoint_paths)):
     try:
-      checkpoint.restore(path).assert_existing_objects_matched()
+      _restore_one(checkpoint, path)
       return path
     # A truncated file surfaces as an IndexError from the checkpoint reader.
     except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
@@ -292,12 +315,18 @@ def _distribute_data(strategy: tf.distribute.Strategy, cfg: config_lib.Config,
   return dataset, steps_per_epoch
 
 
-def _step_function(strategy: tf.distribute.Strategy, model: DAML):
-  """One training step on every replica, its outputs averaged over them."""
+def _step_function(strategy: tf.distribute.Strategy, model: DAML, trains: str,
+                   train_cfg: config_lib.TrainConfig):
+  """One training step of `trains` ("all" or "motion") on every replica, averaged over them."""
+
+  def replica_step(batch):
+    return model.train_step(batch, trains=trains,
+                            pseudo_anomaly_weight=train_cfg.pseudo_anomaly_weight,
+                            pseudo_anomaly_margin=train_cfg.pseudo_anomaly_margin)
 
   @tf.function
   def distributed_step(batch):
-    per_replica = strategy.run(model.train_step, args=(batch,))
+    per_replica = strategy.run(replica_step, args=(batch,))
     return {
         name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
         for name, value in per_replica.items()
@@ -341,7 +370,9 @@ def train(cfg: config_lib.Config,
   # The background is data, not a learned weight: the one just computed or loaded wins.
   model.set_background(data.background)
   summaries = _Summaries(run_dir.summary_dir(model_dir), cfg.train, role.is_chief)
-  loop = _EpochLoop(model, _step_function(strategy, model), iter(dataset), steps_per_epoch, cfg,
+  step_functions = {trains: _step_function(strategy, model, trains, cfg.train)
+                    for trains in config_lib.FINETUNE_TRAINS_CHOICES}
+  loop = _EpochLoop(model, step_functions, iter(dataset), steps_per_epoch, cfg,
                     summaries, strategy, checkpoints.epoch_steps_done, checkpoints.save)
   try:
     metrics = _run_schedule(cfg, model, loop, checkpoints)
@@ -373,10 +404,11 @@ def _run_schedule(cfg: config_lib.Config, model: DAML, loop: "_EpochLoop",
 class _EpochLoop:
   """Runs the steps of one epoch (or what is left of it after a resume)."""
 
-  def __init__(self, model, distributed_step, iterator, steps, cfg, summaries, strategy,
+  def __init__(self, model, step_functions, iterator, steps, cfg, summaries, strategy,
                epoch_steps_done, save_checkpoint):
     self._model = model
-    self._step_fn = distributed_step
+    # "all" / "motion" -> its distributed step function; each phase uses its own.
+    self._step_functions = step_functions
     self._iterator = iterator
     self._steps = steps
     self._cfg = cfg
@@ -406,7 +438,7 @@ class _EpochLoop:
       batch = next(self._iterator)
       fetched = time.perf_counter()
       try:
-        outputs = self._step_fn(batch)
+        outputs = self._step_functions[phase.trains](batch)
       except (tf.errors.UnavailableError, tf.errors.AbortedError,
               tf.errors.CancelledError) as error:
         if self._strategy.cluster_resolver is None:
@@ -429,8 +461,9 @@ class _EpochLoop:
             f"in {run_dir.checkpoint_dir(cfg.train.model_dir)} is kept.")
       self._epoch_steps_done.assign(step_in_epoch + 1)
       self._summaries.step(global_step, values)
-      self._summaries.images(global_step, model,
-                             self._strategy.experimental_local_results(batch)[0])
+      local_batch = self._strategy.experimental_local_results(batch)[0]
+      # With pseudo-anomalies a batch is (clips, pseudo-anomalous clips); pictures show clips.
+      self._summaries.images(global_step, model, tf.nest.flatten(local_batch)[0])
       shown = _progress_values(values, cfg.data.batch_size / max(done - step_start, 1e-9))
       progress.update(step_in_epoch + 1, values=shown, log_line=lambda: "step %d/%d: %s" % (
           step_in_epoch + 1, steps, " ".join(f"{name} {value:.4g}" for name, value in shown)))
@@ -439,8 +472,9 @@ class _EpochLoop:
         self._save_checkpoint()
     elapsed = time.perf_counter() - epoch_start
     ran = steps - first
+    # Only the terms this epoch computed (no pseudo-anomaly terms when they are off).
     epoch_values = {name: float(tracker.result())
-                    for name, tracker in model.loss_trackers.items()}
+                    for name, tracker in model.loss_trackers.items() if name in values}
     epoch_values["learning_rate"] = values.get("learning_rate", float("nan"))
     epoch_values["input_wait_fraction"] = wait_seconds / max(elapsed, 1e-9)
     epoch_values["clips_per_second"] = ran * cfg.data.batch_size / max(elapsed, 1e-9)

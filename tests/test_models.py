@@ -258,3 +258,54 @@ def test_build_model_restores_the_global_dtype_policy():
     assert model.encoder.outputs[-1].dtype == "float32"
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def _weights(layer_owner):
+  return [w.numpy().copy() for w in layer_owner.weights]
+
+
+def test_motion_only_step_leaves_the_unet_bit_identical():
+  keras.utils.set_random_seed(2)
+  model = tiny_model(weight_decay=0.001)
+  model.compile(optimizer=keras.optimizers.Adam(1e-2))
+  model.optimizer.build(model.trainable_variables)
+  clip = random_clip(model, batch=4)
+  # Every weight of the U-Net, BatchNorm moving statistics included.
+  unet_before = _weights(model.encoder) + _weights(model.decoder)
+  motion_before = _weights(model.motion)
+  step = tf.function(lambda c: model.train_step(c, trains="motion"))
+  for _ in range(3):
+    losses = step(clip)
+  for before, after in zip(unet_before, _weights(model.encoder) + _weights(model.decoder)):
+    np.testing.assert_array_equal(before, after)
+  assert any(not np.array_equal(b, a) for b, a in zip(motion_before, _weights(model.motion)))
+  assert float(losses["recon_loss"]) == 0.0 and float(losses["latent_loss"]) > 0
+  # The default step trains the U-Net too.
+  tf.function(model.train_step)(clip)
+  assert any(not np.array_equal(b, a) for b, a in zip(unet_before, _weights(model.encoder)))
+
+
+def test_pseudo_anomaly_hinge_matches_hand_computation():
+  model = tiny_model()
+  pseudo = random_clip(model, batch=3, seed=5)
+  latents = model.encode(pseudo.reshape((-1,) + pseudo.shape[2:]))[-1].numpy()
+  latents = latents.reshape(pseudo.shape[:2] + latents.shape[1:])
+  predicted = model.motion(latents[:, :model.time_steps], training=True).numpy()
+  sse = ((predicted - latents[:, model.time_steps])**2).sum(axis=(1, 2, 3))
+  normal_sse = tf.constant([sse.mean(), sse.mean() * 3])  # mean 2 x the pseudo clips' mean
+  hinge, pseudo_sse = model.pseudo_anomaly_loss(pseudo, normal_sse, margin=1.5, training=False)
+  floor = 1.5 * 2 * sse.mean()
+  assert float(hinge) == pytest.approx(np.maximum(floor - sse, 0).mean(), rel=1e-4)
+  assert float(pseudo_sse) == pytest.approx(sse.mean(), rel=1e-4)
+
+
+def test_train_step_with_pseudo_anomalies_reports_the_hinge():
+  model = tiny_model()
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  model.optimizer.build(model.trainable_variables)  # As training.compile_model does.
+  batch = (random_clip(model, batch=2), random_clip(model, batch=2, seed=3))
+  losses = tf.function(lambda b: model.train_step(
+      b, trains="motion", pseudo_anomaly_weight=1.0, pseudo_anomaly_margin=2.0))(batch)
+  assert {"pseudo_loss", "pseudo_latent_sse"} <= set(losses)
+  # Without a weight the pseudo-anomalous clips are ignored.
+  assert "pseudo_loss" not in tf.function(model.train_step)(batch)

@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+import testing
 from daml_tf import config
 from daml_tf.data import layout
 from daml_tf.data import pipeline
@@ -322,3 +323,26 @@ def test_bad_frame_is_named(frames_dataset, kind):
     with pytest.raises(DataError) as error:
       call()
     assert bad in str(error.value)
+
+
+def test_pseudo_anomaly_clips_hand_made():
+  # 12 frames, k=2, interval 1, delta 1; speed 2: inputs 2 apart, target 2 after the last.
+  got = pipeline.pseudo_anomaly_clip_indices(12, time_steps=2, interval=1, delta=1,
+                                             speeds=(2, 3))
+  speed2 = [[j, j + 2, j + 4] for j in range(8)]
+  speed3 = [[j, j + 3, j + 6] for j in range(6)]
+  np.testing.assert_array_equal(got, speed2 + speed3)
+  assert pipeline.pseudo_anomaly_clip_indices(5, 2, 1, 1, speeds=(3,)).shape == (0, 3)
+
+
+def test_training_dataset_pairs_clips_with_pseudo_anomalous_ones(tmp_path):
+  root = testing.write_frames_dataset(str(tmp_path), {"training": {"01": 30}})
+  _, videos = layout.find_videos("synthetic", root, "training")
+  cfg = testing.tiny_config(root).data
+  background = np.zeros(cfg.image_size + (cfg.channels,), np.float32)
+  data = pipeline.training_dataset(videos, background, cfg, pseudo_speeds=(2,))
+  clips, pseudo = next(iter(data.dataset))
+  assert clips.shape == pseudo.shape == (cfg.batch_size, cfg.time_steps + 1) + cfg.image_size + (
+      cfg.channels,)
+  with pytest.raises(DataError, match="pseudo-anomalous"):
+    pipeline.training_dataset(videos, background, cfg, pseudo_speeds=(40,))

@@ -118,14 +118,15 @@ def test_float_frames_match_uint8_frames_and_bad_frames_are_refused(model, cfg):
     as_float.process(np.zeros((4, 4, 4, 1), np.uint8))
 
 
-def test_causal_smoother_hand_computed():
-  smoother = streaming.CausalSmoother(3)
-  got = [smoother.update(v) for v in (1.0, 2.0, 3.0, 4.0, 10.0)]
-  np.testing.assert_allclose(got, [1.0, 1.5, 2.0, 3.0, 17.0 / 3.0])
-  smoother.reset()
-  assert smoother.update(5.0) == 5.0
-  with pytest.raises(ValueError):
-    streaming.CausalSmoother(0)
+def test_detector_scores_with_the_configured_score(model, cfg):
+  frames = moving_frames(12)
+  mean = [r.score for r in map(streaming.StreamingDetector(model, cfg.data).process, frames)]
+  top = [r.score for r in map(
+      streaming.StreamingDetector(model, cfg.data, score="latent_max").process, frames)]
+  scored = [i for i, value in enumerate(mean) if value is not None]
+  assert scored and all(top[i] >= mean[i] for i in scored)  # the worst cell >= the mean
+  with pytest.raises(ValueError, match="decodes the predicted frame"):
+    streaming.StreamingDetector(model, cfg.data, score="frame_psnr")
 
 
 def test_smoothing_is_causal_and_alarms_use_the_threshold(model, cfg):
@@ -167,6 +168,7 @@ def test_calibrate_and_save_threshold(model, cfg, tmp_path):
   assert threshold == pytest.approx(float(np.quantile(np.concatenate(scores), 0.9)))
   assert run_dir.load_threshold(str(tmp_path)) is None
   run_dir.save_threshold(str(tmp_path), threshold, 0.9)
-  assert run_dir.load_threshold(str(tmp_path)) == {"threshold": threshold, "quantile": 0.9}
+  assert run_dir.load_threshold(str(tmp_path)) == {"threshold": threshold, "quantile": 0.9,
+                                                   "score": "latent_mean"}
   with pytest.raises(ValueError, match="quantile"):
     calibration.calibrate_threshold(model, cfg.data, videos, quantile=1.5)

@@ -121,3 +121,40 @@ def test_resume_with_other_architecture_is_refused(trained):
   other = cfg.replace(model=config_lib.ModelConfig(levels=2, feature_root=8))
   with pytest.raises(errors.ConfigError, match="feature_root"):
     training.train(other)
+
+
+def test_finetune_phase_trains_what_the_config_says():
+  cfg = short_run_config("", "unused", finetune_trains="motion")
+  assert [(p.name, p.trains) for p in training.phases(cfg.train)] == [
+      ("train", "all"), ("finetune", "motion")]
+  with pytest.raises(errors.ConfigError, match="finetune_trains"):
+    short_run_config("", "unused", finetune_trains="decoder")
+
+
+def test_motion_only_finetune_run_keeps_the_unet(tiny_data, tmp_path):
+  cfg = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=0, export=False,
+                         calibrate=False)
+  after_train = training.train(cfg).model
+  unet = [w.numpy().copy() for w in after_train.encoder.weights + after_train.decoder.weights]
+  longer = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1, export=False,
+                            calibrate=False, finetune_trains="motion",
+                            pseudo_anomaly_weight=1.0, pseudo_anomaly_speeds="2")
+  model = training.train(longer).model
+  assert int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
+  for before, after in zip(unet, model.encoder.weights + model.decoder.weights):
+    np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_checkpoint_without_the_step_counter_resumes(tiny_data, tmp_path):
+  """Checkpoints written before epoch_steps_done existed (pretrained/ped2_cpu) still train."""
+  cfg = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=0, export=False,
+                         calibrate=False)
+  model = training.train(cfg).model
+  # Rewrite the run's checkpoint the way earlier versions did: no in-epoch step counter.
+  legacy_dir = run_dir.checkpoint_dir(cfg.train.model_dir)
+  tf.io.gfile.rmtree(legacy_dir)
+  epochs_done = tf.Variable(1, dtype=tf.int64)
+  training.make_checkpoint(model, epochs_done).save(os.path.join(legacy_dir, "ckpt"))
+  longer = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1, export=False,
+                            calibrate=False)
+  assert training.train(longer).metrics["global_step"] == 2 * STEPS_PER_EPOCH

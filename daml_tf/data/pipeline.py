@@ -378,13 +378,33 @@ def clip_indices(num_frames: int, time_steps: int, interval: int, delta: int) ->
   return np.arange(num_clips, dtype=np.int64)[:, None] + offsets[None, :]
 
 
-def _video_clip_table(videos: Sequence[Video], data_cfg) -> np.ndarray:
-  """int64 [N_clips, k+1] indices into the concatenation of all videos' frames."""
+def pseudo_anomaly_clip_indices(num_frames: int, time_steps: int, interval: int, delta: int,
+                                speeds: Sequence[int]) -> np.ndarray:
+  """Frame indices of a video's skip-frame pseudo-anomalous clips (as LNTRA's).
+
+  For each speed-up s the clips of `clip_indices` with s * interval and s * delta: the same
+  clip geometry as if the video played s times faster, which a model of normal motion should
+  not predict well.
+
+  Returns:
+    int64 [N, k+1]: the clips of every speed, in the order of `speeds`.
+  """
+  tables = [clip_indices(num_frames, time_steps, interval * s, delta * s) for s in speeds]
+  return np.concatenate(tables, axis=0) if tables else np.zeros((0, time_steps + 1), np.int64)
+
+
+def _video_clip_table(videos: Sequence[Video], data_cfg, speeds: Sequence[int] = (1,)
+                      ) -> np.ndarray:
+  """int64 [N_clips, k+1] indices into the concatenation of all videos' frames.
+
+  speeds: (1,) for the training clips; speed-ups >= 2 for pseudo-anomalous clips.
+  """
   tables = []
   offset = 0
   for video in videos:
-    tables.append(clip_indices(video.num_frames, data_cfg.time_steps, data_cfg.interval,
-                               data_cfg.delta) + offset)
+    tables.append(pseudo_anomaly_clip_indices(
+        video.num_frames, data_cfg.time_steps, data_cfg.interval, data_cfg.delta, speeds) +
+                  offset)
     offset += video.num_frames
   if not tables:
     return np.zeros((0, data_cfg.time_steps + 1), np.int64)
@@ -440,9 +460,39 @@ def batch_size_for(data_cfg, input_context: Optional[tf.distribute.InputContext]
                     f"{input_context.num_replicas_in_sync} replicas: {error}") from None
 
 
+def _clip_batches(table: np.ndarray, paths: Sequence[str], frames: Optional[tf.Tensor],
+                  background: np.ndarray, data_cfg, batch_size: int, training: bool,
+                  seed: int) -> tf.data.Dataset:
+  """Batches of the clips of an index table, gathered from the frame cache or decoded."""
+  clips = tf.data.Dataset.from_tensor_slices(table)
+  if training:
+    # Clip rows are a few int64s, so the buffer holds all of them: a perfect shuffle for the
+    # price of num_clips * (k+1) * 8 bytes.
+    clips = clips.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
+    clips = clips.repeat()
+  if data_cfg.frame_cache == "memory":
+    return (clips.batch(batch_size, drop_remainder=training)
+            # Gathering a whole batch of index rows copies each frame once.
+            .map(lambda rows: tf.gather(frames, rows), num_parallel_calls=AUTOTUNE,
+                 deterministic=True))
+  if data_cfg.frame_cache == "none":
+    path_table = tf.constant(paths, tf.string)
+    background_t = tf.constant(background)
+    return (clips.map(lambda row: tf.gather(path_table, row))
+            .unbatch()
+            # Must stay ordered: the next batch() regroups consecutive frames into clips.
+            .map(_decoder(paths, data_cfg.image_size, data_cfg.channels),
+                 num_parallel_calls=AUTOTUNE, deterministic=True)
+            .batch(data_cfg.time_steps + 1, drop_remainder=True)
+            .map(lambda clip: clip - background_t)
+            .batch(batch_size, drop_remainder=training))
+  raise ValueError(f"Unknown frame_cache {data_cfg.frame_cache!r}.")
+
+
 def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
                      training: bool = True,
-                     input_context: Optional[tf.distribute.InputContext] = None) -> ClipData:
+                     input_context: Optional[tf.distribute.InputContext] = None,
+                     pseudo_speeds: Sequence[int] = ()) -> ClipData:
   """Builds the clip dataset of the given videos.
 
   With data_cfg.frame_cache == "memory" every frame is decoded once (here, eagerly) into one
@@ -460,6 +510,9 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     input_context: from tf.distribute's distribute_datasets_from_function. The batch is then
       the per-replica one, and with several input pipelines each takes a contiguous range of
       the clip table (sharding by clip index) and decodes only the frames its clips use.
+    pseudo_speeds: with speed-ups (training only), every batch is a pair (clips,
+      pseudo-anomalous clips) of the same size; the latter are drawn at random from
+      `pseudo_anomaly_clip_indices` of the same videos (of this pipeline's frames).
 
   Returns:
     ClipData.
@@ -494,32 +547,25 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     shard = f" (input pipeline {input_context.input_pipeline_id} of {pipelines})"
   num_clips = len(table)
 
-  clips = tf.data.Dataset.from_tensor_slices(table)
-  if training:
-    # Clip rows are a few int64s, so the buffer holds all of them: a perfect shuffle for the
-    # price of num_clips * (k+1) * 8 bytes.
-    clips = clips.shuffle(num_clips, seed=data_cfg.seed, reshuffle_each_iteration=True)
-    clips = clips.repeat()
-
-  if data_cfg.frame_cache == "memory":
-    frames = _frame_cache(paths, image_size, channels, background)
-    dataset = (clips.batch(batch_size, drop_remainder=training)
-               # Gathering a whole batch of index rows copies each frame once.
-               .map(lambda rows: tf.gather(frames, rows), num_parallel_calls=AUTOTUNE,
-                    deterministic=True))
-  elif data_cfg.frame_cache == "none":
-    path_table = tf.constant(paths, tf.string)
-    background_t = tf.constant(background)
-    dataset = (clips.map(lambda row: tf.gather(path_table, row))
-               .unbatch()
-               # Must stay ordered: the next batch() regroups consecutive frames into clips.
-               .map(_decoder(paths, image_size, channels), num_parallel_calls=AUTOTUNE,
-                    deterministic=True)
-               .batch(clip_len, drop_remainder=True)
-               .map(lambda clip: clip - background_t)
-               .batch(batch_size, drop_remainder=training))
-  else:
-    raise ValueError(f"Unknown frame_cache {data_cfg.frame_cache!r}.")
+  if pseudo_speeds and not training:
+    raise ValueError("Pseudo-anomalous clips are for training only.")
+  frames = (_frame_cache(paths, image_size, channels, background)
+            if data_cfg.frame_cache == "memory" else None)
+  dataset = _clip_batches(table, paths, frames, background, data_cfg, batch_size, training,
+                          data_cfg.seed)
+  if pseudo_speeds:
+    pseudo_table = _video_clip_table(videos, data_cfg, pseudo_speeds)
+    if shard:
+      # Only the clips whose frames this pipeline holds, renumbered like its clip table.
+      pseudo_table = pseudo_table[np.isin(pseudo_table, used).all(axis=1)]
+      pseudo_table = np.searchsorted(used, pseudo_table)
+    if not len(pseudo_table):
+      raise DataError(f"No pseudo-anomalous clip at speed-ups {tuple(pseudo_speeds)}: the "
+                      f"videos are shorter than {min(pseudo_speeds)} x {data_cfg.clip_span} "
+                      "frames.")
+    pseudo = _clip_batches(pseudo_table, paths, frames, background, data_cfg, batch_size,
+                           training, data_cfg.seed + 1)
+    dataset = tf.data.Dataset.zip((dataset, pseudo))
   dataset = dataset.prefetch(AUTOTUNE)
   logging.info("Clip dataset%s: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
                "training=%s.", shard, len(videos), num_clips, clip_len, data_cfg.clip_span,

@@ -29,6 +29,7 @@ from daml_tf.inference import litert
 from daml_tf.inference import litert_convert
 from daml_tf.inference import serving
 from daml_tf.models import DAML
+from daml_tf.models import scores
 
 
 class Backend(Protocol):
@@ -143,12 +144,14 @@ class OpenedModel:
   Attributes:
     backend: runs the encoder and the motion model.
     data_cfg: the clip geometry (image size, channels, k, interval, delta).
-    threshold: the stored threshold {"threshold", "quantile"}, or None.
+    threshold: the stored threshold {"threshold", "quantile", "score"}, or None.
+    score: the score the run was configured with (or the export recorded).
   """
 
   backend: Backend
   data_cfg: config_lib.DataConfig
   threshold: Optional[Dict[str, float]]
+  score: str = scores.DEFAULT_SCORE
 
 
 class Runtime:
@@ -193,7 +196,7 @@ def _saved_model_in(model: DAML, cfg: config_lib.Config, work_dir: str) -> str:
   versions = serving.version_numbers(export_base)
   if versions:
     return serving.version_dir(export_base, versions[0])
-  return serving.export_serving(model, export_base, data_cfg=cfg.data)
+  return serving.export_serving(model, export_base, data_cfg=cfg.data, score=cfg.eval.score)
 
 
 class KerasRuntime(Runtime):
@@ -207,7 +210,8 @@ class KerasRuntime(Runtime):
   def open(self, path, precision="float32", num_threads=None):
     cfg = run_dir.load_config(path)
     model = run_dir.restore_model(cfg, path)
-    return OpenedModel(KerasBackend(model), cfg.data, run_dir.load_threshold(path))
+    return OpenedModel(KerasBackend(model), cfg.data, run_dir.load_threshold(path),
+                       cfg.eval.score)
 
   def write(self, model, cfg, work_dir):
     path = os.path.join(work_dir, "run")
@@ -227,7 +231,8 @@ class SavedModelRuntime(Runtime):
   def open(self, path, precision="float32", num_threads=None):
     backend = SavedModelBackend(path)
     return OpenedModel(backend, _export_data_config(backend.metadata, path),
-                       backend.metadata.get("threshold"))
+                       backend.metadata.get("threshold"),
+                       backend.metadata.get("score", scores.DEFAULT_SCORE))
 
   def write(self, model, cfg, work_dir):
     return _saved_model_in(model, cfg, work_dir)
@@ -245,7 +250,8 @@ class LiteRTRuntime(Runtime):
   def open(self, path, precision="float32", num_threads=None):
     backend = litert.LiteRTBackend(path, precision, num_threads=num_threads)
     return OpenedModel(backend, _export_data_config(backend.metadata, path),
-                       backend.metadata.get("threshold"))
+                       backend.metadata.get("threshold"),
+                       backend.metadata.get("score", scores.DEFAULT_SCORE))
 
   def write(self, model, cfg, work_dir):
     path = os.path.join(work_dir, run_dir.LITERT_SUBDIR)

@@ -55,14 +55,14 @@ class DetectionSummary:
 
 
 def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[float],
-                   smoothing_window: int = 1) -> np.ndarray:
+                   smoothed: bool = False) -> np.ndarray:
   """The frame as RGB with its score (the thresholded one) and, on an alarm, an ALARM banner.
 
   Args:
     frame: uint8 [H, W, 1|3], as read.
     result: the detector's result for it.
     threshold: shown next to the score when given.
-    smoothing_window: the detector's; above 1 the smoothed score is shown (and labelled so).
+    smoothed: the detector smooths; the smoothed score is shown (and labelled so).
 
   Returns:
     uint8 [H, W, 3].
@@ -76,7 +76,7 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
   if result.score is None:
     text = f"#{result.index} warming up"
   else:
-    label = "score" if smoothing_window == 1 else "smoothed"
+    label = "smoothed" if smoothed else "score"
     text = f"#{result.index} {label} {result.smoothed:.4g}"
     if threshold is not None:
       text += f" / {threshold:.4g}"
@@ -144,6 +144,7 @@ def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
 
 def run_detection(model_dir: str, input_path: str, output_dir: str,
                   threshold: Optional[float] = None, smoothing_window: int = 1,
+                  score: str = "", smoothing: str = "",
                   annotate: bool = False, fps: float = video_io.DEFAULT_FPS,
                   log_every: int = 100, litert_precision: str = "float32") -> DetectionSummary:
   """Runs the streaming detector over a recorded video or frames folder.
@@ -162,6 +163,8 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
     threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
       recorded in an export); with neither, no frame raises an alarm.
     smoothing_window: causal moving average of the raw scores before thresholding.
+    score: overrides the model's configured score (a latent score of models.scores).
+    smoothing: a causal smoothing spec (ma:N, ema:A); overrides smoothing_window.
     annotate: also write the annotated video.
     fps: frame rate of a frames folder (timestamps, annotated video).
     log_every: frames between progress lines.
@@ -188,7 +191,8 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
   if not tf.io.gfile.isdir(model_dir):
     raise FileNotFoundError(f"Model directory {model_dir!r} does not exist.")
   detector = StreamingDetector.from_model_dir(model_dir, threshold, smoothing_window,
-                                              litert_precision)
+                                              litert_precision, score=score,
+                                              smoothing=smoothing)
   if detector.threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
                     "alarms.", model_dir)
@@ -210,7 +214,8 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
         result = detector.process(frame)
         rows.append((index, timestamp, result))
         if writer is not None:
-          writer.write(annotate_frame(frame, result, detector.threshold, smoothing_window))
+          writer.write(annotate_frame(frame, result, detector.threshold,
+                                      detector.smoothing.kind != "none"))
         if log_every and len(rows) % log_every == 0:
           now = time.perf_counter()
           logging.info("frame %d: %.1f fps (last %d frames), %d alarms so far", index,

@@ -46,7 +46,7 @@ from daml_tf.data import pipeline
 from daml_tf.models import DAML
 from daml_tf.models import build
 from daml_tf.models.daml import map_frames
-from daml_tf.models.scores import latent_error
+from daml_tf.models import scores
 
 METADATA_FILE = "daml_export.json"
 SIGNATURES = ("serving_default", "encode", "predict_latent", "score_latents")
@@ -83,10 +83,18 @@ class ServingModule(tf.Module):
   Args:
     model: a float32 DAML (see models.build.float32_copy).
     metadata_path: a JSON file saved as the asset daml_export.json.
+    score: the score of serving_default and score_latents (a latent score of
+      daml_tf.models.scores; the export holds no decoder).
   """
 
-  def __init__(self, model: DAML, metadata_path: Optional[str] = None):
+  def __init__(self, model: DAML, metadata_path: Optional[str] = None,
+               score: str = scores.DEFAULT_SCORE):
     super().__init__(name="daml_serving")
+    try:
+      scores.check_runtime(score, has_decoder=False)
+    except ValueError as error:
+      raise errors.ExportError(f"Cannot export --score={score}: {error}") from None
+    self._score_name = score
     self.encoder = model.encoder
     self.motion = model.motion
     # A plain tf.Variable: stored in variables/ and independent of Keras on loading.
@@ -131,7 +139,8 @@ class ServingModule(tf.Module):
 
   def _score(self, latents):
     predicted = self.motion(latents[:, :self._k], training=False)
-    return latent_error(predicted, latents[:, self._k])
+    return scores.compute(self._score_name,
+                          scores.ScoreInputs(predicted, latents[:, self._k]))
 
   def _score_latents(self, latents):
     return {"score": self._score(latents)}
@@ -142,7 +151,8 @@ class ServingModule(tf.Module):
 
 
 def make_metadata(model: DAML, data_cfg=None,
-                  threshold: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+                  threshold: Optional[Mapping[str, float]] = None,
+                  score: str = scores.DEFAULT_SCORE) -> Dict[str, Any]:
   """The contents of daml_export.json.
 
   Args:
@@ -159,6 +169,7 @@ def make_metadata(model: DAML, data_cfg=None,
       "latent_shape": [int(d) for d in model.latent_shape],
       "signatures": list(SIGNATURES),
       "threshold": dict(threshold) if threshold else None,
+      "score": score,
   }
   if data_cfg is not None:
     metadata.update(interval=int(data_cfg.interval), delta=int(data_cfg.delta),
@@ -197,7 +208,8 @@ def check_version_free(export_dir: str, version: int) -> str:
 
 
 def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, data_cfg=None,
-                   threshold: Optional[Mapping[str, float]] = None) -> str:
+                   threshold: Optional[Mapping[str, float]] = None,
+                   score: str = scores.DEFAULT_SCORE) -> str:
   """Writes the serving SavedModel as `<export_dir>/<version>/`.
 
   Args:
@@ -207,12 +219,14 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
       resumed training run adds a version instead of failing.
     data_cfg: the run's config.DataConfig, recorded for streaming clients (interval, delta).
     threshold: the alarm threshold ({"threshold", "quantile"}), recorded when given.
+    score: the score of the scoring signatures (a latent score), recorded too.
 
   Returns:
     The version directory.
 
   Raises:
-    errors.ExportError: the version directory exists (nothing is overwritten).
+    errors.ExportError: the version directory exists (nothing is overwritten), or the score
+      needs the decoder.
   """
   if version is None:
     version = next_version(export_dir)
@@ -220,8 +234,8 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
   with tempfile.TemporaryDirectory() as scratch:
     metadata_path = os.path.join(scratch, METADATA_FILE)
     with open(metadata_path, "w") as f:
-      json.dump(make_metadata(model, data_cfg, threshold), f, indent=2, sort_keys=True)
-    module = ServingModule(build.float32_copy(model), metadata_path)
+      json.dump(make_metadata(model, data_cfg, threshold, score), f, indent=2, sort_keys=True)
+    module = ServingModule(build.float32_copy(model), metadata_path, score)
     fileio.write_atomically(final_dir, lambda path: tf.saved_model.save(
         module, path, signatures=module.signature_functions()), directory=True)
   logging.info("Serving SavedModel (signatures %s) written to %s", ", ".join(SIGNATURES),

@@ -16,6 +16,8 @@ from absl import logging
 import numpy as np
 
 from daml_tf import config as config_lib
+from daml_tf import errors
+from daml_tf import smoothing as smoothing_lib
 from daml_tf.inference import backends
 from daml_tf.models import DAML
 from daml_tf.models import scores
@@ -30,10 +32,11 @@ class FrameResult:
 
   Attributes:
     index: 0-based index of the frame since the start (or the last reset).
-    score: raw anomaly score (mean squared error of the predicted latent code), or None while
-      the buffer does not yet hold the frames this frame is predicted from.
-    smoothed: mean of the last `smoothing_window` raw scores up to and including this one
-      (fewer at the start of scoring), or None when `score` is None.
+    score: raw anomaly score (the detector's score, by default the mean squared error of the
+      predicted latent code), or None while the buffer does not yet hold the frames this frame
+      is predicted from.
+    smoothed: the causally smoothed score (the raw one without smoothing), or None when
+      `score` is None.
     alarm: smoothed > threshold (always False without a threshold or a score).
   """
 
@@ -41,29 +44,6 @@ class FrameResult:
   score: Optional[float]
   smoothed: Optional[float]
   alarm: bool
-
-
-class CausalSmoother:
-  """Running mean of the last `window` values; each output uses only values seen so far.
-
-  Until `window` values have arrived the mean is over those there are, so the first scored
-  frame already has a smoothed score.
-
-  Args:
-    window: number of values averaged (1: no smoothing).
-  """
-
-  def __init__(self, window: int = 1):
-    if window < 1:
-      raise ValueError(f"smoothing window must be >= 1, got {window}.")
-    self._values = collections.deque(maxlen=window)
-
-  def update(self, value: float) -> float:
-    self._values.append(value)
-    return float(np.mean(self._values))
-
-  def reset(self) -> None:
-    self._values.clear()
 
 
 class StreamingDetector:
@@ -75,8 +55,8 @@ class StreamingDetector:
   see `Backend`). The latent codes of the last `clip_span + 1` frames sit in a ring buffer:
   frame t is predicted from the codes of frames t - delta - (k-1-i) * interval, i = 0..k-1, the
   oldest of which is t - clip_span. The first `clip_span` frames therefore get no score (None),
-  as in the batch evaluation. The score is the mean squared error of the predicted code
-  (`latent_error`), computed here in float32.
+  as in the batch evaluation. The score is a latent score of daml_tf.models.scores (by default
+  the paper's mean squared error of the predicted code), computed here in float32.
 
   Args:
     model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
@@ -84,6 +64,8 @@ class StreamingDetector:
     data_cfg: the model's DataConfig (image size, channels, k, interval, delta).
     threshold: raw (smoothed) score above which a frame raises an alarm; None: never.
     smoothing_window: causal moving average over this many raw scores before thresholding.
+    score: a latent score name of daml_tf.models.scores.SCORES.
+    smoothing: a causal daml_tf.smoothing spec ("ma:N", "ema:A"); overrides smoothing_window.
 
   Example:
     detector = StreamingDetector.from_model_dir("runs/demo", smoothing_window=5)
@@ -94,7 +76,8 @@ class StreamingDetector:
   """
 
   def __init__(self, model, data_cfg: config_lib.DataConfig,
-               threshold: Optional[float] = None, smoothing_window: int = 1):
+               threshold: Optional[float] = None, smoothing_window: int = 1,
+               score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
     backend = backends.KerasBackend(model) if isinstance(model, DAML) else model
     model_geometry = (tuple(backend.image_size), backend.channels, backend.time_steps)
     cfg_geometry = (tuple(data_cfg.image_size), data_cfg.channels, data_cfg.time_steps)
@@ -104,8 +87,13 @@ class StreamingDetector:
     self._backend = backend
     self._data_cfg = data_cfg
     self.threshold = None if threshold is None else float(threshold)
-    self._smoother = CausalSmoother(smoothing_window)
+    if smoothing_window < 1:
+      raise ValueError(f"smoothing window must be >= 1, got {smoothing_window}.")
+    self.smoothing = smoothing_lib.parse(smoothing or (
+        f"ma:{smoothing_window}" if smoothing_window > 1 else "none"))
+    self._smoother = smoothing_lib.CausalSmoother(self.smoothing)
     self.smoothing_window = smoothing_window
+    self.score_name = scores.check_runtime(score, has_decoder=False).name
     k, interval = data_cfg.time_steps, data_cfg.interval
     # With the target in the last slot, input i sits at slot i * interval (see the class doc).
     self._input_slots = tuple(i * interval for i in range(k))
@@ -116,7 +104,8 @@ class StreamingDetector:
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
                      smoothing_window: int = 1,
-                     litert_precision: str = "float32") -> "StreamingDetector":
+                     litert_precision: str = "float32", score: str = "",
+                     smoothing: str = "") -> "StreamingDetector":
     """A detector for a training run, a serving export or a LiteRT export.
 
     Args:
@@ -127,19 +116,31 @@ class StreamingDetector:
         an export); with neither, no alarms.
       smoothing_window: see the class.
       litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
+      score: overrides the score the run was configured with (or the export recorded).
+      smoothing: see the class.
 
     Raises:
       FileNotFoundError: model_dir is none of these, or has no checkpoint.
       errors.DataError: an export without the clip geometry (interval, delta).
+      errors.ConfigError: the stored threshold is for another score than the one asked for.
     """
     opened = backends.open_model(model_dir, litert_precision)
     backend, data_cfg, stored = opened.backend, opened.data_cfg, opened.threshold
+    score = score or opened.score
     if threshold is None and stored is not None:
+      # Thresholds of earlier versions carry no score: they were for the paper's.
+      stored_score = stored.get("score", scores.DEFAULT_SCORE)
+      if stored_score != score:
+        raise errors.ConfigError(
+            f"The threshold stored with {model_dir} is for --score={stored_score}, not "
+            f"{score}: pass --threshold, or recalibrate with python -m daml_tf.calibrate "
+            f"--score={score}.")
       threshold = stored["threshold"]
       logging.info("Threshold %.6g (quantile %s of normal scores) stored with %s", threshold,
                    stored.get("quantile"), model_dir)
     logging.info("Streaming detector on %s", backend.name)
-    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window)
+    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window,
+               score=score, smoothing=smoothing)
 
   @property
   def data_cfg(self) -> config_lib.DataConfig:
@@ -214,7 +215,7 @@ class StreamingDetector:
       return FrameResult(index=index, score=None, smoothed=None, alarm=False)
     past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
     predicted = np.asarray(self._backend.predict(past), np.float32)
-    score = float(scores.latent_error_numpy(predicted, self._codes[-1])[0])
+    score = float(scores.compute_numpy(self.score_name, predicted, self._codes[-1])[0])
     smoothed = self._smoother.update(score)
     alarm = self.threshold is not None and smoothed > self.threshold
     return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm))

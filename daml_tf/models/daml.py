@@ -93,7 +93,8 @@ class DAML(keras.Model):
         dtype="float32", name="lambda_p")
     self.loss_trackers = {
         name: keras.metrics.Mean(name=name)
-        for name in ("recon_loss", "latent_loss", "reg_loss", "total_loss")
+        for name in ("recon_loss", "latent_loss", "reg_loss", "total_loss", "pseudo_loss",
+                     "pseudo_latent_sse")
     }
     # Every weight exists once the sub-models are built, which their constructors did.
     self.built = True
@@ -177,16 +178,78 @@ class DAML(keras.Model):
     for name, value in losses.items():
       self.loss_trackers[name].update_state(value)
 
-  def train_step(self, data):
-    clip = data[0] if isinstance(data, (tuple, list)) else data
+  def _motion_losses(self, clip) -> Dict[str, tf.Tensor]:
+    """Losses of a motion-only step: the U-Net runs frozen, in inference mode.
+
+    Its BatchNorm statistics therefore stay as they are, and the motion model learns to
+    predict the codes it will be given at test time.
+    """
+    latents = tf.stop_gradient(self._encode_clip(clip, training=False)[-1])
+    predicted = self.motion(latents[:, :self.time_steps], training=True)
+    target = tf.cast(latents[:, self.time_steps], tf.float32)
+    motion_reg = [tf.cast(l, tf.float32) for l in self.motion.losses]
+    return {
+        "recon_loss": tf.constant(0.0),
+        "latent_loss": tf.reduce_mean(
+            tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3])),
+        "reg_loss": tf.add_n(motion_reg) if motion_reg else tf.constant(0.0),
+        "per_clip_latent_sse": tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3]),
+    }
+
+  def _all_losses(self, clip) -> Dict[str, tf.Tensor]:
+    outputs = self.forward(clip, training=True)
+    losses = self.compute_losses(clip, outputs)
+    losses["per_clip_latent_sse"] = tf.reduce_sum(
+        tf.square(outputs["predicted_latent"] - outputs["target_latent"]), axis=[1, 2, 3])
+    return losses
+
+  def pseudo_anomaly_loss(self, pseudo_clip, normal_sse, margin: float, training: bool):
+    """Hinge pushing each pseudo-anomalous clip's latent SSE above margin x the normal mean.
+
+    The codes are constants here: the hinge teaches the motion model that motion this fast
+    is not predictable, it does not reshape the appearance codes.
+
+    Returns:
+      (the hinge loss, the mean latent SSE of the pseudo-anomalous clips).
+    """
+    latents = tf.stop_gradient(self._encode_clip(pseudo_clip, training=training)[-1])
+    predicted = self.motion(latents[:, :self.time_steps], training=True)
+    sse = tf.reduce_sum(
+        tf.square(predicted - tf.cast(latents[:, self.time_steps], tf.float32)), axis=[1, 2, 3])
+    floor = margin * tf.stop_gradient(tf.reduce_mean(normal_sse))
+    return tf.reduce_mean(tf.nn.relu(floor - sse)), tf.reduce_mean(sse)
+
+  def train_step(self, data, trains: str = "all", pseudo_anomaly_weight: float = 0.0,
+                 pseudo_anomaly_margin: float = 2.0):
+    """One optimisation step.
+
+    Args:
+      data: a clip batch [B, k+1, H, W, C], or (clips, pseudo-anomalous clips).
+      trains: "all" (every weight, the loss of the class doc) or "motion" (the motion model
+        alone on the latent loss, the U-Net frozen).
+      pseudo_anomaly_weight: weight of the pseudo-anomaly hinge (scaled by lambda_p); used
+        when `data` carries pseudo-anomalous clips.
+      pseudo_anomaly_margin: see `pseudo_anomaly_loss`.
+    """
+    clips = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     with tf.GradientTape() as tape:
-      outputs = self.forward(clip, training=True)
-      losses = self.compute_losses(clip, outputs)
+      losses = self._motion_losses(clips[0]) if trains == "motion" else self._all_losses(
+          clips[0])
+      total = (self.lambda_r * losses["recon_loss"] + self.lambda_p * losses["latent_loss"] +
+               losses["reg_loss"])
+      normal_sse = losses.pop("per_clip_latent_sse")
+      if len(clips) > 1 and pseudo_anomaly_weight:
+        hinge, pseudo_sse = self.pseudo_anomaly_loss(
+            clips[1], normal_sse, pseudo_anomaly_margin, training=trains != "motion")
+        losses.update(pseudo_loss=hinge, pseudo_latent_sse=pseudo_sse)
+        total += self.lambda_p * pseudo_anomaly_weight * hinge
+      losses["total_loss"] = total
       # Gradients are summed over replicas by the strategy, so each replica's share of the
       # global-batch mean (and of the regularisation term) is 1 / num_replicas.
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
-      scaled = self.optimizer.scale_loss(losses["total_loss"] / replicas)
-    variables = self.trainable_variables
+      scaled = self.optimizer.scale_loss(total / replicas)
+    variables = (self.motion.trainable_variables if trains == "motion" else
+                 self.trainable_variables)
     gradients = tape.gradient(scaled, variables)
     self.optimizer.apply(gradients, variables)
     self._update_trackers(losses)

@@ -1,21 +1,181 @@
-"""The anomaly score of a frame: the mean squared error of its predicted latent code.
+"""Frame anomaly scores: how far the observed future is from the predicted one.
 
-One definition in TensorFlow (training, evaluation, the serving export) and one in NumPy (the
-streaming detector and the benchmark, which hold the codes as arrays); both compute in float32.
+A score maps `ScoreInputs` (a batch of predicted and observed latent codes, and for the frame
+scores the frame decoded from the prediction and the real one) to one float32 value per
+example, higher meaning more anomalous. The maths is written once with TensorFlow ops, so the
+same function runs inside exported graphs and eagerly on NumPy arrays in the streaming
+runtimes.
+
+`SCORES` is the registry: a new score is one function plus one entry.
 """
+
+import dataclasses
+import math
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import errors
 
-def latent_error(predicted_latent, observed_latent):
-  """Mean over latent elements of (z_hat - z)^2, one value per example: [B, ...] -> [B]."""
+DEFAULT_SCORE = "latent_mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreInputs:
+  """What a score may look at, for a batch of B target frames.
+
+  Attributes:
+    predicted_latent: [B, h, w, c] the motion model's code of the target frame.
+    observed_latent: [B, h, w, c] the target frame's own code.
+    predicted_frame: [B, H, W, C] the predicted code decoded with the skips of the last input
+      frame (background subtracted), or None when the score does not need it.
+    observed_frame: [B, H, W, C] the target frame, background subtracted, or None.
+  """
+
+  predicted_latent: tf.Tensor
+  observed_latent: tf.Tensor
+  predicted_frame: Optional[tf.Tensor] = None
+  observed_frame: Optional[tf.Tensor] = None
+
+
+def latent_error_map(predicted_latent, observed_latent) -> tf.Tensor:
+  """[B, h, w]: the squared latent error of each grid cell, averaged over channels."""
+  error = tf.square(tf.cast(predicted_latent, tf.float32) - tf.cast(observed_latent, tf.float32))
+  return tf.reduce_mean(error, axis=-1)
+
+
+def _flat_map(inputs: ScoreInputs) -> tf.Tensor:
+  error_map = latent_error_map(inputs.predicted_latent, inputs.observed_latent)
+  return tf.reshape(error_map, [tf.shape(error_map)[0], -1])
+
+
+def latent_error(predicted_latent, observed_latent) -> tf.Tensor:
+  """The paper's score, [B, h, w, c] x 2 -> [B]: the mean of (z_hat - z)^2 over all elements."""
   error = tf.square(tf.cast(predicted_latent, tf.float32) - tf.cast(observed_latent, tf.float32))
   return tf.reduce_mean(error, axis=tf.range(1, tf.rank(error)))
 
 
-def latent_error_numpy(predicted_latent: np.ndarray, observed_latent: np.ndarray) -> np.ndarray:
-  """`latent_error` on NumPy arrays: float32 squares, mean per example, [B, ...] -> [B]."""
-  error = np.square(np.asarray(predicted_latent, np.float32) -
-                    np.asarray(observed_latent, np.float32))
-  return np.mean(error.reshape(len(error), -1), axis=1, dtype=np.float32)
+def latent_mean(inputs: ScoreInputs) -> tf.Tensor:
+  """The paper's score (`latent_error`)."""
+  return latent_error(inputs.predicted_latent, inputs.observed_latent)
+
+
+def latent_max(inputs: ScoreInputs) -> tf.Tensor:
+  """The error of the worst grid cell."""
+  return tf.reduce_max(_flat_map(inputs), axis=1)
+
+
+def latent_top(fraction: float) -> Callable[[ScoreInputs], tf.Tensor]:
+  """Mean of the largest `fraction` of the grid cells' errors (at least one cell).
+
+  A small object far from the camera covers few cells; the mean over the whole grid dilutes
+  its error, the mean of the worst cells does not.
+  """
+
+  def score(inputs: ScoreInputs) -> tf.Tensor:
+    cells = _flat_map(inputs)
+    count = max(1, int(round(fraction * int(cells.shape[1]))))
+    return tf.reduce_mean(tf.math.top_k(cells, k=count).values, axis=1)
+
+  return score
+
+
+def cosine_distance(inputs: ScoreInputs) -> tf.Tensor:
+  """1 - cos(predicted, observed) over the flattened codes."""
+  batch = tf.shape(inputs.predicted_latent)[0]
+  predicted = tf.reshape(tf.cast(inputs.predicted_latent, tf.float32), [batch, -1])
+  observed = tf.reshape(tf.cast(inputs.observed_latent, tf.float32), [batch, -1])
+  cosine = tf.reduce_sum(predicted * observed, axis=1) / tf.maximum(
+      tf.norm(predicted, axis=1) * tf.norm(observed, axis=1), 1e-12)
+  return 1.0 - cosine
+
+
+def frame_psnr(inputs: ScoreInputs) -> tf.Tensor:
+  """Minus the PSNR of the predicted frame against the real one (pixel range 1), as in FFP.
+
+  Negated so that higher is more anomalous: 10 * log10(MSE).
+  """
+  error = tf.square(tf.cast(inputs.predicted_frame, tf.float32) -
+                    tf.cast(inputs.observed_frame, tf.float32))
+  mse = tf.reduce_mean(tf.reshape(error, [tf.shape(error)[0], -1]), axis=1)
+  return 10.0 * tf.math.log(tf.maximum(mse, 1e-12)) / math.log(10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  """A registered score.
+
+  Attributes:
+    name: the --score value.
+    fn: ScoreInputs -> [B].
+    needs_frames: it reads predicted_frame and observed_frame (the decoder runs too).
+    parts: for a fusion, the scores it standardises and adds; their mean and spread on normal
+      training frames are stored in the model directory (score_stats.json).
+  """
+
+  name: str
+  fn: Optional[Callable[[ScoreInputs], tf.Tensor]]
+  needs_frames: bool = False
+  parts: Tuple[str, ...] = ()
+
+
+SCORES: Dict[str, Score] = {
+    score.name: score for score in (
+        Score("latent_mean", latent_mean),
+        Score("latent_max", latent_max),
+        Score("latent_top1", latent_top(0.01)),
+        Score("latent_top5", latent_top(0.05)),
+        Score("latent_top10", latent_top(0.10)),
+        Score("cosine", cosine_distance),
+        Score("frame_psnr", frame_psnr, needs_frames=True),
+        Score("fusion", None, needs_frames=True, parts=("latent_mean", "frame_psnr")),
+    )
+}
+
+
+def get_score(name: str) -> Score:
+  """The registered score `name`; ConfigError (a ValueError) naming the choices."""
+  if name not in SCORES:
+    raise errors.ConfigError(f"--score must be one of {', '.join(SCORES)}, got {name!r}.")
+  return SCORES[name]
+
+
+def check_runtime(name: str, has_decoder: bool) -> Score:
+  """The score `name`, or ValueError when it needs the decoder and the runtime has none."""
+  score = get_score(name)
+  if score.needs_frames and not has_decoder:
+    raise ValueError(
+        f"Score {name!r} decodes the predicted frame; this runtime holds only the encoder and "
+        "the motion model. Use a latent score (" +
+        ", ".join(n for n, s in SCORES.items() if not s.needs_frames) +
+        ") or score with the Keras model of a training run.")
+  return score
+
+
+def compute_numpy(name: str, predicted_latent: np.ndarray, observed_latent: np.ndarray
+                  ) -> np.ndarray:
+  """A latent score on host arrays (the streaming runtimes): the same ops, run eagerly."""
+  return np.asarray(compute(name, ScoreInputs(predicted_latent, observed_latent)), np.float32)
+
+
+def compute(name: str, inputs: ScoreInputs,
+            stats: Optional[Mapping[str, Tuple[float, float]]] = None) -> tf.Tensor:
+  """The score `name` of a batch.
+
+  Args:
+    name: a SCORES key.
+    inputs: the batch.
+    stats: for a fusion, {part: (mean, std)} of each part on normal training frames.
+  """
+  score = get_score(name)
+  if not score.parts:
+    return score.fn(inputs)
+  if stats is None or any(part not in stats for part in score.parts):
+    raise ValueError(f"Score {name!r} needs the normal-frame statistics of "
+                     f"{', '.join(score.parts)} (score_stats.json of the model directory).")
+  total = 0.0
+  for part in score.parts:
+    mean, std = stats[part]
+    total += (compute(part, inputs) - mean) / max(std, 1e-12)
+  return total
