@@ -9,7 +9,7 @@ threshold later on the same held-out frames or on any folder of normal videos.
 """
 
 import dataclasses
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -41,6 +41,16 @@ def normal_scores(model: DAML, data_cfg: config_lib.DataConfig,
     raise ValueError(f"No frame of the {len(videos)} calibration video(s) could be scored "
                      f"(each needs more than {data_cfg.clip_span} frames).")
   return values
+
+
+def part_statistics(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.Video],
+                    score: str) -> Dict[str, Tuple[float, float]]:
+  """{part: (mean, std)} of a fusion score's parts on normal `videos`: what standardises them."""
+  stats = {}
+  for part in scores_lib.get_score(score).parts:
+    values = normal_scores(model, cfg.data, videos, cfg.eval.batch_size, part)
+    stats[part] = (float(values.mean()), float(values.std()))
+  return stats
 
 
 def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
@@ -103,11 +113,7 @@ def calibrate_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[lay
   try:
     stats = None
     if score.parts:
-      # A fusion standardises each part by its mean and spread on these normal frames.
-      stats = {}
-      for part in score.parts:
-        values = normal_scores(model, cfg.data, videos, cfg.eval.batch_size, part)
-        stats[part] = (float(values.mean()), float(values.std()))
+      stats = part_statistics(model, cfg, videos, score.name)
       logging.info("Normal-frame statistics of %s: %s written to %s", score.name, stats,
                    run_dir.save_score_stats(output_dir, stats))
     threshold = calibrate_threshold(model, cfg.data, videos, quantile=quantile,

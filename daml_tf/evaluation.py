@@ -1,7 +1,7 @@
 """Frame-level evaluation: score every predictable test frame, then AUC/EER on the host."""
 
 import os
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -51,8 +51,9 @@ class VideoScorer:
           f"--score={score} needs the normal-frame statistics of its parts in "
           f"{run_dir.SCORE_STATS_FILE}: run python -m daml_tf.calibrate --score={score} first.")
     needs_frames = self._score.needs_frames
-    self._encode = tf.function(
-        lambda frames: model.encode(frames, training=False)[slice(None) if needs_frames else -1:])
+    # The skips of every level are kept only for the scores that decode a frame.
+    first_level = 0 if needs_frames else -1
+    self._encode = tf.function(lambda frames: model.encode(frames, training=False)[first_level:])
     self._score_batch = tf.function(self._score_clips)
 
   def _score_clips(self, past, target, last_skips, target_frames):
@@ -102,6 +103,31 @@ def scorer_for(model: DAML, cfg: config_lib.Config, model_dir: str) -> VideoScor
   return VideoScorer(model, cfg.data, cfg.eval.batch_size, cfg.eval.score, stats)
 
 
+def test_split(cfg: config_lib.Config):
+  """(videos, per-video frame labels) of the test split; labels are checked against the
+  frames found before any frame is scored."""
+  root, videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "testing")
+  spec = registry.get_spec(cfg.data.dataset)
+  label_path = labels_lib.find_label_file(spec, root, cfg.data.label_file)
+  return videos, labels_lib.load_labels(label_path, spec.label_format, videos)
+
+
+def score_videos(scorer: VideoScorer, videos: Sequence[layout.Video],
+                 labels: Sequence[np.ndarray], cfg: config_lib.Config,
+                 background: np.ndarray) -> Iterator:
+  """Yields (video, scored frame indices, raw scores, the video's labels) video by video,
+  with cfg.eval.perturb applied to the frames."""
+  perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
+  progress = progress_lib.Progress(len(videos), unit_name="video")
+  for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
+    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
+                                 transform=perturbation)
+    frame_indices, raw = scorer.score(frames)
+    yield video, frame_indices, raw, video_labels
+    progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
+                    f"{len(raw)} of {video.num_frames} frames scored")
+
+
 def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   """Scores the test split of `cfg.data`, writes metrics.json, scores.csv and plots.
 
@@ -112,11 +138,7 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   Returns:
     The metrics dict written to metrics.json (without the config).
   """
-  root, videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "testing")
-  spec = registry.get_spec(cfg.data.dataset)
-  label_path = labels_lib.find_label_file(spec, root, cfg.data.label_file)
-  # Labels are checked against the frames found before any frame is scored.
-  labels = labels_lib.load_labels(label_path, spec.label_format, videos)
+  videos, labels = test_split(cfg)
   if model is None:
     model = run_dir.restore_model(cfg)
   background = model.background.numpy()
@@ -125,20 +147,14 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
 
   scorer = scorer_for(model, cfg, cfg.train.model_dir)
   smoothing = smoothing_lib.parse(cfg.eval.smoothing)
-  perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
   results: List[report.VideoScores] = []
-  progress = progress_lib.Progress(len(videos), unit_name="video")
-  for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
-    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
-                                 transform=perturbation)
-    frame_indices, raw = scorer.score(frames)
+  for video, frame_indices, raw, video_labels in score_videos(
+      scorer, videos, labels, cfg, background):
     smoothed = smoothing_lib.smooth(raw, smoothing).astype(np.float32)
     results.append(report.VideoScores(
         name=video.name, frame_indices=frame_indices, scores=smoothed,
         normalized=metrics_lib.normalize_scores(smoothed, cfg.eval.normalize),
         labels=video_labels[frame_indices]))
-    progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
-                    f"{len(raw)} of {video.num_frames} frames scored")
 
   metrics = metrics_lib.evaluate_scores(
       [r.scores for r in results], [r.labels for r in results], cfg.eval.normalize)
