@@ -1,11 +1,14 @@
 """Evaluation of the shared tiny run (conftest.py): outputs, perturbation, scorer, bad labels."""
 
+import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+from daml_tf import calibration
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import evaluation
@@ -66,3 +69,36 @@ def test_label_length_mismatch(trained, tiny_data, tmp_path):
       cfg.data, label_file=str(tmp_path / "short.npz")))
   with pytest.raises(errors.DataError, match="short.npz"):
     evaluation.evaluate(bad)
+
+
+def test_evaluation_with_a_frame_score_and_smoothing(trained, tmp_path):
+  cfg, _ = trained
+  eval_cfg = config_lib.EvalConfig(output_dir=str(tmp_path / "psnr"), plots=False,
+                                   score="frame_psnr", smoothing="gauss:2")
+  metrics = evaluation.evaluate(cfg.replace(eval=eval_cfg))
+  assert metrics["score"] == "frame_psnr" and metrics["smoothing"] == "gauss:2"
+  # Minus the PSNR of a frame: 10 log10(MSE) of pixels in [0, 1] is below 0.
+  rows = (tmp_path / "psnr" / "scores.csv").read_text().splitlines()[1:]
+  assert all(float(row.split(",")[2]) < 0 for row in rows)
+
+
+def test_online_scores_refuse_smoothing_that_looks_ahead():
+  with pytest.raises(errors.ConfigError, match="later frames"):
+    config_lib.EvalConfig(normalize="none", smoothing="gauss:3")
+  config_lib.EvalConfig(normalize="none", smoothing="ema:0.3")
+
+
+def test_fusion_needs_calibrated_statistics(trained, tmp_path):
+  cfg, _ = trained
+  model_dir = tmp_path / "run"
+  shutil.copytree(cfg.train.model_dir, model_dir)
+  fusion = cfg.replace(train=dataclasses.replace(cfg.train, model_dir=str(model_dir)),
+                       eval=config_lib.EvalConfig(output_dir=str(tmp_path / "eval"),
+                                                  plots=False, score="fusion"))
+  with pytest.raises(errors.DataError, match="score_stats.json"):
+    evaluation.evaluate(fusion)
+  calibration.calibrate_model_dir(str(model_dir), score="fusion")
+  stats = run_dir.load_score_stats(str(model_dir))
+  assert set(stats) == {"latent_mean", "frame_psnr"} and all(s > 0 for _, s in stats.values())
+  assert run_dir.load_threshold(str(model_dir))["score"] == "fusion"
+  assert 0.0 <= evaluation.evaluate(fusion)["micro_auc"] <= 1.0

@@ -39,7 +39,7 @@ def test_export_cli_end_to_end(run, tmp_path):
   assert result.returncode == 0, result.stderr
   version_dir = str(export_dir / "1")
   assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
-  assert serving.read_metadata(version_dir)["threshold"] == THRESHOLD
+  assert serving.read_metadata(version_dir)["threshold"] == dict(THRESHOLD, score="latent_mean")
   # The checkpoint restored by the CLI is the fixture's model.
   clip = camera_frames(K + 1, 1, size=(HEIGHT, WIDTH), seed=7)[np.newaxis]
   score = tf.saved_model.load(version_dir).signatures["serving_default"](

@@ -74,7 +74,8 @@ def test_cli_writes_the_litert_export(exported):
   assert metadata["image_size"] == [HEIGHT, WIDTH] and metadata["channels"] == 1
   assert (metadata["time_steps"], metadata["interval"], metadata["delta"]) == (K, 2, 1)
   assert metadata["latent_shape"] == list(LATENT)
-  assert metadata["threshold"] == THRESHOLD and metadata["background_in_encoder"]
+  assert metadata["threshold"] == dict(THRESHOLD, score="latent_mean")
+  assert metadata["background_in_encoder"]
   np.testing.assert_array_equal(np.load(os.path.join(litert_dir, litert.BACKGROUND_FILE)),
                                 model.background.numpy())
   # TF Serving sees only the numeric version: litert/ is not one.

@@ -22,6 +22,7 @@ from tensorflow_serving.apis import predict_pb2
 import testing
 from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
 from daml_tf import errors
+from daml_tf import evaluation
 from daml_tf.data import pipeline
 from daml_tf.inference import backends
 from daml_tf.inference import serving
@@ -241,3 +242,37 @@ def test_detector_on_the_saved_model_matches_keras(run, exported):
   np.testing.assert_allclose(got[span:], expected[span:], rtol=RTOL, atol=1e-8)
   with pytest.raises(ValueError, match="uint8"):
     detector.process(frames[0].astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize("score", ["latent_max", "latent_top10", "cosine"])
+def test_every_runtime_gives_the_configured_score(run, tmp_path, score):
+  """evaluate's scorer, the Keras detector and an export of --score=<score> agree."""
+  _, cfg, model = run
+  frames = camera_frames(12, 3, seed=4)
+  keras_detector = streaming.StreamingDetector(model, cfg.data, score=score)
+  keras_scores = [keras_detector.process(f).score for f in frames]
+  version_dir = serving.export_serving(model, str(tmp_path), version=1, data_cfg=cfg.data,
+                                       score=score)
+  assert serving.read_metadata(version_dir)["score"] == score
+  detector = streaming.StreamingDetector.from_model_dir(version_dir)
+  assert detector.score_name == score
+  span = cfg.data.clip_span
+  exported = [detector.process(f).score for f in frames]
+  np.testing.assert_allclose(exported[span:], keras_scores[span:], rtol=RTOL, atol=1e-8)
+  # The batch scorer of evaluate and calibrate, on the same preprocessed frames.
+  decoded = decode_like_training(frames, tmp_path / "frames") - model.background.numpy()
+  _, batch_scores = evaluation.VideoScorer(model, cfg.data, 4, score).score(decoded)
+  np.testing.assert_allclose(batch_scores, keras_scores[span:], rtol=1e-4, atol=1e-7)
+  # serving_default scores whole clips with the same score.
+  loaded = tf.saved_model.load(version_dir).signatures["serving_default"]
+  clip = np.stack([frames[[t - cfg.data.delta - (K - 1 - i) * cfg.data.interval
+                           for i in range(K)] + [t]] for t in (span, span + 1)])
+  np.testing.assert_allclose(loaded(clip=tf.constant(clip))["score"].numpy(),
+                             keras_scores[span:span + 2], rtol=1e-4, atol=1e-7)
+
+
+def test_scores_that_decode_a_frame_are_not_exported(run, tmp_path):
+  _, cfg, model = run
+  with pytest.raises(errors.ExportError, match="frame_psnr"):
+    serving.export_serving(model, str(tmp_path), version=1, data_cfg=cfg.data,
+                           score="frame_psnr")

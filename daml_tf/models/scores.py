@@ -75,7 +75,9 @@ def latent_top(fraction: float) -> Callable[[ScoreInputs], tf.Tensor]:
 
   def score(inputs: ScoreInputs) -> tf.Tensor:
     cells = _flat_map(inputs)
-    count = max(1, int(round(fraction * int(cells.shape[1]))))
+    # From the dynamic shape: inside an exported graph the grid size may be unknown.
+    num_cells = tf.cast(tf.shape(cells)[1], tf.float32)
+    count = tf.maximum(1, tf.cast(tf.round(fraction * num_cells), tf.int32))
     return tf.reduce_mean(tf.math.top_k(cells, k=count).values, axis=1)
 
   return score
