@@ -83,6 +83,10 @@ _HELP = {
     "pseudo_anomaly_margin": ("Pseudo-anomalous clips' latent error is pushed above this "
                               "many times the batch's normal mean."),
     "pseudo_anomaly_speeds": "Comma-separated speed-ups (>= 2) of pseudo-anomalous clips.",
+    "init_from": ("Start from the model weights of another run (its directory, checkpoints/ "
+                  "folder or one checkpoint, e.g. pretrained/ped2_cpu) instead of random ones; "
+                  "the architecture must match. Optimizer, schedule and background start "
+                  "fresh."),
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
     "perturb": "Test-time perturbation: brightness:<factor> scales the HLS lightness of every "

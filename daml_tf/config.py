@@ -173,6 +173,9 @@ class TrainConfig:
     pseudo_anomaly_speeds: comma-separated speed-ups s: a pseudo-anomalous clip takes its
       inputs s * interval frames apart and its target s * delta frames after the last, as if
       the video played s times faster.
+    init_from: a run directory, its checkpoints/ folder or one checkpoint whose model weights
+      a new run starts from instead of random ones (the optimizer, the schedule position and
+      the background start fresh); ignored once the run has checkpoints of its own.
   """
 
   model_dir: str = "runs/demo"
@@ -200,6 +203,7 @@ class TrainConfig:
   pseudo_anomaly_weight: float = 0.0
   pseudo_anomaly_margin: float = 2.0
   pseudo_anomaly_speeds: str = "2,3,4"
+  init_from: str = ""
 
   @property
   def pseudo_speeds(self) -> Tuple[int, ...]:

@@ -14,7 +14,7 @@
 import dataclasses
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -91,25 +91,69 @@ def save_config(cfg: config_lib.Config, model_dir: str) -> None:
   config_lib.save_config(cfg, config_path(model_dir))
 
 
+# What the shapes of the weights depend on: the frame geometry (the background is a weight, the
+# motion model sees time_steps codes) and the model fields. weight_decay and
+# latent_loss_trains_encoder only change the loss, so a fine-tune may change them.
+_GEOMETRY_FIELDS = ("image_height", "image_width", "channels", "time_steps")
+_LOSS_ONLY_MODEL_FIELDS = ("weight_decay", "latent_loss_trains_encoder")
+
+
+def architecture_differences(saved: config_lib.Config, cfg: config_lib.Config,
+                             loss_fields: bool = True) -> List[str]:
+  """`name: saved X vs now Y` for every geometry or model field that differs.
+
+  Args:
+    saved: the config the weights were trained with.
+    cfg: the config of the run that wants them.
+    loss_fields: also compare the model fields that change only the loss (a resumed run must
+      keep them; a run initialised from other weights may change them).
+  """
+  model_fields = [field.name for field in dataclasses.fields(cfg.model)
+                  if loss_fields or field.name not in _LOSS_ONLY_MODEL_FIELDS]
+  return [
+      f"{name}: saved {getattr(saved.data, name)} vs now {getattr(cfg.data, name)}"
+      for name in _GEOMETRY_FIELDS if getattr(saved.data, name) != getattr(cfg.data, name)
+  ] + [
+      f"{name}: saved {getattr(saved.model, name)} vs now {getattr(cfg.model, name)}"
+      for name in model_fields if getattr(saved.model, name) != getattr(cfg.model, name)
+  ]
+
+
 def check_resume_compatible(cfg: config_lib.Config, model_dir: str) -> None:
   """Refuses to resume from a model directory trained with another architecture or geometry."""
   if not is_run_dir(model_dir):
     return
   saved = config_lib.load_config(config_path(model_dir))
-  geometry = ("image_height", "image_width", "channels", "time_steps")
-  differences = [
-      f"{name}: saved {getattr(saved.data, name)} vs now {getattr(cfg.data, name)}"
-      for name in geometry if getattr(saved.data, name) != getattr(cfg.data, name)
-  ] + [
-      f"{field.name}: saved {getattr(saved.model, field.name)} vs now "
-      f"{getattr(cfg.model, field.name)}"
-      for field in dataclasses.fields(cfg.model)
-      if getattr(saved.model, field.name) != getattr(cfg.model, field.name)
-  ]
+  differences = architecture_differences(saved, cfg)
   if differences:
     raise errors.ConfigError(
         f"{model_dir} holds a model with another configuration ({'; '.join(differences)}). "
         "Use a new --model_dir or the original flags.")
+
+
+def init_checkpoint(path: str) -> Tuple[str, Optional[config_lib.Config]]:
+  """(checkpoint, its run's config or None) of --init_from.
+
+  Args:
+    path: a run directory (config.json, checkpoints/), its checkpoints/ folder (the run's
+      config is then looked for one level up), or one checkpoint's prefix (.../ckpt-N).
+
+  Raises:
+    ConfigError: path holds no checkpoint.
+  """
+  path = path.rstrip("/")
+  if is_run_dir(path):
+    latest = tf.train.latest_checkpoint(checkpoint_dir(path))
+    run = path
+  elif tf.io.gfile.exists(path + ".index"):
+    latest, run = path, os.path.dirname(os.path.dirname(path))
+  else:
+    latest, run = tf.train.latest_checkpoint(path), os.path.dirname(path)
+  if not latest:
+    raise errors.ConfigError(
+        f"--init_from={path}: no checkpoint there; give a run directory (config.json, "
+        "checkpoints/), its checkpoints/ folder or a checkpoint prefix (.../ckpt-N).")
+  return latest, (load_config(run) if is_run_dir(run) else None)
 
 
 def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DAML:

@@ -225,6 +225,54 @@ def _restore_latest(checkpoint: tf.train.Checkpoint, checkpoint_dir: str) -> Opt
   raise errors.TrainingError(f"No checkpoint in {checkpoint_dir} can be restored.")
 
 
+def init_checkpoint(cfg: config_lib.Config) -> Optional[str]:
+  """The checkpoint of cfg.train.init_from to start from, or None (none asked for, or the run
+  has checkpoints of its own and resumes from them).
+
+  Called before anything is written, so a wrong --init_from leaves no run directory behind.
+
+  Raises:
+    ConfigError: no checkpoint there, or one of another architecture (naming the differences).
+  """
+  if not cfg.train.init_from or tf.train.get_checkpoint_state(
+      run_dir.checkpoint_dir(cfg.train.model_dir)):
+    return None
+  path, saved = run_dir.init_checkpoint(cfg.train.init_from)
+  differences = [] if saved is None else run_dir.architecture_differences(
+      saved, cfg, loss_fields=False)
+  if differences:
+    raise errors.ConfigError(
+        f"--init_from={cfg.train.init_from} holds a model of another architecture "
+        f"({'; '.join(differences)}): give those flags the saved values.")
+  return path
+
+
+def init_weights(model: DAML, cfg: config_lib.Config, path: str) -> None:
+  """Loads the model weights of checkpoint `path` into `model`.
+
+  Only the model is read: the optimizer's slots and step, and the position in the schedule,
+  stay as built (fresh), since the new run has its own data and schedule.
+
+  Raises:
+    ConfigError: the checkpoint's weights do not fit the model.
+  """
+  # Restored into a model of its own, without an optimizer: a Keras model tracks its optimizer,
+  # so restoring into the training model would also bring back the old run's step and slots.
+  source = build.float32_model(cfg)
+  try:
+    tf.train.Checkpoint(model=source).restore(path).expect_partial(
+        ).assert_existing_objects_matched()
+  except (ValueError, AssertionError, tf.errors.OpError) as error:
+    # Without a config.json beside the checkpoint, a mismatch shows up here as a shape error.
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise errors.ConfigError(f"--init_from={cfg.train.init_from}: cannot load {path} into "
+                             f"this model ({first_line}).") from None
+  for weight, value in zip(model.weights, source.weights):
+    weight.assign(tf.cast(value, weight.dtype))
+  logging.info("Initialised the model weights from %s; optimizer and schedule start fresh.",
+               path)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
   """What `train` hands back.
@@ -264,12 +312,14 @@ class _Checkpoints:
         self._checkpoint, run_dir.checkpoint_dir(distributed.own_dir(model_dir, role)),
         max_to_keep=3)
 
-  def restore(self) -> None:
+  def restore(self) -> bool:
+    """Restores the run's newest checkpoint; returns whether there was one."""
     restored = _restore_latest(self._checkpoint, run_dir.checkpoint_dir(self._model_dir))
     if restored:
       logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d",
                    restored, int(self.epochs_done.numpy()), int(self.epoch_steps_done.numpy()),
                    int(self._model.optimizer.iterations.numpy()))
+    return bool(restored)
 
   def save(self) -> None:
     path = self._manager.save(checkpoint_number=self._model.optimizer.iterations)
@@ -358,6 +408,7 @@ def train(cfg: config_lib.Config,
   build.motion_class(cfg.model.motion)  # An unknown name stops the run before data is read.
   keras.utils.set_random_seed(cfg.data.seed)
   run_dir.check_resume_compatible(cfg, model_dir)
+  init_path = init_checkpoint(cfg)
   data = prepare_training_data(cfg, distributed.own_dir(model_dir, role))
   if role.is_chief:
     run_dir.save_config(cfg, model_dir)
@@ -366,7 +417,8 @@ def train(cfg: config_lib.Config,
     model = build.build_model(cfg)
     compile_model(model, cfg.train)
     checkpoints = _Checkpoints(model, model_dir, role)
-  checkpoints.restore()
+  if not checkpoints.restore() and init_path:
+    init_weights(model, cfg, init_path)
   # The background is data, not a learned weight: the one just computed or loaded wins.
   model.set_background(data.background)
   summaries = _Summaries(run_dir.summary_dir(model_dir), cfg.train, role.is_chief)

@@ -3,6 +3,7 @@
 The shared run (`trained` in conftest.py) is the one `python -m daml_tf.train` makes.
 """
 
+import dataclasses
 import os
 import pathlib
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from testing import STEPS_PER_EPOCH, short_run_config
+from testing import STEPS_PER_EPOCH, make_run, short_run_config
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
@@ -158,3 +159,50 @@ def test_checkpoint_without_the_step_counter_resumes(tiny_data, tmp_path):
   longer = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1, export=False,
                             calibrate=False)
   assert training.train(longer).metrics["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+def _init_from_config(tiny_data, model_dir, init_from, **model):
+  cfg = short_run_config(tiny_data, model_dir, train_epochs=0, finetune_epochs=0, export=False,
+                         calibrate=False, init_from=str(init_from))
+  return cfg.replace(model=dataclasses.replace(cfg.model, **model)) if model else cfg
+
+
+def test_init_from_loads_the_weights_and_starts_fresh(tiny_data, tmp_path):
+  _, source = make_run(tmp_path / "source", {"threshold": 1.0, "quantile": 0.99}, seed=3)
+  # latent_loss_trains_encoder changes the loss only: a fine-tune may change it.
+  cfg = _init_from_config(tiny_data, tmp_path / "new", tmp_path / "source",
+                          latent_loss_trains_encoder=False)
+  run = training.train(cfg)
+  assert run.metrics["global_step"] == 0
+  for before, after in zip(source.weights, run.model.weights):
+    if before.path.endswith("background"):
+      # The background is the new run's data, not the source's.
+      np.testing.assert_array_equal(after.numpy(), run.data.background)
+    else:
+      np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+
+
+def test_init_from_a_checkpoint_folder_trains(tiny_data, tmp_path):
+  make_run(tmp_path / "source", {"threshold": 1.0, "quantile": 0.99})
+  cfg = _init_from_config(tiny_data, tmp_path / "new", tmp_path / "source" / "checkpoints")
+  cfg = cfg.replace(train=dataclasses.replace(cfg.train, train_epochs=1))
+  assert training.train(cfg).metrics["global_step"] == STEPS_PER_EPOCH
+  # Once the run has checkpoints of its own it resumes from them, --init_from or not.
+  cfg = cfg.replace(train=dataclasses.replace(cfg.train, train_epochs=2))
+  assert training.train(cfg).metrics["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+def test_init_from_another_architecture_is_refused(tiny_data, tmp_path):
+  make_run(tmp_path / "source", {"threshold": 1.0, "quantile": 0.99})
+  cfg = _init_from_config(tiny_data, tmp_path / "new", tmp_path / "source", feature_root=8)
+  with pytest.raises(errors.ConfigError, match="feature_root: saved 4 vs now 8"):
+    training.train(cfg)
+  assert not run_dir.is_run_dir(cfg.train.model_dir)  # Refused before anything is written.
+  # Without the run's config.json the checkpoint itself tells.
+  os.remove(run_dir.config_path(str(tmp_path / "source")))
+  cfg = _init_from_config(tiny_data, tmp_path / "new2", tmp_path / "source" / "checkpoints",
+                          feature_root=8)
+  with pytest.raises(errors.ConfigError, match="cannot load"):
+    training.train(cfg)
+  with pytest.raises(errors.ConfigError, match="no checkpoint"):
+    training.train(_init_from_config(tiny_data, tmp_path / "new3", tmp_path / "nowhere"))
