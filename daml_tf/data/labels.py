@@ -48,8 +48,10 @@ def find_label_file(spec, root: str, override: str = "") -> str:
     if tf.io.gfile.exists(path):
       return path
   raise DataError(
-      f"No label file for dataset {spec.name!r}: looked for {' and '.join(candidates)}; "
-      f"set --label_file.")
+      f"No label file for dataset {spec.name!r}: looked for {' and '.join(candidates)}. "
+      f"Evaluation needs the frame labels of the test videos; set --label_file"
+      + (" (a .npz of one 0/1 array per test video, keyed by its folder name)."
+         if spec.label_format == registry.LABELS_NUMPY else "."))
 
 
 def _read_bytes(path: str) -> io.BytesIO:

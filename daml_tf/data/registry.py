@@ -74,6 +74,14 @@ _REGISTRY = {
         DatasetSpec(
             name="synthetic", image_size=(64, 96), channels=1, time_steps=4, interval=2,
             delta=2, label_file="synthetic.npz", label_format=LABELS_NUMPY),
+        # A camera's own footage (`python -m daml_tf.data.prepare --videos=...`). Size,
+        # channels and clip geometry are those of the shipped pretrained/ped2_cpu, so
+        # `train --init_from=pretrained/ped2_cpu` needs no geometry flags; any of them can be
+        # changed with --image_height/--image_width/--channels/... Training needs no labels;
+        # evaluation reads testing/frames/ and labels.npz ({video: 0/1 per frame}).
+        DatasetSpec(
+            name="custom", image_size=(64, 96), channels=1, time_steps=4, interval=2,
+            delta=4, label_file="labels.npz", label_format=LABELS_NUMPY),
     )
 }
 

@@ -36,6 +36,10 @@ is complete and is kept (a folder whose frame count differs from a frame-file so
 A run that finds everything in place writes nothing. Only local filesystems are supported for
 writing. Library code calls `prepare` or `verify`; the entry point is `__main__.py`.
 
+A camera's own footage is the other input: `--videos=<folder | glob | file>` instead of
+--dataset/--source writes the frames layout of the `custom` dataset (training frames and an
+optional held-out part for calibration) from video files; see footage.py.
+
 One module per release format (ucsd.py, avenue.py, shanghaitech.py) turns a release into video
 jobs and a label writer; common.py holds what they share, convert.py runs them, verify.py checks
 the result. A new release format is one module and one line in convert.CONVERTERS (and its

@@ -8,6 +8,7 @@ from absl import flags
 
 from daml_tf import cli
 from daml_tf.data.prepare import common
+from daml_tf.data.prepare import footage
 from daml_tf.data.prepare.convert import prepare
 
 
@@ -25,13 +26,57 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_boolean("check_counts", True,
                        "Require the video and frame counts of the full official release.",
                        flag_values=flag_values)
-  flags.mark_flags_as_required(["dataset", "output_dir"], flag_values=flag_values)
+  _define_footage_flags(flag_values)
+  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
+
+
+def _define_footage_flags(flag_values: flags.FlagValues) -> None:
+  """The flags of `--videos` (a camera's own footage; see footage.py)."""
+  flags.DEFINE_string("videos", None,
+                      "Your own footage instead of --dataset/--source: a folder of video files, "
+                      "a quoted glob pattern or one file (any format FFmpeg reads). Writes the "
+                      "frames layout of --dataset=custom.", flag_values=flag_values)
+  flags.DEFINE_integer("every_nth", 1, "With --videos: keep every Nth decoded frame.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("fps", 0.0, "With --videos: keep about this many frames per second "
+                     "instead (0: --every_nth decides).", flag_values=flag_values)
+  flags.DEFINE_integer("max_frames", 0, "With --videos: at most this many kept frames per "
+                       "video (0: all).", flag_values=flag_values)
+  flags.DEFINE_float("holdout", 0.0, "With --videos: share of each video's last kept frames "
+                     "written to <output_dir>/holdout/ for calibrate --videos_dir (0: none).",
+                     flag_values=flag_values)
+  flags.DEFINE_integer("min_frames", footage.default_min_frames(),
+                       "With --videos: videos (and held-out parts) with fewer kept frames are "
+                       "skipped with a warning; the default is one clip of --dataset=custom.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("resize", "", "With --videos: write frames at HEIGHTxWIDTH (e.g. 64x96) "
+                      "instead of the source size.", flag_values=flag_values)
+  flags.DEFINE_boolean("gray", False, "With --videos: write gray frames.",
+                       flag_values=flag_values)
+
+
+def _prepare_footage(flag_values: flags.FlagValues) -> None:
+  if flag_values.dataset or flag_values.source or flag_values.verify_only:
+    raise app.UsageError("--videos replaces --dataset, --source and --verify_only.")
+  options = cli.exit_on_expected_errors(
+      lambda: footage.FootageOptions(
+          every_nth=flag_values.every_nth, fps=flag_values.fps,
+          max_frames=flag_values.max_frames, holdout=flag_values.holdout,
+          min_frames=flag_values.min_frames, size=footage.parse_size(flag_values.resize),
+          gray=flag_values.gray))
+  cli.exit_on_expected_errors(footage.prepare_footage, flag_values.videos,
+                              os.path.expanduser(flag_values.output_dir), options)
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   flag_values = flags.FLAGS
+  if flag_values.videos:
+    _prepare_footage(flag_values)
+    return
+  if not flag_values.dataset:
+    raise app.UsageError("Give --dataset (an official release) or --videos (your footage).")
   if not flag_values.verify_only and not flag_values.source:
     raise app.UsageError("--source is required unless --verify_only is set.")
   cli.exit_on_expected_errors(
