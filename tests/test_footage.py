@@ -3,6 +3,7 @@
 Frame counts are worked out by hand from the options in each test's comments.
 """
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -115,7 +116,7 @@ def test_command_line_exits_1_naming_the_bad_file(tmp_path):
   (tmp_path / "cam" / "broken.ts").write_bytes(b"\x00" * 500)
   result = subprocess.run(
       [sys.executable, "-m", "daml_tf.data.prepare", f"--videos={tmp_path / 'cam'}",
-       f"--output_dir={tmp_path / 'out'}", "--min_frames=4"], cwd=ROOT, capture_output=True,
+       f"--output_dir={tmp_path / 'out'}", "--min_frames=4", "--dataset=custom"], cwd=ROOT, capture_output=True,
       text=True, timeout=120, check=False)
   assert result.returncode == 1, result.stderr[-2000:]
   assert "broken.ts" in result.stderr and "Traceback" not in result.stderr
@@ -137,7 +138,7 @@ def test_prepared_footage_trains_as_the_custom_dataset(tmp_path):
   assert (defaults.image_height, defaults.image_width, defaults.channels) == (64, 96, 1)
   cfg = testing.short_run_config(tmp_path / "data", tmp_path / "run", calibration_holdout=0.0,
                                  export=False)
-  cfg = cfg.replace(data=cfg.data.__class__(**dict(cfg.data.__dict__, dataset="custom")))
+  cfg = cfg.replace(data=dataclasses.replace(cfg.data, dataset="custom"))
   run = train_command.run(cfg)
   assert run.metrics["global_step"] == 2 * testing.STEPS_PER_EPOCH
   assert os.path.exists(tmp_path / "run" / "threshold.json")

@@ -56,8 +56,10 @@ def _define_footage_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _prepare_footage(flag_values: flags.FlagValues) -> None:
-  if flag_values.dataset or flag_values.source or flag_values.verify_only:
-    raise app.UsageError("--videos replaces --dataset, --source and --verify_only.")
+  if (flag_values.dataset not in (None, footage.CUSTOM_DATASET) or flag_values.source
+      or flag_values.verify_only):
+    raise app.UsageError("--videos writes the custom dataset: it replaces --dataset, --source "
+                         "and --verify_only.")
   options = cli.exit_on_expected_errors(
       lambda: footage.FootageOptions(
           every_nth=flag_values.every_nth, fps=flag_values.fps,
