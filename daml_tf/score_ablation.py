@@ -4,7 +4,8 @@
  [--scores=latent_mean,latent_top5] [--smoothings=none,ma:5,ema:0.3,gauss:3] --output=abl.json`
 
 For each run, score and smoothing: micro and macro AUC and EER with the paper's per-video
-min-max normalisation and, for causal smoothings, the online micro AUC (raw scores pooled).
+min-max normalisation and, for causal smoothings, the online micro AUC (raw scores pooled);
+for each score, the mean raw score of the normal test frames.
 The fusion scores are standardised by their parts' statistics on the run's calibration frames
 (held-out tails, else training frames), as `daml_tf.calibrate` computes them. Scoring runs once
 per run and score; smoothing and metrics are host-side NumPy on the collected scores.
@@ -72,6 +73,9 @@ def ablate_run(model_dir: str, data_dir: str, score_names, smoothings):
       scored_labels.append(video_labels[frame_indices])
     for spec in smoothings:
       rows[f"{name}|{spec}"] = metrics_row(raw, scored_labels, smoothing_lib.parse(spec))
+    # How high the score sits on normal test frames: what pseudo-anomaly training must not raise.
+    rows[f"{name}|normal_mean"] = round(float(np.mean(np.concatenate(
+        [r[l == 0] for r, l in zip(raw, scored_labels)]))), 5)
     logging.info("%s %s: %s", model_dir, name, rows[f"{name}|{smoothings[0]}"])
   return rows
 
