@@ -187,13 +187,13 @@ class DAML(keras.Model):
     latents = tf.stop_gradient(self._encode_clip(clip, training=False)[-1])
     predicted = self.motion(latents[:, :self.time_steps], training=True)
     target = tf.cast(latents[:, self.time_steps], tf.float32)
+    per_clip_sse = tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3])
     motion_reg = [tf.cast(l, tf.float32) for l in self.motion.losses]
     return {
         "recon_loss": tf.constant(0.0),
-        "latent_loss": tf.reduce_mean(
-            tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3])),
+        "latent_loss": tf.reduce_mean(per_clip_sse),
         "reg_loss": tf.add_n(motion_reg) if motion_reg else tf.constant(0.0),
-        "per_clip_latent_sse": tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3]),
+        "per_clip_latent_sse": per_clip_sse,
     }
 
   def _all_losses(self, clip) -> Dict[str, tf.Tensor]:
