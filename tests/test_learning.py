@@ -28,5 +28,5 @@ def test_demo_config_learns(tmp_path, monkeypatch):
   train_command.run(cfg)
   metrics = evaluation.evaluate(cfg)
   # Chance is 0.5 and the frame-difference baseline reaches 0.58 on this data; the demo run in
-  # the README reached 0.829, the margin allows for other CPUs' floating-point differences.
+  # the README reached 0.826 to 0.829, the margin allows for other CPUs' floating-point differences.
   assert metrics["micro_auc"] > 0.75, metrics
