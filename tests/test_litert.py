@@ -141,6 +141,21 @@ def test_detector_on_litert_matches_keras(exported, precision):
   np.testing.assert_allclose([r.score for r in results[span:]], expected, rtol=rtol)
 
 
+@pytest.mark.parametrize("score", ["latent_top10", "cosine"])
+def test_litert_scores_every_latent_score_as_keras(exported, score):
+  cfg, model, _, litert_dir = exported
+  frames = camera_frames(12, 3, seed=5)
+  keras_detector = streaming.StreamingDetector(model, cfg.data, score=score)
+  expected = [keras_detector.process(frame).score for frame in frames]
+  # The stored threshold is for the paper's score: another score needs its own.
+  with pytest.raises(errors.ConfigError, match="latent_mean"):
+    streaming.StreamingDetector.from_model_dir(litert_dir, score=score)
+  detector = streaming.StreamingDetector.from_model_dir(litert_dir, threshold=1.0, score=score)
+  got = [detector.process(frame).score for frame in frames]
+  span = cfg.data.clip_span
+  np.testing.assert_allclose(got[span:], expected[span:], rtol=1e-4, atol=1e-7)
+
+
 def test_detect_cli_on_the_litert_export(exported, tmp_path):
   cfg, model, export_dir, _ = exported
   frames = camera_frames(12, 3, seed=4)
