@@ -38,12 +38,16 @@ class FrameResult:
     smoothed: the causally smoothed score (the raw one without smoothing), or None when
       `score` is None.
     alarm: smoothed > threshold (always False without a threshold or a score).
+    error_map: float32 [h, w], the latent error of each cell of the latent grid (the score's
+      spatial layout, see daml_tf.inference.localize), or None when `score` is None.
   """
 
   index: int
   score: Optional[float]
   smoothed: Optional[float]
   alarm: bool
+  # Not compared: results stay comparable with ==, as before the map was added.
+  error_map: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
 
 
 class StreamingDetector:
@@ -216,8 +220,10 @@ class StreamingDetector:
     past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
     predicted = np.asarray(self._backend.predict(past), np.float32)
     score = float(scores.compute_numpy(self.score_name, predicted, self._codes[-1])[0])
+    error_map = np.asarray(scores.latent_error_map(predicted, self._codes[-1])[0], np.float32)
     smoothed = self._smoother.update(score)
     alarm = self.threshold is not None and smoothed > self.threshold
-    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm))
+    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm),
+                       error_map=error_map)
 
 
