@@ -2,8 +2,11 @@
 
 `python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
 
-Writes out/scores.csv (frame,timestamp_s,score,alarm), out/scores.png and, with --annotate,
-out/annotated.mp4 (or .avi). The threshold is --threshold, else <model_dir>/threshold.json (or
+Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
+start and end) as frames are scored, out/scores.png (the last --plot_window frames) at the end
+and, with --annotate, out/annotated.mp4 (or .avi) with the error heatmap and the anomaly box.
+It stops at the end of the input, at --max_frames or --duration_s, or on SIGINT/SIGTERM (after
+the current frame, every file complete, exit status 0). The threshold is --threshold, else <model_dir>/threshold.json (or
 the one recorded in an export); with neither only scores are written. See
 daml_tf.inference.detection.run_detection.
 
@@ -42,8 +45,18 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "daml_tf/models/scores.py).", flag_values=flag_values)
   flags.DEFINE_string("smoothing", "", "Causal smoothing before thresholding: ma:N or ema:A "
                       "(overrides --smoothing_window).", flag_values=flag_values)
-  flags.DEFINE_bool("annotate", False, "Also write the video with the score and an ALARM "
-                    "banner drawn on each frame.", flag_values=flag_values)
+  flags.DEFINE_bool("annotate", False, "Also write the video with the latent error heatmap, "
+                    "the anomaly box, the score and an ALARM banner drawn on each frame.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("camera_name", "", "Camera name in events.jsonl (default: the input's "
+                      "base name without extension).", flag_values=flag_values)
+  flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: no limit).",
+                       flag_values=flag_values)
+  flags.DEFINE_float("duration_s", 0.0, "Stop after this many seconds of stream time (0: no "
+                     "limit).", flag_values=flag_values)
+  flags.DEFINE_integer("plot_window", detection.DEFAULT_PLOT_WINDOW, "scores.png shows the "
+                       "last this many frames (memory stays bounded on long inputs).",
+                       flag_values=flag_values)
   flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder (video files "
                      "carry their own).", flag_values=flag_values)
   flags.DEFINE_integer("log_every", 100, "Frames between progress lines.",
@@ -62,7 +75,8 @@ def main(argv):
       threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
       score=FLAGS.score, smoothing=FLAGS.smoothing,
       annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every,
-      litert_precision=FLAGS.litert_precision)
+      litert_precision=FLAGS.litert_precision, camera_name=FLAGS.camera_name,
+      max_frames=FLAGS.max_frames, duration_s=FLAGS.duration_s, plot_window=FLAGS.plot_window)
   cli.finish()
 
 

@@ -2,9 +2,12 @@
 file, the plot, the annotated video, and one message on bad input."""
 
 import csv
+import json
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +70,20 @@ def test_detect_cli_end_to_end(trained_model_dir, tmp_path):
   alarms = [r["alarm"] == "1" for r in rows[span:]]
   assert alarms == list(scores > threshold) and 0 < sum(alarms) < len(alarms)
 
+  # One alarm_start per run of alarms, one alarm_end after it (at the last frame if still open).
+  with open(output_dir / "events.jsonl") as f:
+    events = [json.loads(line) for line in f]
+  flags = [0] * span + [int(a) for a in alarms]
+  starts = [i for i in range(16) if flags[i] and not (i and flags[i - 1])]
+  ends = [i for i in range(1, 16) if flags[i - 1] and not flags[i]] + ([15] if flags[-1] else [])
+  assert [(e["event"], e["frame"]) for e in events] == [
+      pair for start, end in zip(starts, ends)
+      for pair in (("alarm_start", start), ("alarm_end", end))]
+  assert all(e["camera"] == "input" for e in events)
+  for e in events:
+    x0, y0, x1, y1 = e["box"]
+    assert 0 <= x0 < x1 <= 56 and 0 <= y0 < y1 <= 40
+    assert e["peak_score"] >= threshold and e["time"].endswith("Z")
   assert (output_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   annotated = [p for p in output_dir.iterdir() if p.stem == "annotated"]
   assert len(annotated) == 1 and annotated[0].suffix in (".mp4", ".avi")
@@ -88,3 +105,64 @@ def test_detect_cli_without_model_dir_exits_with_one_message(tmp_path, model_dir
   assert result.returncode == 1, result.stderr
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def _csv_rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_detect_limits_and_camera_name(tmp_path):
+  model_dir = tmp_path / "model"
+  testing.make_run(model_dir, {"threshold": 0.0, "quantile": 0.9})
+  folder = write_pngs(tmp_path / "frames", moving_frames(30))
+  # --fps=10: frame i is at 0.1 * i s; 1.2 s of stream time is frames 0..11.
+  for flag, frames in (("--max_frames=7", 7), ("--duration_s=1.2", 12)):
+    output_dir = tmp_path / flag[2:6]
+    result = _run_detect(f"--model_dir={model_dir}", f"--input={folder}", "--fps=10",
+                         f"--output_dir={output_dir}", flag, "--camera_name=gate 2",
+                         "--plot_window=4")
+    assert result.returncode == 0, result.stderr
+    assert [int(r["frame"]) for r in _csv_rows(output_dir / "scores.csv")] == list(range(frames))
+    with open(output_dir / "events.jsonl") as f:
+      events = [json.loads(line) for line in f]
+    # Threshold 0: one alarm from the first scored frame, ended at the last frame read.
+    assert [(e["event"], e["frame"], e["camera"]) for e in events] == [
+        ("alarm_start", 5, "gate 2"), ("alarm_end", frames - 1, "gate 2")]
+    assert (output_dir / "scores.png").stat().st_size > 0
+
+
+def test_detect_stops_on_sigterm_with_complete_files(tmp_path):
+  model_dir = tmp_path / "model"
+  testing.make_run(model_dir, {"threshold": 0.0, "quantile": 0.9})
+  # Long enough that the signal comes well before the end.
+  video = write_video(tmp_path / "long.avi", np.tile(moving_frames(50), (80, 1, 1, 3)))
+  output_dir = tmp_path / "out"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "daml_tf.detect", f"--model_dir={model_dir}", f"--input={video}",
+       f"--output_dir={output_dir}"], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    scores_csv = output_dir / "scores.csv"
+    deadline = time.monotonic() + 120
+    while not (scores_csv.exists() and len(scores_csv.read_text().splitlines()) > 10):
+      assert process.poll() is None and time.monotonic() < deadline, "no rows appeared"
+      time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 0, stderr
+  assert "SIGTERM received" in stderr and "stop=signal" in stderr
+  text = scores_csv.read_text()
+  assert text.endswith("\n")
+  rows = _csv_rows(scores_csv)
+  assert 10 <= len(rows) < 4000
+  assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
+  assert all(r["score"] and r["alarm"] == "1" for r in rows[5:])
+  with open(output_dir / "events.jsonl") as f:
+    events = [json.loads(line) for line in f]
+  assert [(e["event"], e["frame"]) for e in events] == [
+      ("alarm_start", 5), ("alarm_end", len(rows) - 1)]
+  assert (output_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

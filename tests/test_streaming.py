@@ -5,6 +5,8 @@ The tests use an untrained tiny model: random weights score frames just as deter
 trained ones.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -127,6 +129,20 @@ def test_detector_scores_with_the_configured_score(model, cfg):
   assert scored and all(top[i] >= mean[i] for i in scored)  # the worst cell >= the mean
   with pytest.raises(ValueError, match="decodes the predicted frame"):
     streaming.StreamingDetector(model, cfg.data, score="frame_psnr")
+
+
+def test_result_carries_the_latent_error_map_of_the_score(model, cfg):
+  detector = streaming.StreamingDetector(model, cfg.data)
+  results = [detector.process(frame) for frame in moving_frames(10)]
+  span = cfg.data.clip_span
+  assert all(r.error_map is None for r in results[:span])
+  for result in results[span:]:
+    # One value per latent cell; the paper's score is their mean.
+    assert result.error_map.shape == testing.LATENT[:2]
+    assert result.error_map.dtype == np.float32
+    assert float(result.error_map.mean()) == pytest.approx(result.score, rel=1e-5)
+  # Results still compare with == (the map is left out of the comparison).
+  assert results[span] == dataclasses.replace(results[span], error_map=None)
 
 
 def test_smoothing_is_causal_and_alarms_use_the_threshold(model, cfg):

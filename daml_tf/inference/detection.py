@@ -1,14 +1,20 @@
-"""Driving a streaming detector over a recorded video or frames folder: scores, plot, annotation.
+"""Driving a streaming detector over a recorded video or frames folder: scores, events, plot,
+annotation.
 
-`python -m daml_tf.detect` calls `run_detection`.
+`python -m daml_tf.detect` calls `run_detection`; `detect_frames` is its loop, over any iterator
+of frames (an endless one too: memory stays bounded, see its doc).
 """
 
+import collections
+import contextlib
 import csv
 import dataclasses
 import io
 import os
+import signal
+import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -17,7 +23,9 @@ import tensorflow as tf
 from daml_tf import errors
 from daml_tf import report
 from daml_tf import video_io
+from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert
+from daml_tf.inference import localize
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamingDetector
 
@@ -25,6 +33,10 @@ SCORES_FILE = "scores.csv"
 PLOT_FILE = "scores.png"
 ANNOTATED_BASENAME = "annotated"
 CSV_COLUMNS = ("frame", "timestamp_s", "score", "alarm")
+DEFAULT_PLOT_WINDOW = 2000
+# Why the loop stopped (DetectionSummary.stop_reason).
+STOP_END, STOP_MAX_FRAMES, STOP_DURATION, STOP_SIGNAL, STOP_DECODE = (
+    "end", "max_frames", "duration", "signal", "decode_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +53,10 @@ class DetectionSummary:
       read to its end.
     scores_csv, plot_png: the files written.
     annotated_video: the annotated video, or None.
+    events_jsonl: the alarm events file.
+    events: alarm events written (starts and ends).
+    stop_reason: why the loop ended: "end" (input exhausted), "max_frames", "duration",
+      "signal" (SIGINT or SIGTERM) or "decode_error" (see stopped_at).
   """
 
   frames: int
@@ -52,11 +68,19 @@ class DetectionSummary:
   scores_csv: str
   plot_png: str
   annotated_video: Optional[str]
+  events_jsonl: Optional[str] = None
+  events: int = 0
+  stop_reason: str = STOP_END
 
 
 def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[float],
                    smoothed: bool = False) -> np.ndarray:
-  """The frame as RGB with its score (the thresholded one) and, on an alarm, an ALARM banner.
+  """The frame as RGB with its score (the thresholded one), the heatmap of its latent error map
+  with the anomaly box and, on an alarm, an ALARM banner.
+
+  The heatmap blends the frame towards red in proportion to each cell's error, fully red at
+  twice the threshold (so a normal frame stays faint), or at the frame's own maximum without a
+  threshold. The box (localize.anomaly_box) is red on an alarm, yellow otherwise.
 
   Args:
     frame: uint8 [H, W, 1|3], as read.
@@ -70,9 +94,17 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   if frame.shape[-1] == 1:
     frame = np.repeat(frame, 3, axis=-1)
+  box = None
+  if result.error_map is not None:
+    frame = localize.heatmap_overlay(frame, result.error_map,
+                                     scale=None if threshold is None else 2 * threshold)
+    box = localize.anomaly_box(result.error_map, frame.shape[:2])
   image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
   draw = ImageDraw.Draw(image)
   width, height = image.size
+  if box is not None:
+    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1],
+                   outline=(255, 0, 0) if result.alarm else (255, 220, 0), width=2)
   if result.score is None:
     text = f"#{result.index} warming up"
   else:
@@ -99,20 +131,52 @@ def _format_score(score: Optional[float]) -> str:
   return "" if score is None else str(np.float32(score))
 
 
+def _csv_row(index: int, timestamp: float, result: FrameResult) -> Tuple:
+  return (index, f"{timestamp:.6g}", _format_score(result.score), int(result.alarm))
+
+
 def write_detection_csv(path: str, rows: Sequence[Tuple[int, float, FrameResult]]) -> None:
   """Writes `frame,timestamp_s,score,alarm` (empty score for unscored frames)."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(CSV_COLUMNS)
-  for index, timestamp, result in rows:
-    writer.writerow((index, f"{timestamp:.6g}", _format_score(result.score), int(result.alarm)))
+  for row in rows:
+    writer.writerow(_csv_row(*row))
   with tf.io.gfile.GFile(path, "w") as f:
     f.write(buffer.getvalue())
 
 
+class ScoresCsvWriter:
+  """scores.csv written as frames are scored: the header at once, then one flushed row per
+  frame, so the file is complete up to the last frame whatever stops the process."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._file = tf.io.gfile.GFile(path, "w")
+    self._buffer = io.StringIO()
+    self._writer = csv.writer(self._buffer, lineterminator="\n")
+    self._emit(CSV_COLUMNS)
+
+  def _emit(self, row: Sequence) -> None:
+    self._buffer.seek(0)
+    self._buffer.truncate()
+    self._writer.writerow(row)
+    self._file.write(self._buffer.getvalue())
+    self._file.flush()
+
+  def append(self, index: int, timestamp: float, result: FrameResult) -> None:
+    self._emit(_csv_row(index, timestamp, result))
+
+  def close(self) -> None:
+    self._file.close()
+
+
 def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
                    threshold: Optional[float], title: str) -> None:
-  """Saves a PNG of the raw (and smoothed) score curve with the threshold and alarm spans."""
+  """Saves a PNG of the raw (and smoothed) score curve with the threshold and alarm spans.
+
+  `rows` may be any consecutive frames (run_detection passes the last --plot_window ones).
+  """
   # A bare Figure renders with Agg without touching pyplot's global state (as report.py).
   from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
   indices = np.array([index for index, _, _ in rows], np.int64)
@@ -132,7 +196,9 @@ def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
                 label="smoothed")
   if threshold is not None:
     axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1.0, label="threshold")
-  axes.set_xlim(-0.5, max(len(indices), 1) - 0.5)
+  # The rows may be a recent window of a long stream: the axis starts at its first frame.
+  axes.set_xlim((indices[0] if len(indices) else 0) - 0.5,
+                (indices[-1] if len(indices) else 0) + 0.5)
   axes.set_xlabel("frame index")
   axes.set_ylabel("raw anomaly score")
   axes.set_title(title, loc="left")
@@ -142,19 +208,171 @@ def plot_detection(path: str, rows: Sequence[Tuple[int, float, FrameResult]],
   report.save_figure(fig, path)
 
 
+@contextlib.contextmanager
+def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threading.Event]:
+  """Within the block, SIGINT and SIGTERM set the yielded event instead of killing the process,
+  so the loop can finish its frame and close every output; the previous handlers come back
+  after. Outside the main thread (where Python cannot install handlers) the event never fires.
+  """
+  stop = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield stop
+    return
+
+  def handler(signum, _):
+    logging.warning("%s received: stopping after the current frame.",
+                    signal.Signals(signum).name)
+    stop.set()
+
+  previous = {sig: signal.signal(sig, handler) for sig in signals}
+  try:
+    yield stop
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
+class _Counters:
+  """Running totals of the loop (no per-frame list: the stream may be endless)."""
+
+  def __init__(self):
+    self.frames = self.scored = self.alarms = 0
+    self.first_timestamp: Optional[float] = None
+
+  def add(self, timestamp: float, result: FrameResult) -> None:
+    if self.first_timestamp is None:
+      self.first_timestamp = timestamp
+    self.frames += 1
+    self.scored += result.score is not None
+    self.alarms += result.alarm
+
+
+def _stop_before(counters: _Counters, timestamp: float, duration_s: float) -> bool:
+  return (bool(duration_s) and counters.first_timestamp is not None
+          and timestamp - counters.first_timestamp >= duration_s)
+
+
+def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float, np.ndarray]],
+                  output_dir: str, camera: str, writer: Optional[video_io.VideoWriter] = None,
+                  max_frames: int = 0, duration_s: float = 0.0,
+                  plot_window: int = DEFAULT_PLOT_WINDOW, log_every: int = 100,
+                  stop: Optional[threading.Event] = None) -> DetectionSummary:
+  """The detection loop: scores each frame, appends it to scores.csv and writes alarm events.
+
+  Memory stays bounded on an endless iterator: scores.csv and events.jsonl are appended and
+  flushed as frames come, totals are counters, and only the last `plot_window` rows (without
+  their error maps) are kept, for scores.png, drawn at the end.
+
+  Args:
+    detector: the streaming detector.
+    frames: (index, timestamp_s, uint8 frame) tuples, as video_io.iter_frames yields them.
+    output_dir: an existing directory for scores.csv, scores.png and events.jsonl.
+    camera: the camera name of the events and the plot's title.
+    writer: the annotated video's writer (not closed here), or None.
+    max_frames: stop after this many frames (0: no limit).
+    duration_s: stop at the first frame this many seconds of stream time after the first
+      (0: no limit).
+    plot_window: frames shown in scores.png (the last ones).
+    log_every: frames between progress lines.
+    stop: when set (stop_on_signals), the loop ends after the current frame.
+
+  Returns:
+    DetectionSummary (annotated_video None: the caller knows it).
+
+  Raises:
+    errors.DataError: no frame could be read.
+  """
+  scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
+  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+  recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
+  counters = _Counters()
+  stopped_at, stop_reason = None, STOP_END
+  start = window_start = time.perf_counter()
+  try:
+    for index, timestamp, frame in frames:
+      if _stop_before(counters, timestamp, duration_s):
+        stop_reason = STOP_DURATION
+        break
+      result = detector.process(frame)
+      counters.add(timestamp, result)
+      scores_csv.append(index, timestamp, result)
+      events.update(result, timestamp, frame.shape[:2])
+      recent.append((index, timestamp, dataclasses.replace(result, error_map=None)))
+      if writer is not None:
+        writer.write(annotate_frame(frame, result, detector.threshold,
+                                    detector.smoothing.kind != "none"))
+      if log_every and counters.frames % log_every == 0:
+        now = time.perf_counter()
+        logging.info("frame %d: %.1f fps (last %d frames), %d alarms so far", index,
+                     log_every / max(now - window_start, 1e-9), log_every, counters.alarms)
+        window_start = now
+      if max_frames and counters.frames >= max_frames:
+        stop_reason = STOP_MAX_FRAMES
+        break
+      if stop is not None and stop.is_set():
+        stop_reason = STOP_SIGNAL
+        break
+  except video_io.DecodeStopped as e:
+    if not counters.frames:
+      raise errors.DataError(f"No frame could be read: {e.reason}") from e
+    stopped_at, stop_reason = e.index, STOP_DECODE
+    logging.warning("%s; writing the results of the %d frames read.", e, counters.frames)
+  finally:
+    if hasattr(frames, "close"):
+      frames.close()  # A generator over a video file closes its container.
+    scores_csv.close()
+    events.close()
+  elapsed = time.perf_counter() - start
+  plot_png = os.path.join(output_dir, PLOT_FILE)
+  plot_detection(plot_png, recent, detector.threshold, camera)
+  return DetectionSummary(
+      frames=counters.frames, scored=counters.scored, alarms=counters.alarms,
+      mean_fps=counters.frames / max(elapsed, 1e-9), threshold=detector.threshold,
+      stopped_at=stopped_at, scores_csv=scores_csv.path, plot_png=plot_png,
+      annotated_video=None, events_jsonl=events.path, events=events.events,
+      stop_reason=stop_reason)
+
+
+def _check_args(smoothing_window: int, fps: float, litert_precision: str, max_frames: int,
+                duration_s: float, plot_window: int) -> None:
+  if smoothing_window < 1:
+    raise errors.ConfigError(f"--smoothing_window must be >= 1, got {smoothing_window}.")
+  if fps <= 0:
+    raise errors.ConfigError(f"--fps must be > 0, got {fps}.")
+  if litert_precision not in litert.PRECISIONS:
+    raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
+                           f"{litert_precision!r}.")
+  if max_frames < 0 or duration_s < 0:
+    raise errors.ConfigError(f"--max_frames and --duration_s must be >= 0 (0: no limit), got "
+                             f"{max_frames} and {duration_s}.")
+  if plot_window < 1:
+    raise errors.ConfigError(f"--plot_window must be >= 1, got {plot_window}.")
+
+
+def camera_name_of(input_path: str) -> str:
+  """The default camera name: the input's base name without its extension."""
+  name = os.path.splitext(os.path.basename(input_path.rstrip("/")))[0]
+  return name or "camera"
+
+
 def run_detection(model_dir: str, input_path: str, output_dir: str,
                   threshold: Optional[float] = None, smoothing_window: int = 1,
                   score: str = "", smoothing: str = "",
                   annotate: bool = False, fps: float = video_io.DEFAULT_FPS,
-                  log_every: int = 100, litert_precision: str = "float32") -> DetectionSummary:
+                  log_every: int = 100, litert_precision: str = "float32",
+                  camera_name: str = "", max_frames: int = 0, duration_s: float = 0.0,
+                  plot_window: int = DEFAULT_PLOT_WINDOW) -> DetectionSummary:
   """Runs the streaming detector over a recorded video or frames folder.
 
-  Writes `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty score for the first
-  clip_span frames), `<output_dir>/scores.png` and, with `annotate`, `<output_dir>/annotated.mp4`
-  (libx264) or `annotated.avi` (mpeg4 or mjpeg, whichever encoder FFmpeg has).
+  Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
+  score for the first clip_span frames) and `<output_dir>/events.jsonl` (see
+  events.AlarmEventWriter); at the end `<output_dir>/scores.png` (the last `plot_window`
+  frames); with `annotate`, `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or
+  mjpeg, whichever encoder FFmpeg has), with the error heatmap and the anomaly box.
 
-  A video that stops decoding part-way keeps the frames before: the outputs are written for
-  them and `stopped_at` says where it stopped (a warning is logged too).
+  It stops at the end of the input, after `max_frames`, after `duration_s` of stream time, or
+  after the current frame on SIGINT or SIGTERM; every output is then closed complete. A video
+  that stops decoding part-way keeps the frames before and `stopped_at` says where it stopped.
 
   Args:
     model_dir: a training run's directory, or a serving or LiteRT export (see backends.open_model).
@@ -169,22 +387,19 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
     fps: frame rate of a frames folder (timestamps, annotated video).
     log_every: frames between progress lines.
     litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
+    camera_name: the camera of the events (default: camera_name_of(input_path)).
+    max_frames, duration_s: limits (0: none); see detect_frames.
+    plot_window: frames shown in scores.png.
 
   Returns:
     DetectionSummary.
 
   Raises:
     FileNotFoundError: input_path, or the model's config or checkpoint, is missing.
-    config.ConfigError: smoothing_window < 1, fps <= 0 or an unknown litert_precision.
+    config.ConfigError: a bad smoothing_window, fps, limit, plot_window or litert_precision.
     errors.DataError: the input holds no readable frame.
   """
-  if smoothing_window < 1:
-    raise errors.ConfigError(f"--smoothing_window must be >= 1, got {smoothing_window}.")
-  if fps <= 0:
-    raise errors.ConfigError(f"--fps must be > 0, got {fps}.")
-  if litert_precision not in litert.PRECISIONS:
-    raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
-                           f"{litert_precision!r}.")
+  _check_args(smoothing_window, fps, litert_precision, max_frames, duration_s, plot_window)
   if not tf.io.gfile.exists(input_path):
     raise FileNotFoundError(
         f"Input {input_path!r} does not exist: give a video file or a folder of frames.")
@@ -197,52 +412,28 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
                     "alarms.", model_dir)
   tf.io.gfile.makedirs(output_dir)
-
-  writer = None
-  video_path = None
+  camera = camera_name or camera_name_of(input_path)
+  writer = video_path = None
   if annotate:
     codec, extension = video_io.pick_output_format()
     video_path = os.path.join(output_dir, ANNOTATED_BASENAME + extension)
     writer = video_io.VideoWriter(video_path, fps=video_io.video_fps(input_path, fps),
                                   codec=codec)
-  rows: List[Tuple[int, float, FrameResult]] = []
-  stopped_at = None
-  start = window_start = time.perf_counter()
   try:
-    try:
-      for index, timestamp, frame in video_io.iter_frames(input_path, fps):
-        result = detector.process(frame)
-        rows.append((index, timestamp, result))
-        if writer is not None:
-          writer.write(annotate_frame(frame, result, detector.threshold,
-                                      detector.smoothing.kind != "none"))
-        if log_every and len(rows) % log_every == 0:
-          now = time.perf_counter()
-          logging.info("frame %d: %.1f fps (last %d frames), %d alarms so far", index,
-                       log_every / max(now - window_start, 1e-9), log_every,
-                       sum(r.alarm for _, _, r in rows))
-          window_start = now
-    except video_io.DecodeStopped as e:
-      if not rows:
-        raise errors.DataError(f"No frame of {input_path!r} could be read: {e.reason}") from e
-      stopped_at = e.index
-      logging.warning("%s; writing the results of the %d frames read.", e, len(rows))
+    with stop_on_signals() as stop:
+      summary = detect_frames(
+          detector, video_io.iter_frames(input_path, fps), output_dir, camera, writer,
+          max_frames=max_frames, duration_s=duration_s, plot_window=plot_window,
+          log_every=log_every, stop=stop)
+  except errors.DataError as e:
+    raise errors.DataError(f"Input {input_path!r}: {e}") from e
   finally:
     if writer is not None:
       writer.close()
-  elapsed = time.perf_counter() - start
-
-  scores_csv = os.path.join(output_dir, SCORES_FILE)
-  plot_png = os.path.join(output_dir, PLOT_FILE)
-  write_detection_csv(scores_csv, rows)
-  plot_detection(plot_png, rows, detector.threshold, os.path.basename(input_path.rstrip("/")))
-  summary = DetectionSummary(
-      frames=len(rows), scored=sum(r.score is not None for _, _, r in rows),
-      alarms=sum(r.alarm for _, _, r in rows), mean_fps=len(rows) / max(elapsed, 1e-9),
-      threshold=detector.threshold, stopped_at=stopped_at, scores_csv=scores_csv,
-      plot_png=plot_png, annotated_video=video_path)
-  logging.info("frames=%d scored=%d alarms=%d mean_fps=%.1f%s; wrote %s", summary.frames,
-               summary.scored, summary.alarms, summary.mean_fps,
-               "" if stopped_at is None else f" (decoding stopped at frame {stopped_at})",
-               output_dir)
+  summary = dataclasses.replace(summary, annotated_video=video_path)
+  logging.info("frames=%d scored=%d alarms=%d events=%d mean_fps=%.1f stop=%s%s; wrote %s",
+               summary.frames, summary.scored, summary.alarms, summary.events,
+               summary.mean_fps, summary.stop_reason,
+               "" if summary.stopped_at is None
+               else f" (decoding stopped at frame {summary.stopped_at})", output_dir)
   return summary

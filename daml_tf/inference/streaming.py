@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from daml_tf import config as config_lib
 from daml_tf import errors
@@ -38,12 +39,16 @@ class FrameResult:
     smoothed: the causally smoothed score (the raw one without smoothing), or None when
       `score` is None.
     alarm: smoothed > threshold (always False without a threshold or a score).
+    error_map: float32 [h, w], the latent error of each cell of the latent grid (the score's
+      spatial layout, see daml_tf.inference.localize), or None when `score` is None.
   """
 
   index: int
   score: Optional[float]
   smoothed: Optional[float]
   alarm: bool
+  # Not compared: results stay comparable with ==, as before the map was added.
+  error_map: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
 
 
 class StreamingDetector:
@@ -100,6 +105,18 @@ class StreamingDetector:
     self._codes = collections.deque(maxlen=data_cfg.clip_span + 1)
     self._warned_shape = None
     self._next_index = 0
+    score_name = self.score_name
+
+    # One graph call per frame for the score and the map, not a dozen eager ops: with Python
+    # 3.11, TensorFlow keeps a little memory per op call it runs (tensorflow/tensorflow#62551),
+    # which on an endless stream adds up; the maths is that of models.scores all the same.
+    @tf.function(reduce_retracing=True)
+    def score_and_map(predicted, observed):
+      inputs = scores.ScoreInputs(predicted, observed)
+      return (scores.compute(score_name, inputs),
+              scores.latent_error_map(predicted, observed))
+
+    self._score_and_map = score_and_map
 
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
@@ -215,9 +232,11 @@ class StreamingDetector:
       return FrameResult(index=index, score=None, smoothed=None, alarm=False)
     past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
     predicted = np.asarray(self._backend.predict(past), np.float32)
-    score = float(scores.compute_numpy(self.score_name, predicted, self._codes[-1])[0])
+    score, error_map = self._score_and_map(predicted, self._codes[-1])
+    score, error_map = float(score.numpy()[0]), error_map.numpy()[0]
     smoothed = self._smoother.update(score)
     alarm = self.threshold is not None and smoothed > self.threshold
-    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm))
+    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm),
+                       error_map=error_map)
 
 
