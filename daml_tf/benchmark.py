@@ -264,25 +264,27 @@ def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
   """Decoupled and coupled per-frame cost of one backend at batch 1 (a live camera).
 
   Frames are uint8 at model resolution, as a decoder at that size would deliver them; the
-  score and the code cache are NumPy, as in the streaming detector.
+  score and error map come from the streaming detector's scores.host_scorer and the code cache
+  is NumPy, as in the detector.
   """
   k = cfg.data.time_steps
   height, width = cfg.data.image_size
   rng = np.random.default_rng(0)
   clip = rng.integers(0, 256, (k + 1, height, width, cfg.data.channels), dtype=np.uint8)
   cache = backend.encode(clip[0])[:, np.newaxis].repeat(k, axis=1)
+  score_and_map = scores.host_scorer(scores.DEFAULT_SCORE)
 
   def decoupled():
     nonlocal cache
     code = backend.encode(clip[k])
     predicted = backend.predict(cache)
-    score = scores.compute_numpy(scores.DEFAULT_SCORE, predicted, code)
+    score, _ = score_and_map(predicted, code)
     cache = np.concatenate([cache[:, 1:], code[:, np.newaxis]], axis=1)
     return score
 
   def coupled():
     codes = np.stack([backend.encode(frame)[0] for frame in clip])[np.newaxis]
-    return scores.compute_numpy(scores.DEFAULT_SCORE, backend.predict(codes[:, :k]), codes[:, k])
+    return score_and_map(backend.predict(codes[:, :k]), codes[:, k])[0]
 
   entry = {}
   for mode, call in (("decoupled", decoupled), ("coupled", coupled)):

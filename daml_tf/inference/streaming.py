@@ -14,7 +14,6 @@ from typing import Optional, Tuple
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from daml_tf import config as config_lib
 from daml_tf import errors
@@ -105,18 +104,7 @@ class StreamingDetector:
     self._codes = collections.deque(maxlen=data_cfg.clip_span + 1)
     self._warned_shape = None
     self._next_index = 0
-    score_name = self.score_name
-
-    # One graph call per frame for the score and the map, not a dozen eager ops: with Python
-    # 3.11, TensorFlow keeps a little memory per op call it runs (tensorflow/tensorflow#62551),
-    # which on an endless stream adds up; the maths is that of models.scores all the same.
-    @tf.function(reduce_retracing=True)
-    def score_and_map(predicted, observed):
-      inputs = scores.ScoreInputs(predicted, observed)
-      return (scores.compute(score_name, inputs),
-              scores.latent_error_map(predicted, observed))
-
-    self._score_and_map = score_and_map
+    self._score_and_map = scores.host_scorer(self.score_name)
 
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
@@ -233,7 +221,7 @@ class StreamingDetector:
     past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
     predicted = np.asarray(self._backend.predict(past), np.float32)
     score, error_map = self._score_and_map(predicted, self._codes[-1])
-    score, error_map = float(score.numpy()[0]), error_map.numpy()[0]
+    score, error_map = float(score[0]), error_map[0]
     smoothed = self._smoother.update(score)
     alarm = self.threshold is not None and smoothed > self.threshold
     return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm),

@@ -155,10 +155,26 @@ def check_runtime(name: str, has_decoder: bool) -> Score:
   return score
 
 
-def compute_numpy(name: str, predicted_latent: np.ndarray, observed_latent: np.ndarray
-                  ) -> np.ndarray:
-  """A latent score on host arrays (the streaming runtimes): the same ops, run eagerly."""
-  return np.asarray(compute(name, ScoreInputs(predicted_latent, observed_latent)), np.float32)
+def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+  """The latent score `name` and the error map for host arrays (the streaming runtimes).
+
+  (predicted, observed) codes [B, h, w, c] -> (scores [B], error maps [B, h, w]), float32.
+  One graph call per frame rather than a dozen eager ops: with Python 3.11, TensorFlow keeps a
+  little memory per op call it runs (tensorflow/tensorflow#62551), which adds up on an endless
+  stream; the maths is that of `compute` and `latent_error_map` all the same.
+  """
+  check_runtime(name, has_decoder=False)
+
+  @tf.function(reduce_retracing=True)
+  def score_and_map(predicted, observed):
+    return (compute(name, ScoreInputs(predicted, observed)),
+            latent_error_map(predicted, observed))
+
+  def scorer(predicted_latent, observed_latent):
+    values, error_maps = score_and_map(predicted_latent, observed_latent)
+    return values.numpy(), error_maps.numpy()
+
+  return scorer
 
 
 def compute(name: str, inputs: ScoreInputs,
