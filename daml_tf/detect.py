@@ -67,16 +67,22 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
 
 
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.DetectConfig:
+  """The flags, once, as the frozen config run_detection takes."""
+  return detection.DetectConfig(
+      model_dir=flag_values.model_dir, input_path=flag_values.input,
+      output_dir=flag_values.output_dir, threshold=flag_values.threshold,
+      smoothing_window=flag_values.smoothing_window, score=flag_values.score,
+      smoothing=flag_values.smoothing, annotate=flag_values.annotate, fps=flag_values.fps,
+      log_every=flag_values.log_every, litert_precision=flag_values.litert_precision,
+      camera_name=flag_values.camera_name, max_frames=flag_values.max_frames,
+      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cli.exit_on_expected_errors(
-      detection.run_detection, FLAGS.model_dir, FLAGS.input, FLAGS.output_dir,
-      threshold=FLAGS.threshold, smoothing_window=FLAGS.smoothing_window,
-      score=FLAGS.score, smoothing=FLAGS.smoothing,
-      annotate=FLAGS.annotate, fps=FLAGS.fps, log_every=FLAGS.log_every,
-      litert_precision=FLAGS.litert_precision, camera_name=FLAGS.camera_name,
-      max_frames=FLAGS.max_frames, duration_s=FLAGS.duration_s, plot_window=FLAGS.plot_window)
+  cli.exit_on_expected_errors(lambda: detection.run_detection(config_from_flags()))
   cli.finish()
 
 

@@ -73,6 +73,62 @@ class DetectionSummary:
   stop_reason: str = STOP_END
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+  """What `python -m daml_tf.detect` was asked to do (built once from its flags).
+
+  Attributes:
+    model_dir: a training run's directory, or a serving or LiteRT export (see
+      backends.open_model).
+    input_path: a video file or a folder of frames.
+    output_dir: created if needed.
+    threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
+      recorded in an export); with neither, no frame raises an alarm.
+    smoothing_window: causal moving average of the raw scores before thresholding.
+    score: overrides the model's configured score (a latent score of models.scores).
+    smoothing: a causal smoothing spec (ma:N, ema:A); overrides smoothing_window.
+    annotate: also write the annotated video.
+    fps: frame rate of a frames folder (timestamps, annotated video).
+    log_every: frames between progress lines.
+    litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
+    camera_name: the camera of the events (default: camera_name_of(input_path)).
+    max_frames, duration_s: limits (0: none); see detect_frames.
+    plot_window: frames shown in scores.png.
+  """
+
+  model_dir: str
+  input_path: str
+  output_dir: str
+  threshold: Optional[float] = None
+  smoothing_window: int = 1
+  score: str = ""
+  smoothing: str = ""
+  annotate: bool = False
+  fps: float = video_io.DEFAULT_FPS
+  log_every: int = 100
+  litert_precision: str = "float32"
+  camera_name: str = ""
+  max_frames: int = 0
+  duration_s: float = 0.0
+  plot_window: int = DEFAULT_PLOT_WINDOW
+
+  def __post_init__(self):
+    if self.smoothing_window < 1:
+      raise errors.ConfigError(
+          f"--smoothing_window must be >= 1, got {self.smoothing_window}.")
+    if self.fps <= 0:
+      raise errors.ConfigError(f"--fps must be > 0, got {self.fps}.")
+    if self.litert_precision not in litert.PRECISIONS:
+      raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
+                               f"{self.litert_precision!r}.")
+    if self.max_frames < 0 or self.duration_s < 0:
+      raise errors.ConfigError(
+          f"--max_frames and --duration_s must be >= 0 (0: no limit), got "
+          f"{self.max_frames} and {self.duration_s}.")
+    if self.plot_window < 1:
+      raise errors.ConfigError(f"--plot_window must be >= 1, got {self.plot_window}.")
+
+
 def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[float],
                    smoothed: bool = False) -> np.ndarray:
   """The frame as RGB with its score (the thresholded one), the heatmap of its latent error map
@@ -333,35 +389,13 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
       stop_reason=stop_reason)
 
 
-def _check_args(smoothing_window: int, fps: float, litert_precision: str, max_frames: int,
-                duration_s: float, plot_window: int) -> None:
-  if smoothing_window < 1:
-    raise errors.ConfigError(f"--smoothing_window must be >= 1, got {smoothing_window}.")
-  if fps <= 0:
-    raise errors.ConfigError(f"--fps must be > 0, got {fps}.")
-  if litert_precision not in litert.PRECISIONS:
-    raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
-                           f"{litert_precision!r}.")
-  if max_frames < 0 or duration_s < 0:
-    raise errors.ConfigError(f"--max_frames and --duration_s must be >= 0 (0: no limit), got "
-                             f"{max_frames} and {duration_s}.")
-  if plot_window < 1:
-    raise errors.ConfigError(f"--plot_window must be >= 1, got {plot_window}.")
-
-
 def camera_name_of(input_path: str) -> str:
   """The default camera name: the input's base name without its extension."""
   name = os.path.splitext(os.path.basename(input_path.rstrip("/")))[0]
   return name or "camera"
 
 
-def run_detection(model_dir: str, input_path: str, output_dir: str,
-                  threshold: Optional[float] = None, smoothing_window: int = 1,
-                  score: str = "", smoothing: str = "",
-                  annotate: bool = False, fps: float = video_io.DEFAULT_FPS,
-                  log_every: int = 100, litert_precision: str = "float32",
-                  camera_name: str = "", max_frames: int = 0, duration_s: float = 0.0,
-                  plot_window: int = DEFAULT_PLOT_WINDOW) -> DetectionSummary:
+def run_detection(cfg: DetectConfig) -> DetectionSummary:
   """Runs the streaming detector over a recorded video or frames folder.
 
   Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
@@ -375,21 +409,7 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
   that stops decoding part-way keeps the frames before and `stopped_at` says where it stopped.
 
   Args:
-    model_dir: a training run's directory, or a serving or LiteRT export (see backends.open_model).
-    input_path: a video file or a folder of frames.
-    output_dir: created if needed.
-    threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
-      recorded in an export); with neither, no frame raises an alarm.
-    smoothing_window: causal moving average of the raw scores before thresholding.
-    score: overrides the model's configured score (a latent score of models.scores).
-    smoothing: a causal smoothing spec (ma:N, ema:A); overrides smoothing_window.
-    annotate: also write the annotated video.
-    fps: frame rate of a frames folder (timestamps, annotated video).
-    log_every: frames between progress lines.
-    litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
-    camera_name: the camera of the events (default: camera_name_of(input_path)).
-    max_frames, duration_s: limits (0: none); see detect_frames.
-    plot_window: frames shown in scores.png.
+    cfg: what to run on what (DetectConfig).
 
   Returns:
     DetectionSummary.
@@ -399,34 +419,33 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
     config.ConfigError: a bad smoothing_window, fps, limit, plot_window or litert_precision.
     errors.DataError: the input holds no readable frame.
   """
-  _check_args(smoothing_window, fps, litert_precision, max_frames, duration_s, plot_window)
-  if not tf.io.gfile.exists(input_path):
+  if not tf.io.gfile.exists(cfg.input_path):
     raise FileNotFoundError(
-        f"Input {input_path!r} does not exist: give a video file or a folder of frames.")
-  if not tf.io.gfile.isdir(model_dir):
-    raise FileNotFoundError(f"Model directory {model_dir!r} does not exist.")
-  detector = StreamingDetector.from_model_dir(model_dir, threshold, smoothing_window,
-                                              litert_precision, score=score,
-                                              smoothing=smoothing)
+        f"Input {cfg.input_path!r} does not exist: give a video file or a folder of frames.")
+  if not tf.io.gfile.isdir(cfg.model_dir):
+    raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
+  detector = StreamingDetector.from_model_dir(cfg.model_dir, cfg.threshold,
+                                              cfg.smoothing_window, cfg.litert_precision,
+                                              score=cfg.score, smoothing=cfg.smoothing)
   if detector.threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
-                    "alarms.", model_dir)
-  tf.io.gfile.makedirs(output_dir)
-  camera = camera_name or camera_name_of(input_path)
+                    "alarms.", cfg.model_dir)
+  tf.io.gfile.makedirs(cfg.output_dir)
+  camera = cfg.camera_name or camera_name_of(cfg.input_path)
   writer = video_path = None
-  if annotate:
+  if cfg.annotate:
     codec, extension = video_io.pick_output_format()
-    video_path = os.path.join(output_dir, ANNOTATED_BASENAME + extension)
-    writer = video_io.VideoWriter(video_path, fps=video_io.video_fps(input_path, fps),
+    video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
+    writer = video_io.VideoWriter(video_path, fps=video_io.video_fps(cfg.input_path, cfg.fps),
                                   codec=codec)
   try:
     with stop_on_signals() as stop:
       summary = detect_frames(
-          detector, video_io.iter_frames(input_path, fps), output_dir, camera, writer,
-          max_frames=max_frames, duration_s=duration_s, plot_window=plot_window,
-          log_every=log_every, stop=stop)
+          detector, video_io.iter_frames(cfg.input_path, cfg.fps), cfg.output_dir, camera,
+          writer, max_frames=cfg.max_frames, duration_s=cfg.duration_s,
+          plot_window=cfg.plot_window, log_every=cfg.log_every, stop=stop)
   except errors.DataError as e:
-    raise errors.DataError(f"Input {input_path!r}: {e}") from e
+    raise errors.DataError(f"Input {cfg.input_path!r}: {e}") from e
   finally:
     if writer is not None:
       writer.close()
@@ -435,5 +454,5 @@ def run_detection(model_dir: str, input_path: str, output_dir: str,
                summary.frames, summary.scored, summary.alarms, summary.events,
                summary.mean_fps, summary.stop_reason,
                "" if summary.stopped_at is None
-               else f" (decoding stopped at frame {summary.stopped_at})", output_dir)
+               else f" (decoding stopped at frame {summary.stopped_at})", cfg.output_dir)
   return summary
