@@ -60,8 +60,19 @@ class Backend(Protocol):
       Its latent code, float32 [1, h, w, c].
     """
 
+  def encode_batch(self, frames: np.ndarray) -> np.ndarray:
+    """`encode` of N frames of one size and dtype in one call: [N, H, W, 1|3] -> [N, h, w, c].
+
+    Each code equals `encode` of its frame alone to float rounding (the multi-camera detector
+    batches the newest frames of its cameras through this).
+    """
+
   def predict(self, past: np.ndarray) -> np.ndarray:
-    """The motion model's prediction of the next code from float32 [1, k, h, w, c] codes."""
+    """The motion model's prediction of the next codes: float32 [B, k, h, w, c] -> [B, h, w, c].
+
+    Every runtime takes any B (the streaming detector passes 1, the multi-camera one a stream
+    each).
+    """
 
 
 class KerasBackend:
@@ -78,30 +89,36 @@ class KerasBackend:
     self.channels = int(model.channels)
     self.time_steps = int(model.time_steps)
     self._encoders = {}
-    self._predict = tf.function(lambda past: model.motion(past, training=False))
+    # reduce_retracing: the multi-camera detector's batch size changes as cameras come and go;
+    # after the second size the function is traced once for any.
+    self._predict = tf.function(lambda past: model.motion(past, training=False),
+                                reduce_retracing=True)
 
   def _encoder_for(self, channels: int, dtype: tf.DType):
     """The preprocess+encode tf.function for frames of one channel count and dtype.
 
-    One input signature per (channels, dtype) with free height and width: a camera's frames
-    never retrace.
+    One input signature per (channels, dtype) with free batch, height and width: a camera's
+    frames never retrace, one frame or a batch of several cameras' alike.
     """
     key = (channels, dtype)
     if key not in self._encoders:
       model = self._model
 
-      @tf.function(input_signature=[tf.TensorSpec([None, None, channels], dtype)])
-      def encode(frame):
+      @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], dtype)])
+      def encode(frames):
         # The serving export's preprocessing, which is pipeline._decode's.
-        image = serving.preprocess_frames(frame[tf.newaxis], model.image_size, model.channels)
+        image = serving.preprocess_frames(frames, model.image_size, model.channels)
         return model.encode(image - model.background, training=False)[-1]
 
       self._encoders[key] = encode
     return self._encoders[key]
 
   def encode(self, frame: np.ndarray) -> np.ndarray:
-    encode = self._encoder_for(frame.shape[-1], tf.as_dtype(frame.dtype))
-    return encode(tf.constant(frame)).numpy()
+    return self.encode_batch(frame[np.newaxis])
+
+  def encode_batch(self, frames: np.ndarray) -> np.ndarray:
+    encode = self._encoder_for(frames.shape[-1], tf.as_dtype(frames.dtype))
+    return encode(tf.constant(frames)).numpy()
 
   def predict(self, past: np.ndarray) -> np.ndarray:
     return self._predict(tf.constant(past)).numpy()
@@ -128,10 +145,13 @@ class SavedModelBackend:
     self._predict = self._loaded.signatures["predict_latent"]
 
   def encode(self, frame: np.ndarray) -> np.ndarray:
-    if frame.dtype != np.uint8:
+    return self.encode_batch(frame[np.newaxis])
+
+  def encode_batch(self, frames: np.ndarray) -> np.ndarray:
+    if frames.dtype != np.uint8:
       raise ValueError(f"The SavedModel's encode signature takes uint8 frames, got "
-                       f"{frame.dtype}; use the training run or the LiteRT export for others.")
-    return self._encode(frames=tf.constant(frame[np.newaxis]))["latent"].numpy()
+                       f"{frames.dtype}; use the training run or the LiteRT export for others.")
+    return self._encode(frames=tf.constant(frames))["latent"].numpy()
 
   def predict(self, past: np.ndarray) -> np.ndarray:
     return self._predict(past_latents=tf.constant(past))["predicted_latent"].numpy()

@@ -57,11 +57,12 @@ def to_unit_range(frame: np.ndarray, channels: int) -> np.ndarray:
   RGB becomes gray with tf.image.rgb_to_grayscale's weights, gray is replicated to RGB.
 
   Args:
-    frame: uint8, uint16 or float [H, W, 1|3] (alpha already dropped).
+    frame: uint8, uint16 or float [H, W, 1|3] (alpha already dropped), or a batch of them
+      [N, H, W, 1|3].
     channels: the model's channels, 1 or 3.
 
   Returns:
-    float32 [H, W, channels].
+    float32 [H, W, channels] (or [N, H, W, channels]).
   """
   if np.issubdtype(frame.dtype, np.integer):
     image = frame.astype(np.float32) * np.float32(1.0 / np.iinfo(frame.dtype).max)
@@ -137,6 +138,15 @@ class LiteRTBackend:
     """[H, W, 1|3] uint8/uint16/float frame at any size -> its code float32 [1, h, w, c]."""
     return self._encoder(to_unit_range(frame, self.channels)[np.newaxis])
 
+  def encode_batch(self, frames: np.ndarray) -> np.ndarray:
+    """[N, H, W, 1|3] frames of one size -> their codes [N, h, w, c], in one invoke.
+
+    The flatbuffers' batch dimension is free (-1 in their shape signature), so a batch resizes
+    the input tensor like a new frame size does (once, while N stays the same); the codes equal
+    those of frames encoded one at a time (XNNPACK computes each example alike).
+    """
+    return self._encoder(to_unit_range(frames, self.channels))
+
   def predict(self, past: np.ndarray) -> np.ndarray:
-    """Codes float32 [1, k, h, w, c] -> the predicted next code [1, h, w, c]."""
+    """Codes float32 [B, k, h, w, c] -> the predicted next codes [B, h, w, c]."""
     return self._motion(np.ascontiguousarray(past, np.float32))

@@ -50,45 +50,64 @@ class FrameResult:
   error_map: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
 
 
-class StreamingDetector:
-  """Scores frames one at a time, as they come from a camera.
+def check_geometry(backend: backends.Backend, data_cfg: config_lib.DataConfig) -> None:
+  """ValueError unless the backend's model has the clip config's size, channels and k."""
+  model_geometry = (tuple(backend.image_size), backend.channels, backend.time_steps)
+  cfg_geometry = (tuple(data_cfg.image_size), data_cfg.channels, data_cfg.time_steps)
+  if model_geometry != cfg_geometry:
+    raise ValueError(f"Model geometry (size, channels, k) {model_geometry} differs from the "
+                     f"data config's {cfg_geometry}.")
 
-  Each frame is preprocessed exactly as training and evaluation do (gray/RGB conversion with
-  tf.image, bilinear resize to the model size, scaling to [0, 1], minus the model's background)
-  and encoded once, by the backend (a Keras model, a serving SavedModel or LiteRT flatbuffers;
-  see `Backend`). The latent codes of the last `clip_span + 1` frames sit in a ring buffer:
-  frame t is predicted from the codes of frames t - delta - (k-1-i) * interval, i = 0..k-1, the
-  oldest of which is t - clip_span. The first `clip_span` frames therefore get no score (None),
-  as in the batch evaluation. The score is a latent score of daml_tf.models.scores (by default
-  the paper's mean squared error of the predicted code), computed here in float32.
+
+def as_backend(model) -> backends.Backend:
+  """A DAML model wrapped in a backends.KerasBackend; any other backend as it is."""
+  return backends.KerasBackend(model) if isinstance(model, DAML) else model
+
+
+def resolve_threshold(opened: backends.OpenedModel, model_dir: str,
+                      threshold: Optional[float], score: str) -> Optional[float]:
+  """`threshold` if given, else the one stored with the model (None without one).
+
+  Raises:
+    errors.ConfigError: the stored threshold is for another score than `score`.
+  """
+  stored = opened.threshold
+  if threshold is not None or stored is None:
+    return threshold
+  # Thresholds of earlier versions carry no score: they were for the paper's.
+  stored_score = stored.get("score", scores.DEFAULT_SCORE)
+  if stored_score != score:
+    raise errors.ConfigError(
+        f"The threshold stored with {model_dir} is for --score={stored_score}, not "
+        f"{score}: pass --threshold, or recalibrate with python -m daml_tf.calibrate "
+        f"--score={score}.")
+  logging.info("Threshold %.6g (quantile %s of normal scores) stored with %s",
+               stored["threshold"], stored.get("quantile"), model_dir)
+  return stored["threshold"]
+
+
+class StreamState:
+  """What one camera's stream carries from frame to frame: the ring buffer of latent codes,
+  the smoother, the threshold and the frame index.
+
+  The networks are not here: `StreamingDetector` runs them for one stream, and
+  `multistream.MultiStreamDetector` for the frames of several streams at once, so both score
+  a stream with the same bookkeeping.
 
   Args:
-    model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
-      or any backends.Backend.
     data_cfg: the model's DataConfig (image size, channels, k, interval, delta).
-    threshold: raw (smoothed) score above which a frame raises an alarm; None: never.
-    smoothing_window: causal moving average over this many raw scores before thresholding.
-    score: a latent score name of daml_tf.models.scores.SCORES.
-    smoothing: a causal daml_tf.smoothing spec ("ma:N", "ema:A"); overrides smoothing_window.
+    threshold: see StreamingDetector.
+    smoothing_window: see StreamingDetector.
+    smoothing: see StreamingDetector.
 
-  Example:
-    detector = StreamingDetector.from_model_dir("runs/demo", smoothing_window=5)
-    for frame in camera:                      # uint8 [H, W, 3] at any size
-      result = detector.process(frame)
-      if result.alarm:
-        notify(result.index, result.smoothed)
+  Attributes:
+    threshold: the raw (smoothed) score above which a frame raises an alarm; None: never.
+    smoothing: the parsed smoothing_lib.Smoothing.
+    smoothing_window: as given.
   """
 
-  def __init__(self, model, data_cfg: config_lib.DataConfig,
-               threshold: Optional[float] = None, smoothing_window: int = 1,
-               score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
-    backend = backends.KerasBackend(model) if isinstance(model, DAML) else model
-    model_geometry = (tuple(backend.image_size), backend.channels, backend.time_steps)
-    cfg_geometry = (tuple(data_cfg.image_size), data_cfg.channels, data_cfg.time_steps)
-    if model_geometry != cfg_geometry:
-      raise ValueError(f"Model geometry (size, channels, k) {model_geometry} differs from the "
-                       f"data config's {cfg_geometry}.")
-    self._backend = backend
+  def __init__(self, data_cfg: config_lib.DataConfig, threshold: Optional[float] = None,
+               smoothing_window: int = 1, smoothing: str = ""):
     self._data_cfg = data_cfg
     self.threshold = None if threshold is None else float(threshold)
     if smoothing_window < 1:
@@ -97,82 +116,37 @@ class StreamingDetector:
         f"ma:{smoothing_window}" if smoothing_window > 1 else "none"))
     self._smoother = smoothing_lib.CausalSmoother(self.smoothing)
     self.smoothing_window = smoothing_window
-    self.score_name = scores.check_runtime(score, has_decoder=False).name
     k, interval = data_cfg.time_steps, data_cfg.interval
-    # With the target in the last slot, input i sits at slot i * interval (see the class doc).
+    # With the target in the last slot, input i sits at slot i * interval (see
+    # StreamingDetector).
     self._input_slots = tuple(i * interval for i in range(k))
     self._codes = collections.deque(maxlen=data_cfg.clip_span + 1)
     self._warned_shape = None
     self._next_index = 0
-    self._score_and_map = scores.host_scorer(self.score_name)
-
-  @classmethod
-  def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
-                     smoothing_window: int = 1,
-                     litert_precision: str = "float32", score: str = "",
-                     smoothing: str = "") -> "StreamingDetector":
-    """A detector for a training run, a serving export or a LiteRT export.
-
-    Args:
-      model_dir: a training run's directory (config.json, checkpoints/; its newest checkpoint),
-        a serving SavedModel version directory, a LiteRT export directory, or a directory of
-        numbered versions of either (the highest is used, as TF Serving does).
-      threshold: overrides the stored threshold (threshold.json of a run, the one recorded in
-        an export); with neither, no alarms.
-      smoothing_window: see the class.
-      litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
-      score: overrides the score the run was configured with (or the export recorded).
-      smoothing: see the class.
-
-    Raises:
-      FileNotFoundError: model_dir is none of these, or has no checkpoint.
-      errors.DataError: an export without the clip geometry (interval, delta).
-      errors.ConfigError: the stored threshold is for another score than the one asked for.
-    """
-    opened = backends.open_model(model_dir, litert_precision)
-    backend, data_cfg, stored = opened.backend, opened.data_cfg, opened.threshold
-    score = score or opened.score
-    if threshold is None and stored is not None:
-      # Thresholds of earlier versions carry no score: they were for the paper's.
-      stored_score = stored.get("score", scores.DEFAULT_SCORE)
-      if stored_score != score:
-        raise errors.ConfigError(
-            f"The threshold stored with {model_dir} is for --score={stored_score}, not "
-            f"{score}: pass --threshold, or recalibrate with python -m daml_tf.calibrate "
-            f"--score={score}.")
-      threshold = stored["threshold"]
-      logging.info("Threshold %.6g (quantile %s of normal scores) stored with %s", threshold,
-                   stored.get("quantile"), model_dir)
-    logging.info("Streaming detector on %s", backend.name)
-    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window,
-               score=score, smoothing=smoothing)
-
-  @property
-  def data_cfg(self) -> config_lib.DataConfig:
-    return self._data_cfg
-
-  @property
-  def backend(self) -> backends.Backend:
-    return self._backend
 
   @property
   def buffer_capacity(self) -> int:
-    """Latent codes kept: clip_span + 1 (the oldest input through the current frame)."""
     return self._codes.maxlen
 
   @property
   def buffered_codes(self) -> Tuple[np.ndarray, ...]:
-    """The buffered latent codes, oldest first, each [1, h, w, c]."""
     return tuple(self._codes)
 
+  @property
+  def full(self) -> bool:
+    """The buffer holds every code the newest frame is predicted from: it gets a score."""
+    return len(self._codes) == self._codes.maxlen
+
   def reset(self) -> None:
-    """Forgets all frames (a new stream, or a cut in this one): scoring restarts after
-    clip_span frames and indices restart at 0."""
     self._codes.clear()
     self._smoother.reset()
     self._next_index = 0
 
-  def _check_frame(self, frame) -> np.ndarray:
+  def check_frame(self, frame) -> np.ndarray:
+    """The frame as the backends take it: [H, W, 1|3], alpha dropped; ValueError if unusable.
+
+    Warns once per new frame shape that differs from the model's.
+    """
     frame = np.asarray(frame)
     if frame.ndim == 2:
       frame = frame[..., None]
@@ -201,6 +175,144 @@ class StreamingDetector:
           (" and converting to gray" if model_shape[-1] == 1 else " and converting to RGB"))
     return np.ascontiguousarray(frame)
 
+  def add_code(self, code: np.ndarray) -> int:
+    """Appends the newest frame's code, float32 [1, h, w, c]; returns the frame's index."""
+    self._codes.append(np.asarray(code, np.float32))
+    index = self._next_index
+    self._next_index += 1
+    return index
+
+  def past_codes(self) -> np.ndarray:
+    """[1, k, h, w, c]: the codes the newest frame is predicted from (only when `full`)."""
+    return np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
+
+  def observed_code(self) -> np.ndarray:
+    """[1, h, w, c]: the newest frame's code."""
+    return self._codes[-1]
+
+  def result(self, index: int, score: Optional[float] = None,
+             error_map: Optional[np.ndarray] = None) -> FrameResult:
+    """The FrameResult of frame `index`: smoothed and thresholded if it has a score."""
+    if score is None:
+      return FrameResult(index=index, score=None, smoothed=None, alarm=False)
+    score = float(score)
+    smoothed = self._smoother.update(score)
+    alarm = self.threshold is not None and smoothed > self.threshold
+    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm),
+                       error_map=error_map)
+
+
+class StreamingDetector:
+  """Scores frames one at a time, as they come from a camera.
+
+  Each frame is preprocessed exactly as training and evaluation do (gray/RGB conversion with
+  tf.image, bilinear resize to the model size, scaling to [0, 1], minus the model's background)
+  and encoded once, by the backend (a Keras model, a serving SavedModel or LiteRT flatbuffers;
+  see `Backend`). The latent codes of the last `clip_span + 1` frames sit in a ring buffer:
+  frame t is predicted from the codes of frames t - delta - (k-1-i) * interval, i = 0..k-1, the
+  oldest of which is t - clip_span. The first `clip_span` frames therefore get no score (None),
+  as in the batch evaluation. The score is a latent score of daml_tf.models.scores (by default
+  the paper's mean squared error of the predicted code), computed here in float32. The stream's
+  state (buffer, smoother, threshold, index) is a `StreamState`.
+
+  Args:
+    model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
+      or any backends.Backend.
+    data_cfg: the model's DataConfig (image size, channels, k, interval, delta).
+    threshold: raw (smoothed) score above which a frame raises an alarm; None: never.
+    smoothing_window: causal moving average over this many raw scores before thresholding.
+    score: a latent score name of daml_tf.models.scores.SCORES.
+    smoothing: a causal daml_tf.smoothing spec ("ma:N", "ema:A"); overrides smoothing_window.
+
+  Example:
+    detector = StreamingDetector.from_model_dir("runs/demo", smoothing_window=5)
+    for frame in camera:                      # uint8 [H, W, 3] at any size
+      result = detector.process(frame)
+      if result.alarm:
+        notify(result.index, result.smoothed)
+  """
+
+  def __init__(self, model, data_cfg: config_lib.DataConfig,
+               threshold: Optional[float] = None, smoothing_window: int = 1,
+               score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
+    backend = as_backend(model)
+    check_geometry(backend, data_cfg)
+    self._backend = backend
+    self._data_cfg = data_cfg
+    self._state = StreamState(data_cfg, threshold, smoothing_window, smoothing)
+    self.score_name = scores.check_runtime(score, has_decoder=False).name
+    self._score_and_map = scores.host_scorer(self.score_name)
+
+  @classmethod
+  def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
+                     smoothing_window: int = 1,
+                     litert_precision: str = "float32", score: str = "",
+                     smoothing: str = "") -> "StreamingDetector":
+    """A detector for a training run, a serving export or a LiteRT export.
+
+    Args:
+      model_dir: a training run's directory (config.json, checkpoints/; its newest checkpoint),
+        a serving SavedModel version directory, a LiteRT export directory, or a directory of
+        numbered versions of either (the highest is used, as TF Serving does).
+      threshold: overrides the stored threshold (threshold.json of a run, the one recorded in
+        an export); with neither, no alarms.
+      smoothing_window: see the class.
+      litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
+      score: overrides the score the run was configured with (or the export recorded).
+      smoothing: see the class.
+
+    Raises:
+      FileNotFoundError: model_dir is none of these, or has no checkpoint.
+      errors.DataError: an export without the clip geometry (interval, delta).
+      errors.ConfigError: the stored threshold is for another score than the one asked for.
+    """
+    opened = backends.open_model(model_dir, litert_precision)
+    score = score or opened.score
+    threshold = resolve_threshold(opened, model_dir, threshold, score)
+    backend, data_cfg = opened.backend, opened.data_cfg
+    logging.info("Streaming detector on %s", backend.name)
+    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window,
+               score=score, smoothing=smoothing)
+
+  @property
+  def data_cfg(self) -> config_lib.DataConfig:
+    return self._data_cfg
+
+  @property
+  def backend(self) -> backends.Backend:
+    return self._backend
+
+  @property
+  def threshold(self) -> Optional[float]:
+    return self._state.threshold
+
+  @threshold.setter
+  def threshold(self, value: Optional[float]) -> None:
+    self._state.threshold = None if value is None else float(value)
+
+  @property
+  def smoothing(self) -> smoothing_lib.Smoothing:
+    return self._state.smoothing
+
+  @property
+  def smoothing_window(self) -> int:
+    return self._state.smoothing_window
+
+  @property
+  def buffer_capacity(self) -> int:
+    """Latent codes kept: clip_span + 1 (the oldest input through the current frame)."""
+    return self._state.buffer_capacity
+
+  @property
+  def buffered_codes(self) -> Tuple[np.ndarray, ...]:
+    """The buffered latent codes, oldest first, each [1, h, w, c]."""
+    return self._state.buffered_codes
+
+  def reset(self) -> None:
+    """Forgets all frames (a new stream, or a cut in this one): scoring restarts after
+    clip_span frames and indices restart at 0."""
+    self._state.reset()
+
   def process(self, frame) -> FrameResult:
     """Takes the next frame of the stream and scores it.
 
@@ -212,19 +324,11 @@ class StreamingDetector:
     Returns:
       FrameResult; score None while fewer than clip_span frames precede this one.
     """
-    frame = self._check_frame(frame)
-    self._codes.append(np.asarray(self._backend.encode(frame), np.float32))
-    index = self._next_index
-    self._next_index += 1
-    if len(self._codes) < self._codes.maxlen:
-      return FrameResult(index=index, score=None, smoothed=None, alarm=False)
-    past = np.stack([self._codes[slot] for slot in self._input_slots], axis=1)
-    predicted = np.asarray(self._backend.predict(past), np.float32)
-    score, error_map = self._score_and_map(predicted, self._codes[-1])
-    score, error_map = float(score[0]), error_map[0]
-    smoothed = self._smoother.update(score)
-    alarm = self.threshold is not None and smoothed > self.threshold
-    return FrameResult(index=index, score=score, smoothed=smoothed, alarm=bool(alarm),
-                       error_map=error_map)
-
-
+    state = self._state
+    frame = state.check_frame(frame)
+    index = state.add_code(self._backend.encode(frame))
+    if not state.full:
+      return state.result(index)
+    predicted = np.asarray(self._backend.predict(state.past_codes()), np.float32)
+    score, error_map = self._score_and_map(predicted, state.observed_code())
+    return state.result(index, score[0], error_map[0])
