@@ -1,6 +1,7 @@
 """Scores a recorded video (or frames folder) frame by frame, as a live camera would be.
 
 `python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
+`python -m daml_tf.detect --model_dir=runs/demo --input=a.avi --input=b.avi [--camera_names=gate,hall] --output_dir=out`
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
 start and end) as frames are scored, out/scores.png (the last --plot_window frames) at the end
@@ -9,6 +10,11 @@ It stops at the end of the input, at --max_frames or --duration_s, or on SIGINT/
 the current frame, every file complete, exit status 0). The threshold is --threshold, else <model_dir>/threshold.json (or
 the one recorded in an export); with neither only scores are written. See
 daml_tf.inference.detection.run_detection.
+
+With several --input, one model scores every camera (one encoder and one motion-model call per
+step over the cameras' newest frames) and each camera's files go in out/<camera>/; an input
+that ends stops only its camera, --max_frames and --duration_s count per camera. See
+daml_tf.inference.multicamera.
 
 --model_dir may also be an export of `python -m daml_tf.export`: a serving SavedModel version
 (runs/demo/export/1, run through its encode and predict_latent signatures) or a LiteRT export
@@ -23,6 +29,7 @@ from daml_tf import cli
 from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import litert
+from daml_tf.inference import multicamera
 
 FLAGS = flags.FLAGS
 
@@ -32,10 +39,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "checkpoints/, optionally threshold.json), or a serving SavedModel or "
                       "LiteRT export (or a directory of numbered versions of one).",
                       flag_values=flag_values)
-  flags.DEFINE_string("input", None, "A video file (.avi, .mp4, .mkv, ...) or a folder of "
-                      "frames in natural order.", flag_values=flag_values)
-  flags.DEFINE_string("output_dir", None, "Where scores.csv, scores.png and the annotated "
-                      "video go (created if needed).", flag_values=flag_values)
+  flags.DEFINE_multi_string("input", None, "A video file (.avi, .mp4, .mkv, ...) or a folder "
+                            "of frames in natural order; repeat it for several cameras, scored "
+                            "together by one model.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Where scores.csv, events.jsonl, scores.png and the "
+                      "annotated video go (created if needed); with several --input, in "
+                      "<output_dir>/<camera>/.", flag_values=flag_values)
   flags.DEFINE_float("threshold", None, "Raw-score alarm threshold; default: "
                      "<model_dir>/threshold.json (or the export's), else no alarms.",
                      flag_values=flag_values)
@@ -49,17 +58,21 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                     "the anomaly box, the score and an ALARM banner drawn on each frame.",
                     flag_values=flag_values)
   flags.DEFINE_string("camera_name", "", "Camera name in events.jsonl (default: the input's "
-                      "base name without extension).", flag_values=flag_values)
-  flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: no limit).",
-                       flag_values=flag_values)
+                      "base name without extension); one --input only.", flag_values=flag_values)
+  flags.DEFINE_list("camera_names", [], "The camera name of each --input, in order (events, "
+                    "output folders); default: each input's base name without extension.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: no limit); per "
+                       "camera.", flag_values=flag_values)
   flags.DEFINE_float("duration_s", 0.0, "Stop after this many seconds of stream time (0: no "
-                     "limit).", flag_values=flag_values)
+                     "limit); per camera.", flag_values=flag_values)
   flags.DEFINE_integer("plot_window", detection.DEFAULT_PLOT_WINDOW, "scores.png shows the "
                        "last this many frames (memory stays bounded on long inputs).",
                        flag_values=flag_values)
   flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder (video files "
                      "carry their own).", flag_values=flag_values)
-  flags.DEFINE_integer("log_every", 100, "Frames between progress lines.",
+  flags.DEFINE_integer("log_every", 100, "Frames (with several cameras: steps) between "
+                       "progress lines.",
                        flag_values=flag_values)
   flags.DEFINE_enum("litert_precision", "float32", list(litert.PRECISIONS), "For a LiteRT "
                     "export: which flatbuffers to run (float16: the float16-weight ones).",
@@ -70,19 +83,20 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.DetectConfig:
   """The flags, once, as the frozen config run_detection takes."""
   return detection.DetectConfig(
-      model_dir=flag_values.model_dir, input_path=flag_values.input,
+      model_dir=flag_values.model_dir, inputs=tuple(flag_values.input),
       output_dir=flag_values.output_dir, threshold=flag_values.threshold,
       smoothing_window=flag_values.smoothing_window, score=flag_values.score,
       smoothing=flag_values.smoothing, annotate=flag_values.annotate, fps=flag_values.fps,
       log_every=flag_values.log_every, litert_precision=flag_values.litert_precision,
       camera_name=flag_values.camera_name, max_frames=flag_values.max_frames,
-      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window)
+      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window,
+      camera_names=tuple(flag_values.camera_names))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cli.exit_on_expected_errors(lambda: detection.run_detection(config_from_flags()))
+  cli.exit_on_expected_errors(lambda: multicamera.run(config_from_flags()))
   cli.finish()
 
 

@@ -80,7 +80,9 @@ class DetectConfig:
   Attributes:
     model_dir: a training run's directory, or a serving or LiteRT export (see
       backends.open_model).
-    input_path: a video file or a folder of frames.
+    inputs: video files or folders of frames, one per camera (a list is made a tuple). With
+      one, every output goes directly in output_dir (run_detection); with several, each
+      camera's go in `<output_dir>/<camera>/` (multicamera.run_multi_detection).
     output_dir: created if needed.
     threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
       recorded in an export); with neither, no frame raises an alarm.
@@ -91,13 +93,16 @@ class DetectConfig:
     fps: frame rate of a frames folder (timestamps, annotated video).
     log_every: frames between progress lines.
     litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
-    camera_name: the camera of the events (default: camera_name_of(input_path)).
+    camera_name: the camera of the events of a single input (default:
+      camera_name_of(input_path)).
+    camera_names: the camera of each input, in order (default: each input's
+      camera_name_of); with several inputs, also the name of its output folder.
     max_frames, duration_s: limits (0: none); see detect_frames.
     plot_window: frames shown in scores.png.
   """
 
   model_dir: str
-  input_path: str
+  inputs: Tuple[str, ...]
   output_dir: str
   threshold: Optional[float] = None
   smoothing_window: int = 1
@@ -111,8 +116,54 @@ class DetectConfig:
   max_frames: int = 0
   duration_s: float = 0.0
   plot_window: int = DEFAULT_PLOT_WINDOW
+  camera_names: Tuple[str, ...] = ()
+
+  @property
+  def input_path(self) -> str:
+    """The first (with one camera, the only) input."""
+    return self.inputs[0]
+
+  @property
+  def cameras(self) -> Tuple[str, ...]:
+    """The camera name of each input: camera_names, camera_name (one input), or the inputs'
+    base names."""
+    if self.camera_names:
+      return self.camera_names
+    if self.camera_name:
+      return (self.camera_name,)
+    return tuple(camera_name_of(path) for path in self.inputs)
+
+  def _check_cameras(self) -> None:
+    # Normalised here so that a list or a bare string from a caller still compares and hashes.
+    for field in ("inputs", "camera_names"):
+      value = getattr(self, field)
+      object.__setattr__(self, field, (value,) if isinstance(value, str) else tuple(value))
+    if not self.inputs:
+      raise errors.ConfigError("--input is required (one or more video files or folders).")
+    if self.camera_names and len(self.camera_names) != len(self.inputs):
+      raise errors.ConfigError(
+          f"--camera_names gives {len(self.camera_names)} names for {len(self.inputs)} "
+          "inputs: give one per --input, in order.")
+    if self.camera_name and (self.camera_names or len(self.inputs) > 1):
+      raise errors.ConfigError("--camera_name names the camera of a single --input; with "
+                               "several, give --camera_names (one per input).")
+    cameras = self.cameras
+    if self.camera_names and not all(self.camera_names):
+      raise errors.ConfigError(f"--camera_names has an empty name: {list(self.camera_names)}.")
+    duplicates = sorted({name for name in cameras if cameras.count(name) > 1})
+    if duplicates:
+      raise errors.ConfigError(
+          f"Camera names must be unique; {duplicates} would name more than one input"
+          f"{'' if self.camera_names else ' (the base names of the inputs)'}: give "
+          "--camera_names.")
+    # With several inputs a name is also a folder of output_dir.
+    bad = [name for name in cameras if name in (".", "..") or "/" in name or "\\" in name]
+    if bad and len(self.inputs) > 1:
+      raise errors.ConfigError(f"Camera names {bad} cannot name an output folder: give "
+                               "--camera_names without '/', '\\', '.' or '..'.")
 
   def __post_init__(self):
+    self._check_cameras()
     if self.smoothing_window < 1:
       raise errors.ConfigError(
           f"--smoothing_window must be >= 1, got {self.smoothing_window}.")
@@ -419,6 +470,9 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
     config.ConfigError: a bad smoothing_window, fps, limit, plot_window or litert_precision.
     errors.DataError: the input holds no readable frame.
   """
+  if len(cfg.inputs) != 1:
+    raise errors.ConfigError(f"run_detection runs one input, got {len(cfg.inputs)}: "
+                             "multicamera.run_multi_detection runs several.")
   if not tf.io.gfile.exists(cfg.input_path):
     raise FileNotFoundError(
         f"Input {cfg.input_path!r} does not exist: give a video file or a folder of frames.")
@@ -431,7 +485,7 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
                     "alarms.", cfg.model_dir)
   tf.io.gfile.makedirs(cfg.output_dir)
-  camera = cfg.camera_name or camera_name_of(cfg.input_path)
+  camera = cfg.cameras[0]
   writer = video_path = None
   if cfg.annotate:
     codec, extension = video_io.pick_output_format()

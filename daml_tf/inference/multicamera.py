@@ -1,0 +1,418 @@
+"""Several cameras (videos, frame folders) scored in one process by one model.
+
+`python -m daml_tf.detect --input=A --input=B ...` calls `run`: one input goes to
+detection.run_detection unchanged (its files directly in --output_dir); several go to
+`run_multi_detection`, which writes each camera's files (scores.csv, events.jsonl, scores.png,
+the annotated video) in `<output_dir>/<camera>/`.
+
+How the frames flow: every input is read on its own thread (`FrameReader`) into a small bounded
+queue, so decoding overlaps the networks; the main thread takes the next frame of every camera
+that has one, scores them all with one `multistream.MultiStreamDetector.step` (one encoder call,
+one motion-model call) and writes each camera's outputs (`CameraRecorder`).
+
+Which frames: a file or frames folder is read in full and in order; the main loop waits for the
+next frame of every camera still running (lockstep), so no frame is dropped and each camera's
+results are those of a detector of its own. A live source may be read with `keep_newest`:
+its queue then holds the newest frame only (older ones are dropped and counted), and the main
+loop takes it when it is there without waiting for the other cameras, so a slow or stalled
+camera delays no other and a slow model shows as dropped frames, not as growing latency.
+
+An input that ends (or fails) stops only its camera; --max_frames and --duration_s count per
+camera (each stops after that many of its own frames or seconds of its own stream time);
+SIGINT or SIGTERM stops every camera after the current step, with every file complete.
+"""
+
+import collections
+import dataclasses
+import os
+import queue
+import threading
+import time
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from daml_tf import errors
+from daml_tf import video_io
+from daml_tf.inference import detection
+from daml_tf.inference import events as events_lib
+from daml_tf.inference.multistream import MultiStreamDetector
+from daml_tf.inference.streaming import FrameResult
+from daml_tf.inference.streaming import StreamState
+
+# Frames decoded ahead per file input: enough to keep decoding busy during a model step, few
+# enough that memory stays small at any resolution.
+FILE_QUEUE_FRAMES = 4
+# How often a blocked wait looks at the stop event (seconds).
+_POLL_SECONDS = 0.1
+
+Item = Tuple[int, float, np.ndarray]
+
+
+def open_input(path: str, fps: float) -> Iterator[Item]:
+  """The frames of one input, (index, timestamp_s, uint8 frame), as run_detection reads them.
+
+  Every input of a multi-camera run is opened here and only here (live sources plug in here).
+  """
+  return video_io.iter_frames(path, fps)
+
+
+@dataclasses.dataclass(frozen=True)
+class _End:
+  """The reader's last item: the input ended (error None) or failed (the exception)."""
+
+  error: Optional[BaseException] = None
+
+
+class FrameReader:
+  """Reads one input on its own thread into a bounded queue.
+
+  Args:
+    frames: the input's items (as `open_input` yields them); iterated, then closed if it can
+      be, on the reader's thread.
+    name: for the thread's name and logs.
+    capacity: items the queue holds.
+    keep_newest: when the queue is full, drop its oldest item rather than wait (a live
+      source); otherwise wait for room (a file: every frame in order).
+
+  Attributes:
+    dropped: items dropped to keep the newest (keep_newest only).
+  """
+
+  def __init__(self, frames: Iterator[Item], name: str, capacity: int = FILE_QUEUE_FRAMES,
+               keep_newest: bool = False, arrived: Optional[threading.Event] = None):
+    self._frames = frames
+    self.name = name
+    self.keep_newest = keep_newest
+    self._queue: queue.Queue = queue.Queue(maxsize=max(1, capacity))
+    self._closing = threading.Event()
+    # Set on every item put, so that a consumer of several readers can wait for any of them.
+    self._arrived = arrived
+    self.dropped = 0
+    self._thread = threading.Thread(target=self._run, name=f"reader-{name}", daemon=True)
+
+  def start(self) -> "FrameReader":
+    self._thread.start()
+    return self
+
+  def _put(self, item, may_drop: bool) -> bool:
+    """Queues item; False if the reader was closed first."""
+    while not self._closing.is_set():
+      try:
+        self._queue.put(item, timeout=_POLL_SECONDS)
+      except queue.Full:
+        if may_drop and self.keep_newest:
+          try:
+            self._queue.get_nowait()
+            self.dropped += 1
+          except queue.Empty:
+            pass
+        continue
+      if self._arrived is not None:
+        self._arrived.set()
+      return True
+    return False
+
+  def _run(self) -> None:
+    end = _End()
+    try:
+      for item in self._frames:
+        if not self._put(item, may_drop=True):
+          return
+    except Exception as e:  # pylint: disable=broad-except
+      # Handed to the main thread, which decides what it means for the camera.
+      end = _End(e)
+    finally:
+      if hasattr(self._frames, "close"):
+        self._frames.close()  # A generator over a video file closes its container.
+    self._put(end, may_drop=False)
+
+  def get(self, stop: Optional[threading.Event] = None, block: bool = True):
+    """The next item, an _End when the input is over, or None (nothing yet without `block`,
+    or `stop` set while waiting)."""
+    while True:
+      try:
+        return self._queue.get(block=block, timeout=_POLL_SECONDS if block else None)
+      except queue.Empty:
+        if not block or (stop is not None and stop.is_set()):
+          return None
+
+  def close(self, timeout: float = 10.0) -> None:
+    """Stops reading and waits for the thread (a decoder stuck in a call is left behind: the
+    thread is a daemon)."""
+    self._closing.set()
+    self._thread.join(timeout)
+    if self._thread.is_alive():
+      logging.warning("The reader of %s did not stop within %.0f s.", self.name, timeout)
+
+
+class CameraRecorder:
+  """One camera's outputs, as detection.detect_frames writes them for a single input:
+  scores.csv and events.jsonl appended and flushed per frame, the annotated video, running
+  counters and the last `plot_window` rows for scores.png, drawn by `close`.
+
+  Args:
+    output_dir: the camera's folder (created).
+    camera: its name (events, plot title).
+    state: its stream state in the detector (threshold and smoothing shown).
+    plot_window: frames shown in scores.png.
+    annotated_video: (path, fps) of the annotated video, or None.
+  """
+
+  def __init__(self, output_dir: str, camera: str, state: StreamState,
+               plot_window: int = detection.DEFAULT_PLOT_WINDOW,
+               annotated_video: Optional[Tuple[str, float]] = None):
+    tf.io.gfile.makedirs(output_dir)
+    self.output_dir = output_dir
+    self.camera = camera
+    self._state = state
+    self._scores_csv = detection.ScoresCsvWriter(os.path.join(output_dir, detection.SCORES_FILE))
+    self._events = events_lib.AlarmEventWriter(
+        os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+    self._recent = collections.deque(maxlen=max(plot_window, 1))
+    self._writer = None
+    self.annotated_video = None
+    if annotated_video is not None:
+      codec, _ = video_io.pick_output_format()
+      self.annotated_video = annotated_video[0]
+      self._writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1],
+                                          codec=codec)
+    self.frames = self.scored = self.alarms = 0
+    self.first_timestamp: Optional[float] = None
+
+  def past_duration(self, timestamp: float, duration_s: float) -> bool:
+    """Whether a frame at `timestamp` is `duration_s` (> 0) or more after the first one."""
+    return (bool(duration_s) and self.first_timestamp is not None
+            and timestamp - self.first_timestamp >= duration_s)
+
+  def record(self, index: int, timestamp: float, frame: np.ndarray,
+             result: FrameResult) -> None:
+    if self.first_timestamp is None:
+      self.first_timestamp = timestamp
+    self.frames += 1
+    self.scored += result.score is not None
+    self.alarms += result.alarm
+    self._scores_csv.append(index, timestamp, result)
+    self._events.update(result, timestamp, frame.shape[:2])
+    self._recent.append((index, timestamp, dataclasses.replace(result, error_map=None)))
+    if self._writer is not None:
+      self._writer.write(detection.annotate_frame(frame, result, self._state.threshold,
+                                                  self._state.smoothing.kind != "none"))
+
+  def close(self, stop_reason: str, elapsed: float,
+            stopped_at: Optional[int] = None) -> detection.DetectionSummary:
+    """Closes every file, draws scores.png; the camera's summary."""
+    self._scores_csv.close()
+    self._events.close()
+    if self._writer is not None:
+      self._writer.close()
+    plot_png = os.path.join(self.output_dir, detection.PLOT_FILE)
+    detection.plot_detection(plot_png, self._recent, self._state.threshold, self.camera)
+    return detection.DetectionSummary(
+        frames=self.frames, scored=self.scored, alarms=self.alarms,
+        mean_fps=self.frames / max(elapsed, 1e-9), threshold=self._state.threshold,
+        stopped_at=stopped_at, scores_csv=self._scores_csv.path, plot_png=plot_png,
+        annotated_video=self.annotated_video, events_jsonl=self._events.path,
+        events=self._events.events, stop_reason=stop_reason)
+
+
+@dataclasses.dataclass
+class _Camera:
+  """A camera of the run: where its frames come from and go, and why it stopped."""
+
+  input_path: str
+  reader: FrameReader
+  recorder: CameraRecorder
+  stop_reason: str = ""  # Empty while it runs.
+  stopped_at: Optional[int] = None
+  error: str = ""  # Why not a single frame could be read.
+
+
+def _end_camera(camera: _Camera, end: _End) -> None:
+  """Records why a camera's input is over; re-raises what is not a data problem (a bug)."""
+  if end.error is None:
+    camera.stop_reason = detection.STOP_END
+    return
+  if not isinstance(end.error, errors.DataError):
+    raise end.error
+  camera.stop_reason = detection.STOP_DECODE
+  if not camera.recorder.frames:
+    camera.error = f"No frame could be read: {getattr(end.error, 'reason', end.error)}"
+    logging.error("Camera %s (%s): %s", camera.recorder.camera, camera.input_path, camera.error)
+    return
+  camera.stopped_at = getattr(end.error, "index", camera.recorder.frames)
+  logging.warning("Camera %s: %s; its results of the %d frames read are kept.",
+                  camera.recorder.camera, end.error, camera.recorder.frames)
+
+
+def _next_frames(cameras: Dict[str, _Camera], active: List[str], duration_s: float,
+                 stop: Optional[threading.Event],
+                 arrived: threading.Event) -> Dict[str, Item]:
+  """The next frame of each active camera that has one; marks the cameras that stop.
+
+  A file's reader is waited for (every frame, in order); a keep_newest reader is taken only if
+  it has a frame, and when no camera has one the call waits a little for any to arrive.
+  """
+  arrived.clear()
+  batch = {}
+  for name in active:
+    camera = cameras[name]
+    item = camera.reader.get(stop, block=not camera.reader.keep_newest)
+    if item is None:
+      continue
+    if isinstance(item, _End):
+      _end_camera(camera, item)
+    elif camera.recorder.past_duration(item[1], duration_s):
+      camera.stop_reason = detection.STOP_DURATION
+    else:
+      batch[name] = item
+  if not batch and all(not cameras[name].stop_reason for name in active) and not (
+      stop is not None and stop.is_set()):
+    arrived.wait(_POLL_SECONDS)
+  return batch
+
+
+def detect_cameras(detector: MultiStreamDetector, cameras: Dict[str, _Camera],
+                   max_frames: int = 0, duration_s: float = 0.0, log_every: int = 100,
+                   stop: Optional[threading.Event] = None,
+                   arrived: Optional[threading.Event] = None) -> int:
+  """The multi-camera loop: a detector step over the next frame of every running camera.
+
+  Runs until every camera has stopped (its input ended or failed, max_frames of its frames,
+  duration_s of its stream time) or `stop` is set (every camera still running stops).
+
+  Args:
+    detector: one stream per camera name.
+    cameras: {name: _Camera}, readers started.
+    max_frames, duration_s: per camera (0: no limit); as detection.detect_frames.
+    log_every: steps between progress lines.
+    stop: when set (stop_on_signals), the loop ends after the current step.
+    arrived: the event the keep_newest readers set on a new frame.
+
+  Returns:
+    The number of steps.
+  """
+  arrived = arrived or threading.Event()
+  active = list(cameras)
+  steps = window_frames = 0
+  window_start = time.perf_counter()
+  while active:
+    if stop is not None and stop.is_set():
+      for name in active:
+        cameras[name].stop_reason = detection.STOP_SIGNAL
+      break
+    batch = _next_frames(cameras, active, duration_s, stop, arrived)
+    if batch:
+      results = detector.step({name: item[2] for name, item in batch.items()})
+      for name, (index, timestamp, frame) in batch.items():
+        recorder = cameras[name].recorder
+        recorder.record(index, timestamp, frame, results[name])
+        if max_frames and recorder.frames >= max_frames:
+          cameras[name].stop_reason = detection.STOP_MAX_FRAMES
+      steps += 1
+      window_frames += len(batch)
+      if log_every and steps % log_every == 0:
+        now = time.perf_counter()
+        logging.info("step %d: %.1f frames/s over %d cameras (last %d steps); alarms so far %s",
+                     steps, window_frames / max(now - window_start, 1e-9), len(batch),
+                     log_every, {n: c.recorder.alarms for n, c in cameras.items()})
+        window_start, window_frames = now, 0
+    active = [name for name in active if not cameras[name].stop_reason]
+  return steps
+
+
+def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
+                  sources: List[Iterator[Item]], arrived: threading.Event) -> Dict[str, _Camera]:
+  """A reader (not started) and a recorder per input, in `<output_dir>/<camera>/`."""
+  cameras = {}
+  for name, path, source in zip(cfg.cameras, cfg.inputs, sources):
+    output_dir = os.path.join(cfg.output_dir, name)
+    video = None
+    if cfg.annotate:
+      _, extension = video_io.pick_output_format()
+      video = (os.path.join(output_dir, detection.ANNOTATED_BASENAME + extension),
+               video_io.video_fps(path, cfg.fps))
+    # Files: every frame, in order. A live source would be read with keep_newest=True (see
+    # the module doc).
+    reader = FrameReader(source, name, arrived=arrived)
+    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window, video)
+    cameras[name] = _Camera(path, reader, recorder)
+  return cameras
+
+
+def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.DetectionSummary]:
+  """Runs one multi-stream detector over several inputs, one camera each.
+
+  Writes in `<output_dir>/<camera>/` what detection.run_detection writes in output_dir for one
+  input (scores.csv and events.jsonl as frames are scored, scores.png at the end, with
+  `annotate` the annotated video). See the module doc for how frames are read, batched and
+  stopped.
+
+  Args:
+    cfg: the inputs, camera names and everything else (DetectConfig).
+
+  Returns:
+    {camera: DetectionSummary}, in the order of the inputs.
+
+  Raises:
+    FileNotFoundError: an input, or the model's config or checkpoint, is missing.
+    errors.DataError: an input held no readable frame (raised after every camera finished and
+      every file was closed; the other cameras' results stand).
+  """
+  # Every input first: a missing one fails the run before the model loads or a file is written.
+  sources = [open_input(path, cfg.fps) for path in cfg.inputs]
+  if not tf.io.gfile.isdir(cfg.model_dir):
+    raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
+  detector = MultiStreamDetector.from_model_dir(
+      cfg.model_dir, cfg.cameras, cfg.threshold, cfg.smoothing_window, cfg.litert_precision,
+      score=cfg.score, smoothing=cfg.smoothing)
+  if detector.state(cfg.cameras[0]).threshold is None:
+    logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
+                    "alarms.", cfg.model_dir)
+  arrived = threading.Event()
+  cameras = _open_cameras(cfg, detector, sources, arrived)
+  start = time.perf_counter()
+  summaries = {}
+  try:
+    with detection.stop_on_signals() as stop:
+      for camera in cameras.values():
+        camera.reader.start()
+      detect_cameras(detector, cameras, cfg.max_frames, cfg.duration_s, cfg.log_every, stop,
+                     arrived)
+  finally:
+    for camera in cameras.values():
+      camera.reader.close()
+    elapsed = time.perf_counter() - start
+    for name, camera in cameras.items():
+      summaries[name] = camera.recorder.close(camera.stop_reason or detection.STOP_SIGNAL,
+                                              elapsed, camera.stopped_at)
+  _log_summaries(summaries, elapsed)
+  failed = [f"{camera.input_path!r} (camera {name}): {camera.error}"
+            for name, camera in cameras.items() if camera.error]
+  if failed:
+    raise errors.DataError("Input " + "; input ".join(failed))
+  return summaries
+
+
+def _log_summaries(summaries: Dict[str, detection.DetectionSummary], elapsed: float) -> None:
+  for name, summary in summaries.items():
+    logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d stop=%s%s; wrote %s",
+                 name, summary.frames, summary.scored, summary.alarms, summary.events,
+                 summary.stop_reason,
+                 "" if summary.stopped_at is None
+                 else f" (decoding stopped at frame {summary.stopped_at})",
+                 os.path.dirname(summary.scores_csv))
+  total = sum(summary.frames for summary in summaries.values())
+  logging.info("cameras=%d frames=%d total_fps=%.1f (%.1f per camera)", len(summaries), total,
+               total / max(elapsed, 1e-9), total / max(elapsed, 1e-9) / max(len(summaries), 1))
+
+
+def run(cfg: detection.DetectConfig) -> Union[detection.DetectionSummary,
+                                              Dict[str, detection.DetectionSummary]]:
+  """What `python -m daml_tf.detect` runs: run_detection for one input (its files directly in
+  output_dir, as before there were several), run_multi_detection for several."""
+  if len(cfg.inputs) == 1:
+    return detection.run_detection(cfg)
+  return run_multi_detection(cfg)
