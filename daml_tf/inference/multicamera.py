@@ -99,11 +99,13 @@ class FrameReader:
 
   def _put(self, item, may_drop: bool) -> bool:
     """Queues item; False if the reader was closed first."""
+    drop = may_drop and self.keep_newest
     while not self._closing.is_set():
       try:
-        self._queue.put(item, timeout=_POLL_SECONDS)
+        # A live source never waits: a full queue loses its oldest frame instead.
+        self._queue.put(item, block=not drop, timeout=None if drop else _POLL_SECONDS)
       except queue.Full:
-        if may_drop and self.keep_newest:
+        if drop:
           try:
             self._queue.get_nowait()
             self.dropped += 1
