@@ -18,6 +18,12 @@ LiteRT flatbuffers (float32 and float16 weights). These include what a deploymen
 frame (uint8 -> float preprocessing, a signature or interpreter call per network), so they are
 the numbers a camera sees. With --video, each runtime also runs the full streaming detector on a
 real video file: PyAV decoding, resize and colour conversion, encoder, motion model, score.
+
+With --streams=1,4,8, each runtime also scores that many camera streams at once, one new frame
+per stream per step (`multistream.MultiStreamDetector`: one encoder call and one motion-model
+call per step), against as many separate streaming detectors called one after the other; the
+table gives total and per-stream frames/s. --trained_model_dir times a training run's own
+model and exports (e.g. pretrained/ped2_cpu) instead of an untrained model of the config.
 """
 
 import json
@@ -38,8 +44,11 @@ import tensorflow as tf
 from daml_tf import cli
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
+from daml_tf import run_dir
 from daml_tf import video_io
 from daml_tf.inference import backends
+from daml_tf.inference import multistream
+from daml_tf.inference import serving
 from daml_tf.inference import streaming
 from daml_tf.models import build
 from daml_tf.models import scores
@@ -239,23 +248,43 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
   }
 
 
+def trained_model_paths(model_dir: str) -> Dict[str, str]:
+  """{runtime name: directory} of a training run: the run itself (keras) and the highest
+  version of its serving export (saved_model) and of its LiteRT export (litert), if any."""
+  export_base = run_dir.export_dir(model_dir)
+  paths = {backends.KerasRuntime.name: model_dir}
+  for name, base in ((backends.SavedModelRuntime.name, export_base),
+                     (backends.LiteRTRuntime.name, os.path.join(export_base,
+                                                                run_dir.LITERT_SUBDIR))):
+    versions = serving.version_numbers(base)
+    if versions:
+      paths[name] = serving.version_dir(base, versions[0])
+  return paths
+
+
 def make_backends(model, cfg: config_lib.Config, runtimes: Sequence[str], work_dir: str,
-                  threads: int) -> Dict[str, "backends.Backend"]:
-  """The streaming backends of `runtimes` for one model, each written as its runtime opens it.
+                  threads: int, trained_model_dir: str = "") -> Dict[str, "backends.Backend"]:
+  """The streaming backends of `runtimes` for one model, each written as its runtime opens it,
+  or opened from `trained_model_dir` (a training run and its exports) when given.
 
   Raises:
-    ValueError: an unknown runtime name.
+    ValueError: an unknown runtime name, or one trained_model_dir has no export for.
     errors.ExportError: the LiteRT conversion failed (its message says why).
   """
   variants = runtime_variants()
   unknown = set(runtimes) - set(variants)
   if unknown:
     raise ValueError(f"Unknown runtime(s) {sorted(unknown)}; choose from {tuple(variants)}.")
+  trained = trained_model_paths(trained_model_dir) if trained_model_dir else {}
   opened = {}
   for name in runtimes:
     runtime, precision = variants[name]
-    path = runtime.write(model, cfg, work_dir)
+    if trained_model_dir and runtime.name not in trained:
+      raise ValueError(f"{trained_model_dir} has no {runtime.name} export to time; export it "
+                       "(python -m daml_tf.export) or leave --runtimes without it.")
+    path = trained[runtime.name] if trained else runtime.write(model, cfg, work_dir)
     opened[name] = runtime.open(path, precision, num_threads=threads).backend
+    streaming.check_geometry(opened[name], cfg.data)
   return opened
 
 
@@ -340,22 +369,79 @@ def time_video(backends: Dict[str, object], cfg: config_lib.Config, video: str,
   return result
 
 
+def time_streams(backend, cfg: config_lib.Config, streams: Iterable[int], runs: int,
+                 warmup: int) -> list:
+  """Several camera streams on one backend: one multi-stream step vs separate detectors.
+
+  Each stream gets a new uint8 frame at model resolution per step (random pixels: the cost
+  does not depend on them), its code buffer already full, so every step encodes and scores
+  every stream. "batched" is one MultiStreamDetector.step over all streams (one encoder call,
+  one motion-model call); "separate" is one StreamingDetector per stream, called in turn.
+
+  Returns:
+    One entry per stream count: {streams, batched: {...}, separate: {...}, speedup}, each
+    mode holding median_seconds (per step, all streams), total_frames_per_second and
+    per_stream_frames_per_second; speedup is batched over separate total frames/s.
+  """
+  height, width = cfg.data.image_size
+  rng = np.random.default_rng(0)
+  # A few distinct frames per stream, taken in turn.
+  pool = rng.integers(0, 256, (4, max(streams), height, width, cfg.data.channels),
+                      dtype=np.uint8)
+  entries = []
+  for count in streams:
+    names = [f"camera{i}" for i in range(count)]
+    batched = multistream.MultiStreamDetector(backend, cfg.data, names)
+    separate = [streaming.StreamingDetector(backend, cfg.data) for _ in names]
+    step = 0
+
+    def frames():
+      nonlocal step
+      step += 1
+      return pool[step % len(pool), :count]
+
+    def call_batched():
+      batched.step(dict(zip(names, frames())))
+
+    def call_separate():
+      for detector, frame in zip(separate, frames()):
+        detector.process(frame)
+
+    entry = {"streams": int(count)}
+    for mode, call in (("batched", call_batched), ("separate", call_separate)):
+      for _ in range(cfg.data.clip_span):
+        call()  # Fills the code buffers: every timed step scores every stream.
+      seconds = _median_seconds(call, runs, warmup)
+      entry[mode] = {"median_seconds": seconds,
+                     "total_frames_per_second": count / seconds,
+                     "per_stream_frames_per_second": 1.0 / seconds}
+    entry["speedup"] = (entry["batched"]["total_frames_per_second"] /
+                        entry["separate"]["total_frames_per_second"])
+    entries.append(entry)
+  return entries
+
+
 def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs: int,
                           warmup: int, threads: int, video: str = "",
-                          max_video_frames: int = 300) -> Dict[str, object]:
-  """Batch-1 decoupled/coupled timing per runtime and, with `video`, end-to-end frames/s."""
+                          max_video_frames: int = 300, streams: Sequence[int] = (),
+                          trained_model_dir: str = "") -> Dict[str, object]:
+  """Batch-1 decoupled/coupled timing per runtime, with `video` end-to-end frames/s, with
+  `streams` the multi-stream timing (time_streams); on `trained_model_dir` if given."""
   model = build.float32_model(cfg)
   k = cfg.data.time_steps
   encoder_macs, motion_macs = count_macs(model.encoder), count_macs(model.motion)
   macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}
   with tempfile.TemporaryDirectory(prefix="daml_bench_") as work_dir:
-    backends = make_backends(model, cfg, runtimes, work_dir, threads)
-    result = {"runtimes": {}}
+    backends = make_backends(model, cfg, runtimes, work_dir, threads, trained_model_dir)
+    result = {"runtimes": {}, "weights": trained_model_dir or "untrained"}
     for name, backend in backends.items():
       result["runtimes"][name] = time_backend(backend, cfg, runs, warmup, macs)
       logging.info("%s: decoupled %.2f ms/frame, coupled %.2f ms/frame", name,
                    result["runtimes"][name]["decoupled"]["ms_per_frame"],
                    result["runtimes"][name]["coupled"]["ms_per_frame"])
+    if streams:
+      result["streams"] = {name: time_streams(backend, cfg, streams, runs, warmup)
+                           for name, backend in backends.items()}
     if video:
       result["end_to_end"] = time_video(backends, cfg, video, max_video_frames)
   return result
@@ -395,6 +481,19 @@ def format_table(result: Dict[str, object]) -> str:
           f"{entry['decoupled']['frames_per_second']:8.1f} "
           f"{entry['coupled']['ms_per_frame']:8.3f} {entry['coupled']['frames_per_second']:8.1f} "
           f"{entry['speedup']:8.2f}")
+  if result.get("streams"):
+    lines.append("Streams, one new frame each per step (batched: one multi-stream step; "
+                 "separate: one detector per stream, in turn):")
+    lines.append(f"{'runtime':<15} {'streams':>7} {'total fps':>10} {'per stream':>10} "
+                 f"{'sep total':>10} {'sep/stream':>10} {'bat/sep':>8}")
+    for name, entries in result["streams"].items():
+      for entry in entries:
+        batched, separate = entry["batched"], entry["separate"]
+        lines.append(
+            f"{name:<15} {entry['streams']:>7} {batched['total_frames_per_second']:10.1f} "
+            f"{batched['per_stream_frames_per_second']:10.1f} "
+            f"{separate['total_frames_per_second']:10.1f} "
+            f"{separate['per_stream_frames_per_second']:10.1f} {entry['speedup']:8.2f}")
   video = result.get("end_to_end")
   if video:
     lines.append(
@@ -435,6 +534,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if "bench_batch_sizes" not in flag_values:
     flags.DEFINE_list("bench_batch_sizes", ["1", "8"], "Streams scored together.",
                       flag_values=flag_values)
+  if "streams" not in flag_values:
+    flags.DEFINE_list("streams", [], "Also time this many camera streams per runtime (e.g. "
+                      "1,4,8): one multi-stream step over all against separate detectors.",
+                      flag_values=flag_values)
+  if "trained_model_dir" not in flag_values:
+    flags.DEFINE_string("trained_model_dir", "", "Time the runtimes on this training run "
+                        "(its checkpoint, and its exports for saved_model and litert) rather "
+                        "than on an untrained model of the config; its geometry must be the "
+                        "config's.", flag_values=flag_values)
 
 
 def main(argv):
@@ -450,7 +558,8 @@ def main(argv):
   if flag_values.runtimes:
     result.update(cli.exit_on_expected_errors(
         run_runtime_benchmark, cfg, flag_values.runtimes, flag_values.runs, flag_values.warmup,
-        flag_values.threads, flag_values.video, flag_values.video_frames))
+        flag_values.threads, flag_values.video, flag_values.video_frames,
+        [int(count) for count in flag_values.streams], flag_values.trained_model_dir))
   result["config"] = {"dataset": cfg.data.dataset, "ignored_mixed_precision":
                       cfg.train.mixed_precision}
   logging.info("Benchmark (dec/coup = decoupled / coupled frames/s):\n%s", format_table(result))

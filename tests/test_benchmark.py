@@ -92,3 +92,34 @@ def test_unknown_runtime_is_refused():
   cfg = testing.tiny_config()
   with pytest.raises(ValueError, match="Unknown runtime"):
     benchmark.run_runtime_benchmark(cfg, ["onnx"], runs=1, warmup=0, threads=1)
+
+
+def test_streams_benchmark_on_a_trained_run(tmp_path):
+  """Several streams per runtime, batched and separate, on a run's own model."""
+  import pytest
+  model_dir = str(tmp_path / "run")
+  cfg, _ = testing.make_run(model_dir, {"threshold": 0.1, "quantile": 0.9})
+  result = benchmark.run_runtime_benchmark(cfg, ["keras"], runs=2, warmup=1, threads=1,
+                                           streams=[1, 3], trained_model_dir=model_dir)
+  result = json.loads(json.dumps(result))
+  assert result["weights"] == model_dir
+  entries = result["streams"]["keras"]
+  assert [entry["streams"] for entry in entries] == [1, 3]
+  for entry in entries:
+    for mode in ("batched", "separate"):
+      numbers = entry[mode]
+      assert numbers["total_frames_per_second"] == pytest.approx(
+          entry["streams"] * numbers["per_stream_frames_per_second"])
+      assert numbers["median_seconds"] > 0
+    assert entry["speedup"] > 0
+  table = benchmark.format_table(dict(benchmark.run_benchmark(cfg, runs=1, warmup=0,
+                                                              batch_sizes=[1]), **result))
+  assert "Streams" in table and "bat/sep" in table
+  # The run has no LiteRT export to time, and another geometry is refused.
+  with pytest.raises(ValueError, match="no litert export"):
+    benchmark.run_runtime_benchmark(cfg, ["litert_float32"], runs=1, warmup=0, threads=1,
+                                    trained_model_dir=model_dir)
+  other = testing.tiny_config(data=dict(interval=2, time_steps=4))
+  with pytest.raises(ValueError, match="geometry"):
+    benchmark.run_runtime_benchmark(other, ["keras"], runs=1, warmup=0, threads=1,
+                                    trained_model_dir=model_dir)
