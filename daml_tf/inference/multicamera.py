@@ -75,7 +75,10 @@ class FrameReader:
     name: for the thread's name and logs.
     capacity: items the queue holds.
     keep_newest: when the queue is full, drop its oldest item rather than wait (a live
-      source); otherwise wait for room (a file: every frame in order).
+      source; with capacity 1 the queue holds the newest frame only); otherwise wait for room
+      (a file: every frame in order).
+    arrived: an event set whenever an item is queued (shared by the readers of a loop, which
+      waits on it when no camera has a frame).
 
   Attributes:
     dropped: items dropped to keep the newest (keep_newest only).

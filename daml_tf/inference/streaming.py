@@ -5,7 +5,9 @@ latent codes that the clip geometry still needs, so a frame costs one encoder pa
 motion model, and its scores are those of the batch evaluation (`evaluation.VideoScorer`) on the
 same video. The networks run on a runtime of daml_tf.inference.backends (the Keras model of a
 training run, a serving SavedModel, LiteRT flatbuffers); `from_model_dir` opens any of them.
-`daml_tf.inference.detection` drives a detector over a recorded video.
+`daml_tf.inference.detection` drives a detector over a recorded video. A stream's state between
+frames (code buffer, smoother, threshold, index) is a `StreamState`, which
+`daml_tf.inference.multistream` keeps per camera to score several cameras in one batch.
 """
 
 import collections
