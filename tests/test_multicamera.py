@@ -105,8 +105,8 @@ def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_
   assert result.returncode == 0, result.stderr
   assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 12
   assert len(_csv_rows(output_dir / "short" / "scores.csv")) == 8
-  assert "camera long: frames=12 scored=7 alarms=7 events=2 stop=duration" in result.stderr
-  assert "camera short: frames=8 scored=3 alarms=3 events=2 stop=end" in result.stderr
+  assert "camera long: frames=12 scored=7 alarms=7 events=2 gaps=0 stop=duration" in result.stderr
+  assert "camera short: frames=8 scored=3 alarms=3 events=2 gaps=0 stop=end" in result.stderr
   # Threshold 0: one alarm from the first scored frame to the camera's last frame.
   assert [(e["event"], e["frame"]) for e in _events(output_dir / "long" / "events.jsonl")] == [
       ("alarm_start", 5), ("alarm_end", 11)]
@@ -121,7 +121,7 @@ def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_
   assert "camera empty" in result.stderr and "holds no frames" in result.stderr
   # The other camera ran to its own limit, its files complete.
   assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 9
-  assert "camera long: frames=9 scored=4 alarms=4 events=2 stop=max_frames" in result.stderr
+  assert "camera long: frames=9 scored=4 alarms=4 events=2 gaps=0 stop=max_frames" in result.stderr
   assert (output_dir / "long" / "scores.png").stat().st_size > 0
 
 
@@ -288,3 +288,44 @@ def test_sigterm_stops_every_camera_with_complete_files(model_dir, tmp_path):
   # Files are read in lockstep: the cameras stopped at the same step.
   assert counts[0] == counts[1]
   assert "stop=signal" in stderr
+
+
+def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
+  """A gap marker (what a live source yields when its stream came back) resets that camera:
+  its open alarm ends at the last frame before the gap, its scores start over."""
+  from daml_tf.inference import multistream  # pylint: disable=g-import-not-at-top
+  frames = {"steady": moving_frames(16, seed=1), "flaky": moving_frames(16, seed=2)}
+
+  def with_gap(items):
+    for index, frame in enumerate(items):
+      if index == 10:
+        yield "gap: the stream came back after 3.0 s"
+      yield index, index / 25, frame
+
+  detector = multistream.MultiStreamDetector.from_model_dir(model_dir, list(frames))
+  cameras = {}
+  for name, items in frames.items():
+    source = with_gap(items) if name == "flaky" else ((i, i / 25, f) for i, f in enumerate(items))
+    recorder = multicamera.CameraRecorder(str(tmp_path / name), name, detector.state(name))
+    cameras[name] = multicamera._Camera(  # pylint: disable=protected-access
+        name, multicamera.FrameReader(source, name).start(), recorder)
+  multicamera.detect_cameras(detector, cameras, log_every=0)
+  for camera in cameras.values():
+    camera.reader.close()
+    camera.recorder.close(camera.stop_reason, 1.0)
+  assert cameras["flaky"].recorder.gaps == 1 and cameras["steady"].recorder.gaps == 0
+  flaky = _csv_rows(tmp_path / "flaky" / "scores.csv")
+  assert [int(r["frame"]) for r in flaky] == list(range(16))
+  # Threshold 0: every scored frame alarms; the gap ends the first alarm at frame 9.
+  assert [(e["event"], e["frame"]) for e in _events(tmp_path / "flaky" / "events.jsonl")] == [
+      ("alarm_start", 5), ("alarm_end", 9), ("alarm_start", 15), ("alarm_end", 15)]
+  assert [r["score"] == "" for r in flaky] == [True] * 5 + [False] * 5 + [True] * 5 + [False]
+  after = streaming.StreamingDetector.from_model_dir(model_dir)
+  expected = [after.process(frame).score for frame in frames["flaky"][10:]]
+  assert float(flaky[15]["score"]) == pytest.approx(expected[5], rel=1e-5)
+  # The other camera never noticed.
+  alone = streaming.StreamingDetector.from_model_dir(model_dir)
+  expected = [alone.process(frame).score for frame in frames["steady"]]
+  np.testing.assert_allclose(
+      [float(r["score"]) for r in _csv_rows(tmp_path / "steady" / "scores.csv")[5:]],
+      expected[5:], rtol=1e-5)

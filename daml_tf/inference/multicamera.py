@@ -48,13 +48,16 @@ FILE_QUEUE_FRAMES = 4
 # How often a blocked wait looks at the stop event (seconds).
 _POLL_SECONDS = 0.1
 
+# A frame (index, timestamp_s, uint8 frame); a source may also yield gap markers (anything else).
 Item = Tuple[int, float, np.ndarray]
 
 
 def open_input(path: str, fps: float) -> Iterator[Item]:
   """The frames of one input, (index, timestamp_s, uint8 frame), as run_detection reads them.
 
-  Every input of a multi-camera run is opened here and only here (live sources plug in here).
+  Every input of a multi-camera run is opened here and only here: a live source plugs in here
+  (its reader then keep_newest; an item that is not a frame tuple is taken as a gap marker, see
+  `_next_frames`).
   """
   return video_io.iter_frames(path, fps)
 
@@ -184,7 +187,7 @@ class CameraRecorder:
       self.annotated_video = annotated_video[0]
       self._writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1],
                                           codec=codec)
-    self.frames = self.scored = self.alarms = 0
+    self.frames = self.scored = self.alarms = self.gaps = 0
     self.first_timestamp: Optional[float] = None
 
   def past_duration(self, timestamp: float, duration_s: float) -> bool:
@@ -192,8 +195,20 @@ class CameraRecorder:
     return (bool(duration_s) and self.first_timestamp is not None
             and timestamp - self.first_timestamp >= duration_s)
 
+  def gap(self) -> None:
+    """The input was lost and is back (the caller resets the camera's stream): an alarm open
+    at the last frame before the gap ends there, as at the end of an input."""
+    self.gaps += 1
+    if self._events.in_alarm and self._recent:
+      _, timestamp, last = self._recent[-1]
+      # No box is computed for a frame out of alarm, hence no frame size.
+      self._events.update(dataclasses.replace(last, alarm=False), timestamp, (0, 0))
+
   def record(self, index: int, timestamp: float, frame: np.ndarray,
              result: FrameResult) -> None:
+    if result.index != index:
+      # The stream's count restarts after a gap; the files keep the input's frame index.
+      result = dataclasses.replace(result, index=index)
     if self.first_timestamp is None:
       self.first_timestamp = timestamp
     self.frames += 1
@@ -252,10 +267,11 @@ def _end_camera(camera: _Camera, end: _End) -> None:
                   camera.recorder.camera, end.error, camera.recorder.frames)
 
 
-def _next_frames(cameras: Dict[str, _Camera], active: List[str], duration_s: float,
-                 stop: Optional[threading.Event],
+def _next_frames(detector: MultiStreamDetector, cameras: Dict[str, _Camera],
+                 active: List[str], duration_s: float, stop: Optional[threading.Event],
                  arrived: threading.Event) -> Dict[str, Item]:
-  """The next frame of each active camera that has one; marks the cameras that stop.
+  """The next frame of each active camera that has one; marks the cameras that stop and
+  restarts those whose input had a gap.
 
   A file's reader is waited for (every frame, in order); a keep_newest reader is taken only if
   it has a frame, and when no camera has one the call waits a little for any to arrive.
@@ -269,6 +285,12 @@ def _next_frames(cameras: Dict[str, _Camera], active: List[str], duration_s: flo
       continue
     if isinstance(item, _End):
       _end_camera(camera, item)
+    elif not isinstance(item, tuple):
+      # Anything but a frame is a gap marker (a live input lost and reopened): the frames
+      # before and after it are not one clip.
+      camera.recorder.gap()
+      detector.reset(name)
+      logging.warning("Camera %s: gap in the input (%s); its scoring starts over.", name, item)
     elif camera.recorder.past_duration(item[1], duration_s):
       camera.stop_reason = detection.STOP_DURATION
     else:
@@ -308,7 +330,7 @@ def detect_cameras(detector: MultiStreamDetector, cameras: Dict[str, _Camera],
       for name in active:
         cameras[name].stop_reason = detection.STOP_SIGNAL
       break
-    batch = _next_frames(cameras, active, duration_s, stop, arrived)
+    batch = _next_frames(detector, cameras, active, duration_s, stop, arrived)
     if batch:
       results = detector.step({name: item[2] for name, item in batch.items()})
       for name, (index, timestamp, frame) in batch.items():
@@ -393,7 +415,7 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
     for name, camera in cameras.items():
       summaries[name] = camera.recorder.close(camera.stop_reason or detection.STOP_SIGNAL,
                                               elapsed, camera.stopped_at)
-  _log_summaries(summaries, elapsed)
+  _log_summaries(summaries, {name: c.recorder.gaps for name, c in cameras.items()}, elapsed)
   failed = [f"{camera.input_path!r} (camera {name}): {camera.error}"
             for name, camera in cameras.items() if camera.error]
   if failed:
@@ -401,11 +423,12 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
   return summaries
 
 
-def _log_summaries(summaries: Dict[str, detection.DetectionSummary], elapsed: float) -> None:
+def _log_summaries(summaries: Dict[str, detection.DetectionSummary], gaps: Dict[str, int],
+                   elapsed: float) -> None:
   for name, summary in summaries.items():
-    logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d stop=%s%s; wrote %s",
-                 name, summary.frames, summary.scored, summary.alarms, summary.events,
-                 summary.stop_reason,
+    logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d gaps=%d stop=%s%s; "
+                 "wrote %s", name, summary.frames, summary.scored, summary.alarms,
+                 summary.events, gaps[name], summary.stop_reason,
                  "" if summary.stopped_at is None
                  else f" (decoding stopped at frame {summary.stopped_at})",
                  os.path.dirname(summary.scores_csv))
