@@ -1,8 +1,8 @@
 """Scores a recorded video (or frames folder) frame by frame, as a live camera would be.
 
 `python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
-`python -m daml_tf.detect --model_dir=runs/demo --input=a.avi --input=b.avi \
-    [--camera_names=gate,hall] --output_dir=out`
+`python -m daml_tf.detect --model_dir=runs/demo --input=a.avi --input=b.avi --output_dir=out`
+(several cameras; names: [--camera_names=gate,hall])
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
 start and end) as frames are scored, out/scores.png (the last --plot_window frames) at the end
