@@ -376,7 +376,8 @@ def time_streams(backend, cfg: config_lib.Config, streams: Iterable[int], runs: 
   Each stream gets a new uint8 frame at model resolution per step (random pixels: the cost
   does not depend on them), its code buffer already full, so every step encodes and scores
   every stream. "batched" is one MultiStreamDetector.step over all streams (one encoder call,
-  one motion-model call); "separate" is one StreamingDetector per stream, called in turn.
+  one motion-model call); "separate" is one StreamingDetector per stream, called in turn. The
+  two modes are timed alternately, `runs` steps each after `warmup`; medians are reported.
 
   Returns:
     One entry per stream count: {streams, batched: {...}, separate: {...}, speedup}, each
@@ -407,11 +408,20 @@ def time_streams(backend, cfg: config_lib.Config, streams: Iterable[int], runs: 
       for detector, frame in zip(separate, frames()):
         detector.process(frame)
 
+    calls = {"batched": call_batched, "separate": call_separate}
+    for call in calls.values():
+      for _ in range(cfg.data.clip_span + warmup):
+        call()  # Fills the code buffers (every timed step scores every stream), then warms up.
+    # Alternated, so that a burst of other load on a shared machine hits both modes alike.
+    times = {mode: [] for mode in calls}
+    for _ in range(runs):
+      for mode, call in calls.items():
+        start = time.perf_counter()
+        call()
+        times[mode].append(time.perf_counter() - start)
     entry = {"streams": int(count)}
-    for mode, call in (("batched", call_batched), ("separate", call_separate)):
-      for _ in range(cfg.data.clip_span):
-        call()  # Fills the code buffers: every timed step scores every stream.
-      seconds = _median_seconds(call, runs, warmup)
+    for mode in calls:
+      seconds = statistics.median(times[mode])
       entry[mode] = {"median_seconds": seconds,
                      "total_frames_per_second": count / seconds,
                      "per_stream_frames_per_second": 1.0 / seconds}

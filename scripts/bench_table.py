@@ -3,8 +3,9 @@
     .venv/bin/python scripts/bench_table.py docs/bench/ped2_cpu.json docs/bench/ped2_paper.json ...
 
 Prints one table of batch-1/batch-8 Keras graph timings, one of the per-runtime batch-1 timings
-and one of the end-to-end frames/s on the video, one row per file, so the README quotes the
-files rather than retyped numbers.
+and one of the end-to-end frames/s on the video, one row per file, and, for files made with
+--streams, one of the multi-stream timings, so the README quotes the files rather than retyped
+numbers.
 """
 
 import json
@@ -60,6 +61,27 @@ def main(paths):
           f"{video['timed_frames']} scored frames of "
           f"{'x'.join(map(str, video['frame_shape']))} | "
           f"{video['decode_only_frames_per_second']:.0f} | " + " | ".join(cells) + " |")
+  if any(result.get("streams") for _, result in results):
+    print()
+    _streams_table(results)
+
+
+def _streams_table(results):
+  """Several streams per runtime (--streams): total and per-stream frames/s, batched vs
+  separate detectors."""
+  print("| file (threads) | runtime | streams | batched: total frames/s (per stream) | "
+        "separate: total frames/s (per stream) | batched / separate |")
+  print("|---|---|---|---|---|---|")
+  for path, result in results:
+    threads = result["machine"]["intra_op_threads"]
+    for name, entries in result.get("streams", {}).items():
+      for entry in entries:
+        batched, separate = entry["batched"], entry["separate"]
+        print(f"| `{os.path.basename(path)}` ({threads}) | {name} | {entry['streams']} | "
+              f"{batched['total_frames_per_second']:.0f} "
+              f"({batched['per_stream_frames_per_second']:.0f}) | "
+              f"{separate['total_frames_per_second']:.0f} "
+              f"({separate['per_stream_frames_per_second']:.0f}) | {entry['speedup']:.2f}x |")
 
 
 if __name__ == "__main__":
