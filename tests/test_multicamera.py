@@ -92,7 +92,6 @@ def test_detect_two_inputs_writes_a_complete_folder_per_camera(model_dir, tmp_pa
   assert any(_events(output_dir / name / "events.jsonl") for name in inputs)
 
 
-@pytest.mark.slow
 def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_dir,
                                                                           tmp_path):
   long_input = write_pngs(tmp_path / "long", moving_frames(30))
