@@ -1,14 +1,21 @@
-"""Scores a recorded video (or frames folder) frame by frame, as a live camera would be.
+"""Scores a video, a frames folder or a live stream frame by frame, as a camera delivers them.
 
 `python -m daml_tf.detect --model_dir=runs/demo --input=video.avi --output_dir=out [--annotate]`
+`python -m daml_tf.detect --model_dir=runs/demo --input=rtsp://camera/stream --output_dir=out`
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
 start and end) as frames are scored, out/scores.png (the last --plot_window frames) at the end
 and, with --annotate, out/annotated.mp4 (or .avi) with the error heatmap and the anomaly box.
 It stops at the end of the input, at --max_frames or --duration_s, or on SIGINT/SIGTERM (after
-the current frame, every file complete, exit status 0). The threshold is --threshold, else <model_dir>/threshold.json (or
-the one recorded in an export); with neither only scores are written. See
-daml_tf.inference.detection.run_detection.
+the current frame, every file complete, exit status 0). The threshold is --threshold, else
+<model_dir>/threshold.json (or the one recorded in an export); with neither only scores are
+written. See daml_tf.inference.detection.run_detection.
+
+A live --input (rtsp://, http(s)://, udp://, tcp://, srt://, ... or a V4L2 device such as
+/dev/video0) is reopened with exponential backoff (--reconnect_initial_s, --reconnect_max_s)
+when it ends, fails or sends nothing for --read_timeout_s; the detector starts over after each
+gap. With --max_reconnects or --give_up_after_s it gives up at last: the files are complete
+and the exit status is 1, so a supervisor that restarts failed services restarts it.
 
 --model_dir may also be an export of `python -m daml_tf.export`: a serving SavedModel version
 (runs/demo/export/1, run through its encode and predict_latent signatures) or a LiteRT export
@@ -23,6 +30,7 @@ from daml_tf import cli
 from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import litert
+from daml_tf.inference import sources
 
 FLAGS = flags.FLAGS
 
@@ -32,8 +40,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "checkpoints/, optionally threshold.json), or a serving SavedModel or "
                       "LiteRT export (or a directory of numbered versions of one).",
                       flag_values=flag_values)
-  flags.DEFINE_string("input", None, "A video file (.avi, .mp4, .mkv, ...) or a folder of "
-                      "frames in natural order.", flag_values=flag_values)
+  flags.DEFINE_string("input", None, "A video file (.avi, .mp4, .mkv, ...), a folder of "
+                      "frames in natural order, a stream URL (rtsp://, http(s)://, udp://, "
+                      "tcp://, srt://, ...) or a V4L2 camera (/dev/video0).",
+                      flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where scores.csv, scores.png and the annotated "
                       "video go (created if needed).", flag_values=flag_values)
   flags.DEFINE_float("threshold", None, "Raw-score alarm threshold; default: "
@@ -57,14 +67,38 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer("plot_window", detection.DEFAULT_PLOT_WINDOW, "scores.png shows the "
                        "last this many frames (memory stays bounded on long inputs).",
                        flag_values=flag_values)
-  flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder (video files "
-                     "carry their own).", flag_values=flag_values)
+  flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder, and of a "
+                     "video or stream that states none (most carry their own).",
+                     flag_values=flag_values)
+  _define_live_flags(flag_values)
   flags.DEFINE_integer("log_every", 100, "Frames between progress lines.",
                        flag_values=flag_values)
   flags.DEFINE_enum("litert_precision", "float32", list(litert.PRECISIONS), "For a LiteRT "
                     "export: which flatbuffers to run (float16: the float16-weight ones).",
                     flag_values=flag_values)
   flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
+
+
+def _define_live_flags(flag_values: flags.FlagValues) -> None:
+  defaults = sources.SourceOptions()
+  flags.DEFINE_float("read_timeout_s", defaults.read_timeout_s, "Live input: an open, or a "
+                     "wait for the next packet, longer than this counts as a drop.",
+                     flag_values=flag_values)
+  flags.DEFINE_float("reconnect_initial_s", defaults.reconnect_initial_s, "Live input: wait "
+                     "before reopening a dropped stream, doubled after each failed attempt...",
+                     flag_values=flag_values)
+  flags.DEFINE_float("reconnect_max_s", defaults.reconnect_max_s, "...up to this.",
+                     flag_values=flag_values)
+  flags.DEFINE_integer("max_reconnects", defaults.max_reconnects, "Live input: give up after "
+                       "this many failed reopens in a row (0: never).", flag_values=flag_values)
+  flags.DEFINE_float("give_up_after_s", defaults.give_up_after_s, "Live input: give up after "
+                     "this many seconds without a frame (0: never).", flag_values=flag_values)
+  flags.DEFINE_enum("rtsp_transport", defaults.rtsp_transport, list(sources.RTSP_TRANSPORTS),
+                    "RTSP transport (tcp: no frame damaged by lost datagrams).",
+                    flag_values=flag_values)
+  flags.DEFINE_list("input_options", [], "key=value options for FFmpeg's demuxer and "
+                    "protocol, e.g. video_size=640x480,framerate=15,input_format=mjpeg for a "
+                    "V4L2 camera.", flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.DetectConfig:
@@ -76,14 +110,20 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.Detect
       smoothing=flag_values.smoothing, annotate=flag_values.annotate, fps=flag_values.fps,
       log_every=flag_values.log_every, litert_precision=flag_values.litert_precision,
       camera_name=flag_values.camera_name, max_frames=flag_values.max_frames,
-      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window)
+      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window,
+      read_timeout_s=flag_values.read_timeout_s,
+      reconnect_initial_s=flag_values.reconnect_initial_s,
+      reconnect_max_s=flag_values.reconnect_max_s, max_reconnects=flag_values.max_reconnects,
+      give_up_after_s=flag_values.give_up_after_s, rtsp_transport=flag_values.rtsp_transport,
+      input_options=sources.parse_ffmpeg_options(flag_values.input_options))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cli.exit_on_expected_errors(lambda: detection.run_detection(config_from_flags()))
-  cli.finish()
+  summary = cli.exit_on_expected_errors(lambda: detection.run_detection(config_from_flags()))
+  # Giving up on a live input is a failure for a supervisor, though every file is complete.
+  cli.finish(status=int(summary.stop_reason == detection.STOP_SOURCE_LOST))
 
 
 if __name__ == "__main__":
