@@ -104,7 +104,7 @@ class Gap:
 
   Attributes:
     index: the index of the next frame (the first after the gap).
-    gap_s: wall-clock seconds between the last frame before the gap and the first after it.
+    gap_s: wall-clock seconds from the last data before the gap to the first frame after it.
     attempts: the reopens it took (the successful one included).
     reason: why the stream was lost.
   """
@@ -238,7 +238,9 @@ class _LiveReader:
     self.live = bool(protocol.live)
     self.fps = options.fps
     self._index = 0
-    self._start = self._last_frame = time.monotonic()
+    # _last_data: when the last packet came; _lost_at: its value when the stream was lost (a
+    # frame can come out later, when the demuxer flushes at the drop).
+    self._start = self._last_data = self._lost_at = time.monotonic()
     self._reason = ""
 
   def open(self):
@@ -269,7 +271,7 @@ class _LiveReader:
     if self._protocol.live is None:
       # A stream sent as it is produced has no length; a file served over HTTP has one.
       self.live = container.size < 0
-    self._start = self._last_frame = time.monotonic()
+    self._start = self._last_data = self._lost_at = time.monotonic()
     logging.info("Opened %s (%s, %s, %.3g frames/s%s).", self.path, container.format.name,
                  stream.codec_context.name, self.fps,
                  "; live: reopened when lost" if self.live else "")
@@ -288,6 +290,8 @@ class _LiveReader:
     damaged = 0
     try:
       for packet in container.demux(stream):
+        if packet.size:  # Not the empty packets that flush the decoder at the end.
+          self._last_data = time.monotonic()
         try:
           frames = packet.decode()
         except av.error.InvalidDataError:
@@ -319,12 +323,12 @@ class _LiveReader:
     logging.warning("%s lost after frame %d: %s; reopening in %.1f s.", self.path,
                     self._index - 1, self._reason, delay)
     while True:
-      silent = time.monotonic() - self._last_frame
+      silent = time.monotonic() - self._lost_at
       if options.max_reconnects and failures >= options.max_reconnects:
-        raise SourceLost(self._index, self.path, f"{failures} reopens in a row failed, no frame "
+        raise SourceLost(self._index, self.path, f"{failures} reopens in a row failed, no data "
                          f"for {silent:.1f} s (--max_reconnects); last: {self._reason}")
       if options.give_up_after_s and silent + delay > options.give_up_after_s:
-        raise SourceLost(self._index, self.path, f"no frame for {silent:.1f} s and the next "
+        raise SourceLost(self._index, self.path, f"no data for {silent:.1f} s and the next "
                          f"reopen would pass --give_up_after_s; last: {self._reason}")
       if self._stop.wait(delay):
         return None, failures, delay
@@ -334,12 +338,12 @@ class _LiveReader:
         failures += 1
         self._reason = f"reopen failed: {self._describe(e)}"
         delay = min(2 * delay, options.reconnect_max_s)
-        logging.warning("Reopening %s failed (attempt %d, no frame for %.1f s): %s; next "
+        logging.warning("Reopening %s failed (attempt %d, no data for %.1f s): %s; next "
                         "attempt in %.1f s.", self.path, failures,
-                        time.monotonic() - self._last_frame, self._describe(e), delay)
+                        time.monotonic() - self._lost_at, self._describe(e), delay)
         continue
-      logging.warning("Reopened %s (attempt %d), %.1f s after its last frame.", self.path,
-                      failures + 1, time.monotonic() - self._last_frame)
+      logging.warning("Reopened %s (attempt %d), %.1f s after its last data.", self.path,
+                      failures + 1, time.monotonic() - self._lost_at)
       return container, failures, delay
 
   def items(self, container) -> Iterator[Item]:
@@ -352,11 +356,10 @@ class _LiveReader:
         for frame in self._decoded(container):
           now = time.monotonic()
           if lost is not None:
-            yield Gap(self._index, now - self._last_frame, failures + 1, lost)
+            yield Gap(self._index, now - self._lost_at, failures + 1, lost)
             failures, delay, lost = 0, initial, None
           yield self._index, now - self._start, frame
           self._index += 1
-          self._last_frame = now
         container.close()
         container = None
         if not self.live:
@@ -364,7 +367,8 @@ class _LiveReader:
         if lost is not None:
           # Reopened, but lost again before a frame came: a failed attempt all the same.
           failures, delay = failures + 1, min(2 * delay, most)
-        lost = lost or self._reason
+        else:
+          lost, self._lost_at = self._reason, self._last_data
         if self._stop.is_set():
           return None
         container, failures, delay = self._reopen(failures, delay)
