@@ -104,7 +104,8 @@ class Gap:
 
   Attributes:
     index: the index of the next frame (the first after the gap).
-    gap_s: wall-clock seconds from the last data before the gap to the first frame after it.
+    gap_s: wall-clock seconds from when the stream went silent (its end or failure, or the start
+      of the read that timed out) to the first frame after the gap.
     attempts: the reopens it took (the successful one included).
     reason: why the stream was lost.
   """
@@ -206,7 +207,8 @@ class Source:
     return self._items
 
   def close(self) -> None:
-    """Stops reading and releases the input (its container, its connection)."""
+    """Stops reading and releases the input (its container, its connection); call it from the
+    thread that iterates the source."""
     close = getattr(self._items, "close", None)
     if close is not None:
       close()
@@ -238,9 +240,9 @@ class _LiveReader:
     self.live = bool(protocol.live)
     self.fps = options.fps
     self._index = 0
-    # _last_data: when the last packet came; _lost_at: its value when the stream was lost (a
-    # frame can come out later, when the demuxer flushes at the drop).
-    self._start = self._last_data = self._lost_at = time.monotonic()
+    # _silent_since: since when the stream has sent nothing, once it is lost; _lost_at: that
+    # of the current gap.
+    self._start = self._silent_since = self._lost_at = time.monotonic()
     self._reason = ""
 
   def open(self):
@@ -271,7 +273,7 @@ class _LiveReader:
     if self._protocol.live is None:
       # A stream sent as it is produced has no length; a file served over HTTP has one.
       self.live = container.size < 0
-    self._start = self._last_data = self._lost_at = time.monotonic()
+    self._start = self._silent_since = self._lost_at = time.monotonic()
     logging.info("Opened %s (%s, %s, %.3g frames/s%s).", self.path, container.format.name,
                  stream.codec_context.name, self.fps,
                  "; live: reopened when lost" if self.live else "")
@@ -290,8 +292,6 @@ class _LiveReader:
     damaged = 0
     try:
       for packet in container.demux(stream):
-        if packet.size:  # Not the empty packets that flush the decoder at the end.
-          self._last_data = time.monotonic()
         try:
           frames = packet.decode()
         except av.error.InvalidDataError:
@@ -301,9 +301,13 @@ class _LiveReader:
           continue
         for frame in frames:
           yield frame.to_ndarray(format="rgb24")
-      self._reason = _ENDED
+      self._reason, self._silent_since = _ENDED, time.monotonic()
     except (av.error.FFmpegError, OSError) as e:
-      self._reason = self._describe(e)
+      # A read that timed out had waited read_timeout_s for data. (Not the time of the last
+      # packet: MPEG-TS holds a frame's packet until the next one starts, so the last comes
+      # out only at the failure.)
+      waited = self._options.read_timeout_s if isinstance(e, av.error.ExitError) else 0.0
+      self._reason, self._silent_since = self._describe(e), time.monotonic() - waited
     if damaged:
       logging.warning("%s: skipped %d damaged packets.", self.path, damaged)
 
@@ -342,7 +346,7 @@ class _LiveReader:
                         "attempt in %.1f s.", self.path, failures,
                         time.monotonic() - self._lost_at, self._describe(e), delay)
         continue
-      logging.warning("Reopened %s (attempt %d), %.1f s after its last data.", self.path,
+      logging.warning("Reopened %s (attempt %d), %.1f s after it went silent.", self.path,
                       failures + 1, time.monotonic() - self._lost_at)
       return container, failures, delay
 
@@ -368,7 +372,7 @@ class _LiveReader:
           # Reopened, but lost again before a frame came: a failed attempt all the same.
           failures, delay = failures + 1, min(2 * delay, most)
         else:
-          lost, self._lost_at = self._reason, self._last_data
+          lost, self._lost_at = self._reason, self._silent_since
         if self._stop.is_set():
           return None
         container, failures, delay = self._reopen(failures, delay)
