@@ -199,6 +199,26 @@ def test_udp_stream_comes_back_after_its_sender_restarts(stream_video):
   assert "no data within --read_timeout_s=2" in gap.reason
 
 
+def test_a_udp_sender_back_within_the_read_timeout_is_a_clock_jump(stream_video):
+  """No reopen, but the new sender's clock starts over: a Gap all the same."""
+  url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  server = testing.serve_ffmpeg(stream_video, url)
+  try:
+    reader = _Reader(sources.open_source(url, LIVE))  # A 3 s read timeout...
+    reader.wait_for(30)
+    testing.stop_server(server)
+    time.sleep(DOWN_S)  # ...and 1 s away.
+    server = testing.serve_ffmpeg(stream_video, url)
+    items = reader.wait_for(len(reader.frames()) + 20)
+    reader.halt()
+  finally:
+    testing.stop_server(server)
+  gaps = _check_live_items(items)
+  assert len(gaps) == 1 and gaps[0].index >= 30 and gaps[0].attempts == 0
+  assert "the stream's clock jumped by -" in gaps[0].reason
+  assert gaps[0].gap_s >= 0.5 * DOWN_S
+
+
 def test_http_stream_comes_back_then_is_given_up(stream_video):
   url = f"http://127.0.0.1:{testing.free_port()}/live.ts"
   # Eight failed reopens in a row are 0.2 + 0.4 + 6 * 0.5 = 3.6 s of waits: more than the server

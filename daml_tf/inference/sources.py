@@ -2,7 +2,8 @@
 
 `open_source(path, options)` is the one place an input is opened; it returns a `Source` whose
 iterator yields `(index, timestamp_s, uint8 frame)` tuples as video_io.iter_frames does and, for
-a live input, a `Gap` item before the first frame after the stream was lost and found again.
+a live input, a `Gap` item before the first frame after the stream was lost and found again, or
+after its own clock jumped (frames missing, or the sender started over).
 
 - A video file or a frames folder (local, or any tf.io.gfile filesystem) is read exactly as
   video_io.iter_frames reads it: its end is the end, a decoding failure part-way raises
@@ -20,6 +21,7 @@ A live stream that cannot be opened at all at the start is an errors.DataError n
 (a typo should not wait for a camera forever); after the first frame, it is waited for.
 """
 
+import collections
 import dataclasses
 import os
 import stat
@@ -39,6 +41,11 @@ Frame = Tuple[int, float, np.ndarray]
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
 V4L2_FORMAT = "v4l2"
 _ENDED = "the stream ended"
+# Frames further apart on the stream's clock than the larger of these are not one clip.
+_MAX_CLOCK_STEP_S = 1.0
+_MAX_CLOCK_STEP_FRAMES = 5
+# Arrival times kept for a clock jump's gap_s (frames held back by the demuxer and decoder).
+_ARRIVALS_KEPT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +107,17 @@ def parse_ffmpeg_options(specs) -> Tuple[Tuple[str, str], ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Gap:
-  """A live input was lost and is back: the frames before and after are not one clip.
+  """A live input was lost and is back, or its clock jumped: the frames before and after are
+  not one clip.
 
   Attributes:
     index: the index of the next frame (the first after the gap).
     gap_s: wall-clock seconds from when the stream went silent (its end or failure, or the start
-      of the read that timed out) to the first frame after the gap.
-    attempts: the reopens it took (the successful one included).
-    reason: why the stream was lost.
+      of the read that timed out) to the first frame after the gap; for a clock jump, about
+      the pause: the longest wait between the last few frames received.
+    attempts: the reopens it took (the successful one included); 0 for a clock jump, where the
+      stream went on without a reopen.
+    reason: why the stream was lost, or how far its clock jumped.
   """
 
   index: int
@@ -244,6 +254,9 @@ class _LiveReader:
     # of the current gap.
     self._start = self._silent_since = self._lost_at = time.monotonic()
     self._reason = ""
+    # The stream time of the last frame of the current container, and when the last few came.
+    self._previous_time: Optional[float] = None
+    self._arrivals: collections.deque = collections.deque(maxlen=_ARRIVALS_KEPT)
 
   def open(self):
     """A PyAV container of the input, with its video stream checked; raises on failure."""
@@ -285,8 +298,9 @@ class _LiveReader:
       return f"no data within --read_timeout_s={self._options.read_timeout_s:g} s"
     return str(error).replace(self._url, self.path)
 
-  def _decoded(self, container) -> Iterator[np.ndarray]:
-    """RGB frames of the container until its stream ends or fails (self._reason says how)."""
+  def _decoded(self, container) -> Iterator[Tuple[Optional[float], np.ndarray]]:
+    """(stream time or None, RGB frame) of the container until its stream ends or fails
+    (self._reason says how)."""
     import av  # pylint: disable=g-import-not-at-top
     stream = container.streams.video[0]
     damaged = 0
@@ -300,7 +314,7 @@ class _LiveReader:
           damaged += 1
           continue
         for frame in frames:
-          yield frame.to_ndarray(format="rgb24")
+          yield frame.time, frame.to_ndarray(format="rgb24")
       self._reason, self._silent_since = _ENDED, time.monotonic()
     except (av.error.FFmpegError, OSError) as e:
       # A read that timed out had waited read_timeout_s for data. (Not the time of the last
@@ -351,17 +365,26 @@ class _LiveReader:
       return container, failures, delay
 
   def items(self, container) -> Iterator[Item]:
-    """Frames of `container` (open_first's), then of each reopen, with a Gap between."""
+    """Frames of `container` (open_first's), then of each reopen, with a Gap between (and
+    before a frame after a clock jump)."""
     initial, most = self._options.reconnect_initial_s, self._options.reconnect_max_s
     # lost: why the stream was lost, until a frame comes again (None while frames flow).
     failures, delay, lost = 0, initial, None
     try:
       while container is not None:
-        for frame in self._decoded(container):
+        self._previous_time = None
+        self._arrivals.clear()
+        for frame_time, frame in self._decoded(container):
           now = time.monotonic()
           if lost is not None:
             yield Gap(self._index, now - self._lost_at, failures + 1, lost)
             failures, delay, lost = 0, initial, None
+          else:
+            jump = self._clock_jump(frame_time, now)
+            if jump is not None:
+              yield jump
+          self._previous_time = frame_time
+          self._arrivals.append(now)
           yield self._index, now - self._start, frame
           self._index += 1
         container.close()
@@ -379,6 +402,28 @@ class _LiveReader:
     finally:
       if container is not None:
         container.close()
+
+  def _clock_jump(self, frame_time: Optional[float], now: float) -> Optional[Gap]:
+    """A Gap when the stream's own clock says frames are missing before this one (a jump
+    forward of more than max(1 s, 5 frames)) or that the stream started over (a jump back:
+    a restarted encoder, or a UDP sender back within read_timeout_s), else None.
+
+    The stream's clock, not the arrival times: frames that come late in a burst (a network
+    stall) are still one clip, frames that never came are not. An MPEG-TS clock wraps round
+    every 26.5 hours; that jump back costs one warm-up.
+    """
+    if not self.live or frame_time is None or self._previous_time is None:
+      return None
+    step = frame_time - self._previous_time
+    if 0 <= step <= max(_MAX_CLOCK_STEP_S, _MAX_CLOCK_STEP_FRAMES / self.fps):
+      return None
+    reason = f"the stream's clock jumped by {step:+.2f} s"
+    logging.warning("%s: %s after frame %d.", self.path, reason, self._index - 1)
+    # The longest of the last waits between frames: the demuxer and the decoder hold the last
+    # frame or two before a pause until the next packets come, so they arrive with the frame
+    # after it.
+    arrivals = list(self._arrivals) + [now]
+    return Gap(self._index, float(np.max(np.diff(arrivals))), 0, reason)
 
   def _end_of_file(self) -> None:
     if self._reason != _ENDED:
