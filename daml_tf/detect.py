@@ -96,9 +96,9 @@ def _define_live_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_enum("rtsp_transport", defaults.rtsp_transport, list(sources.RTSP_TRANSPORTS),
                     "RTSP transport (tcp: no frame damaged by lost datagrams).",
                     flag_values=flag_values)
-  flags.DEFINE_list("input_options", [], "key=value options for FFmpeg's demuxer and "
-                    "protocol, e.g. video_size=640x480,framerate=15,input_format=mjpeg for a "
-                    "V4L2 camera.", flag_values=flag_values)
+  flags.DEFINE_list("input_options", [], "Live input: key=value options for FFmpeg's demuxer "
+                    "and protocol, e.g. video_size=640x480,framerate=15,input_format=mjpeg for "
+                    "a V4L2 camera.", flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.DetectConfig:
