@@ -26,6 +26,7 @@ from daml_tf import video_io
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert
 from daml_tf.inference import localize
+from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamingDetector
 
@@ -94,6 +95,7 @@ class DetectConfig:
     camera_name: the camera of the events (default: camera_name_of(input_path)).
     max_frames, duration_s: limits (0: none); see detect_frames.
     plot_window: frames shown in scores.png.
+    mqtt: also publish the alarm events over MQTT (mqtt.MqttConfig), or None.
   """
 
   model_dir: str
@@ -111,6 +113,7 @@ class DetectConfig:
   max_frames: int = 0
   duration_s: float = 0.0
   plot_window: int = DEFAULT_PLOT_WINDOW
+  mqtt: Optional[mqtt_lib.MqttConfig] = None
 
   def __post_init__(self):
     if self.smoothing_window < 1:
@@ -312,7 +315,8 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
                   output_dir: str, camera: str, writer: Optional[video_io.VideoWriter] = None,
                   max_frames: int = 0, duration_s: float = 0.0,
                   plot_window: int = DEFAULT_PLOT_WINDOW, log_every: int = 100,
-                  stop: Optional[threading.Event] = None) -> DetectionSummary:
+                  stop: Optional[threading.Event] = None,
+                  sinks: Sequence[events_lib.EventSink] = ()) -> DetectionSummary:
   """The detection loop: scores each frame, appends it to scores.csv and writes alarm events.
 
   Memory stays bounded on an endless iterator: scores.csv and events.jsonl are appended and
@@ -331,6 +335,7 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
     plot_window: frames shown in scores.png (the last ones).
     log_every: frames between progress lines.
     stop: when set (stop_on_signals), the loop ends after the current frame.
+    sinks: where the alarm events go besides events.jsonl (not closed here).
 
   Returns:
     DetectionSummary (annotated_video None: the caller knows it).
@@ -339,7 +344,8 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
     errors.DataError: no frame could be read.
   """
   scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
-  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera,
+                                       sinks=sinks)
   recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
   counters = _Counters()
   stopped_at, stop_reason = None, STOP_END
@@ -400,9 +406,10 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
 
   Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
   score for the first clip_span frames) and `<output_dir>/events.jsonl` (see
-  events.AlarmEventWriter); at the end `<output_dir>/scores.png` (the last `plot_window`
-  frames); with `annotate`, `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or
-  mjpeg, whichever encoder FFmpeg has), with the error heatmap and the anomaly box.
+  events.AlarmEventWriter), whose records `cfg.mqtt` also publishes (mqtt.MqttSink); at the end
+  `<output_dir>/scores.png` (the last `plot_window` frames); with `annotate`,
+  `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or mjpeg, whichever encoder
+  FFmpeg has), with the error heatmap and the anomaly box.
 
   It stops at the end of the input, after `max_frames`, after `duration_s` of stream time, or
   after the current frame on SIGINT or SIGTERM; every output is then closed complete. A video
@@ -438,17 +445,20 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
     video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
     writer = video_io.VideoWriter(video_path, fps=video_io.video_fps(cfg.input_path, cfg.fps),
                                   codec=codec)
+  sinks = [] if cfg.mqtt is None else [mqtt_lib.MqttSink(cfg.mqtt)]
   try:
     with stop_on_signals() as stop:
       summary = detect_frames(
           detector, video_io.iter_frames(cfg.input_path, cfg.fps), cfg.output_dir, camera,
           writer, max_frames=cfg.max_frames, duration_s=cfg.duration_s,
-          plot_window=cfg.plot_window, log_every=cfg.log_every, stop=stop)
+          plot_window=cfg.plot_window, log_every=cfg.log_every, stop=stop, sinks=sinks)
   except errors.DataError as e:
     raise errors.DataError(f"Input {cfg.input_path!r}: {e}") from e
   finally:
     if writer is not None:
       writer.close()
+    for sink in sinks:
+      sink.close()  # Bounded: a broker that is gone never holds the exit.
   summary = dataclasses.replace(summary, annotated_video=video_path)
   logging.info("frames=%d scored=%d alarms=%d events=%d mean_fps=%.1f stop=%s%s; wrote %s",
                summary.frames, summary.scored, summary.alarms, summary.events,
