@@ -10,6 +10,7 @@ the broker still holds its subscription and queues for it whatever arrives befor
 subscriber is back, so which of the two clients reconnects first does not matter.
 """
 
+import getpass
 import json
 import os
 import pathlib
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional, Tuple
 
 import numpy as np
 import pytest
@@ -58,13 +60,24 @@ def _wait(condition, timeout_s, what, poll_s=0.05):
 class Broker:
   """mosquitto on 127.0.0.1:port in a child process; start again after kill: same port."""
 
-  def __init__(self, directory: pathlib.Path, persistent: bool = False):
+  def __init__(self, directory: pathlib.Path, persistent: bool = False,
+               user: Optional[Tuple[str, str]] = None):
     self.port = _free_port()
     self.directory = directory
     self.directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+    lines = [f"listener {self.port} 127.0.0.1",
+             # Run as root, mosquitto would become user mosquitto, which cannot write in the
+             # test's directory; as this user it stays itself (as another user, no effect).
+             f"user {getpass.getuser()}",
              # Unlimited queue per offline subscriber: nothing is lost on the broker's side.
              "max_queued_messages 0"]
+    if user:
+      passwords = directory / "passwords"
+      subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b",
+                      "-c", str(passwords), *user], check=True, capture_output=True)
+      lines += ["allow_anonymous false", f"password_file {passwords}"]
+    else:
+      lines.append("allow_anonymous true")
     if persistent:
       lines += ["persistence true", f"persistence_location {directory}/",
                 "autosave_interval 1"]
@@ -92,6 +105,16 @@ class Broker:
     self.process.send_signal(sig)
     self.process.wait(timeout=20)
 
+  def wait_saved(self, since: float):
+    """Waits until the persistence file was written after `since` (time.time())."""
+    db = self.directory / "mosquitto.db"
+    _wait(lambda: db.exists() and db.stat().st_mtime > since, 20, "the persistence file")
+
+  def errors(self):
+    """The error lines of every start's log (a persistence file it could not save, ...)."""
+    return [line for log in sorted(self.directory.glob("broker*.log"))
+            for line in log.read_text().splitlines() if "Error" in line]
+
   def close(self):
     if self.process is not None and self.process.poll() is None:
       self.kill(signal.SIGTERM)
@@ -106,13 +129,19 @@ class Subscriber:
       messages while this client is away); without, a clean session.
   """
 
-  def __init__(self, port: int, topic: str = "daml/#", client_id: str = ""):
+  def __init__(self, port: int, topic: str = "daml/#", client_id: str = "",
+               user: Optional[Tuple[str, str]] = None):
     self.messages = []
     self._lock = threading.Lock()
     self._subscribed = threading.Event()
     self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                               clean_session=not client_id)
-    self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    if user:
+      self.client.username_pw_set(*user)
+    # A persistent session subscribes once: after a broker restart the subscription must come
+    # back from the broker's persistence file, not from here.
+    self.client.on_connect = lambda c, *_: (
+        None if client_id and self._subscribed.is_set() else c.subscribe(topic, qos=1))
     self.client.on_subscribe = lambda *_: self._subscribed.set()
     self.client.on_message = self._on_message
     self.client.reconnect_delay_set(1, 2)
@@ -137,14 +166,15 @@ class Subscriber:
 def broker_factory(tmp_path):
   brokers = []
 
-  def make(persistent=False):
-    broker = Broker(tmp_path / f"broker{len(brokers)}", persistent)
+  def make(persistent=False, user=None):
+    broker = Broker(tmp_path / f"broker{len(brokers)}", persistent, user)
     brokers.append(broker)
     return broker
 
   yield make
   for broker in brokers:
     broker.close()
+  assert not [line for broker in brokers for line in broker.errors()]
 
 
 @pytest.fixture
@@ -218,8 +248,7 @@ def test_sink_queues_while_the_broker_is_down_bounded_then_delivers(broker_facto
                                                                     subscribers):
   broker = broker_factory(persistent=True).start()
   subscriber = subscribers(broker.port, client_id="daml-test-queue")
-  time.sleep(1.5)  # The broker saves the subscriber's session (autosave_interval 1).
-  broker.kill(signal.SIGTERM)  # A clean stop saves it too.
+  broker.kill(signal.SIGTERM)  # A clean stop saves the subscriber's session.
   sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", broker.port, "daml", queue_size=3,
                                        flush_timeout_s=30))
   try:
@@ -241,18 +270,60 @@ def test_sink_queues_while_the_broker_is_down_bounded_then_delivers(broker_facto
   assert subscriber.received() == [("daml/gate_2", events.encode(r)) for r in records[:3]]
 
 
-def test_close_returns_in_bounded_time_without_a_broker():
-  port = _free_port()
-  sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", port, "daml", flush_timeout_s=1.0))
-  _wait(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
-  sink.emit(_record(0))
-  sink.emit(_record(1, event=events.ALARM_END))
-  start = time.monotonic()
-  sink.close()
-  assert time.monotonic() - start < 1.0 + mqtt.STOP_JOIN_S + 0.5
+@pytest.mark.parametrize("silent_server", [False, True])
+def test_close_returns_in_bounded_time_without_a_broker(silent_server):
+  """Nothing listens on the port, or a TCP server accepts and never answers (paho then waits
+  for a CONNACK and, after close, for the connection to drop: keepalive, not bounded)."""
+  server = socket.socket()
+  try:
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if silent_server:
+      server.listen(4)
+    else:
+      server.close()
+    sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", port, "daml", flush_timeout_s=1.0))
+    if not silent_server:
+      _wait(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
+    sink.emit(_record(0))
+    sink.emit(_record(1, event=events.ALARM_END))
+    start = time.monotonic()
+    sink.close()
+    assert time.monotonic() - start < 1.0 + mqtt.STOP_JOIN_S + 0.5
+  finally:
+    server.close()
+  assert not sink.connected
   assert (sink.stats.published, sink.stats.delivered, len(sink.stats.pending)) == (2, 0, 2)
   sink.emit(_record(2))  # After close: ignored, no error.
   assert sink.stats.published == 2
+
+
+@needs_broker
+def test_credentials_from_the_environment(broker_factory, subscribers, caplog):
+  broker = broker_factory(user=("cam", "s3cret")).start()
+  subscriber = subscribers(broker.port, user=("cam", "s3cret"))
+  spec = f"127.0.0.1:{broker.port}/daml"
+  record = _record(7, camera="gate")
+  sink = mqtt.MqttSink(mqtt.config_from_spec(
+      spec, environ={mqtt.USERNAME_ENV: "cam", mqtt.PASSWORD_ENV: "s3cret"}))
+  try:
+    assert sink.wait_connected(20)
+    sink.emit(record)
+    assert sink.flush(20)
+  finally:
+    sink.close()
+  _wait(subscriber.received, 20, "the event at the subscriber")
+  assert subscriber.received() == [("daml/gate", events.encode(record))]
+  # A wrong password: refused, logged, nothing delivered, and close is still bounded.
+  sink = mqtt.MqttSink(mqtt.config_from_spec(
+      spec, flush_timeout_s=1.0,
+      environ={mqtt.USERNAME_ENV: "cam", mqtt.PASSWORD_ENV: "wrong"}))
+  _wait(lambda: "refused the connection" in caplog.text, 20, "the refusal in the log")
+  sink.emit(_record(8, camera="gate"))
+  start = time.monotonic()
+  sink.close()
+  assert time.monotonic() - start < 1.0 + mqtt.STOP_JOIN_S + 0.5
+  assert sink.stats.delivered == 0 and len(subscriber.received()) == 1
 
 
 def test_qos0_drops_while_disconnected():
@@ -352,7 +423,7 @@ def test_detect_goes_on_while_the_broker_is_killed_and_restarted(model_and_thres
   model_dir, threshold = model_and_threshold
   broker = broker_factory(persistent=True).start()
   subscriber = subscribers(broker.port, client_id="daml-test-restart")
-  subscribed_at = time.monotonic()
+  subscribed_at = time.time()
   # Long enough to outlast the test at any speed: SIGTERM ends it.
   video = _periodic_video(tmp_path / "long.avi", 500)
   output_dir = tmp_path / "out"
@@ -363,8 +434,8 @@ def test_detect_goes_on_while_the_broker_is_killed_and_restarted(model_and_thres
   try:
     _wait(lambda: len(subscriber.received()) >= 4 and process.poll() is None, 120,
           "the first events")
-    # The broker has saved the subscriber's session (autosave_interval 1) by now.
-    time.sleep(max(0.0, 1.5 - (time.monotonic() - subscribed_at)))
+    # SIGKILL loses what the broker did not save: let it save the subscriber's session first.
+    broker.wait_saved(subscribed_at)
     broker.kill()
     # Every event of a frame from here on was emitted after the broker died.
     rows_after_kill = _rows(scores_csv)
