@@ -235,6 +235,27 @@ def test_config_from_spec_takes_credentials_from_the_environment_and_hides_them(
     mqtt.config_from_spec("127.0.0.1/daml", queue_size=0)
 
 
+def test_detect_flags_make_the_mqtt_config():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from daml_tf import detect  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  detect.define_flags(flag_values)
+  required = ["detect", "--model_dir=m", "--input=v.avi", "--output_dir=o"]
+  flag_values(required)
+  assert detect.config_from_flags(flag_values).mqtt is None
+  flag_values.unparse_flags()
+  flag_values(required + ["--mqtt=10.0.0.5:1884/site/cams", "--mqtt_qos=0",
+                          "--mqtt_client_id=box1", "--mqtt_queue_size=50",
+                          "--mqtt_flush_timeout_s=0.5"])
+  assert detect.config_from_flags(flag_values).mqtt == mqtt.MqttConfig(
+      "10.0.0.5", 1884, "site/cams", qos=0, client_id="box1", queue_size=50,
+      flush_timeout_s=0.5, username=os.environ.get(mqtt.USERNAME_ENV) or None,
+      password=os.environ.get(mqtt.PASSWORD_ENV) or None)
+  flag_values.unparse_flags()
+  with pytest.raises(flags.IllegalFlagValueError):
+    flag_values(required + ["--mqtt_qos=3"])
+
+
 def test_topic_level_of_camera_names():
   assert [mqtt.topic_level(c) for c in ("gate 2", "a/b", "c+#", "")] == [
       "gate 2", "a_b", "c__", "camera"]

@@ -199,6 +199,8 @@ class MqttSink:
     self._client.on_connect_fail = self._on_connect_fail
     self._client.on_disconnect = self._on_disconnect
     self._client.on_publish = self._on_publish
+    # An exception in a callback would otherwise end paho's thread, and with it the reconnection.
+    self._client.suppress_exceptions = True
     self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     self._client.max_queued_messages_set(cfg.queue_size)
     self._client.connect_timeout = CONNECT_TIMEOUT_S
@@ -235,8 +237,9 @@ class MqttSink:
     topic = self.topic_of(str(record.get("camera", "")))
     try:
       info = self._client.publish(topic, events.encode(record), qos=self.cfg.qos)
-    except (ValueError, OSError) as e:  # Never stop detection over a message.
-      self._drop(record, f"publish failed: {e}")
+    except Exception as e:  # pylint: disable=broad-except
+      # Whatever paho raises, detection goes on: the event is in events.jsonl.
+      self._drop(record, f"publish failed: {e!r}")
       return
     if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
       self._drop(record, f"{self.cfg.queue_size} events already wait for the broker "
