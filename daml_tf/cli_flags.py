@@ -89,6 +89,9 @@ _HELP = {
                   "fresh."),
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
+    "heatmaps": ("Write <output_dir>/heatmaps/<video>_<frame>.png for each test video's N "
+                 "highest-scoring frames: the frame with its latent error heatmap, the anomaly "
+                 "box and the score (0: none)."),
     "perturb": "Test-time perturbation: brightness:<factor> scales the HLS lightness of every "
                "test frame (0 < factor <= 1), as in the paper's robustness experiment.",
 }

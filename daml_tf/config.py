@@ -267,6 +267,8 @@ class EvalConfig:
       detection and exports.
     smoothing: temporal smoothing of the scores (daml_tf.smoothing spec): causal "ma:N" or
       "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
+    heatmaps: write, for each test video, a PNG of each of its this many highest-scoring frames
+      with the latent error heatmap and the anomaly box (0: none).
   """
 
   output_dir: str = ""
@@ -276,8 +278,10 @@ class EvalConfig:
   perturb: str = ""
   score: str = "latent_mean"
   smoothing: str = "none"
+  heatmaps: int = 0
 
   def __post_init__(self):
+    _require(self.heatmaps >= 0, f"--heatmaps must be >= 0, got {self.heatmaps}.")
     _require(self.normalize in metrics.NORMALIZE_MODES,
              f"--normalize must be one of {metrics.NORMALIZE_MODES}, got {self.normalize!r}.")
     _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")
