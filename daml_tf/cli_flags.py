@@ -86,7 +86,8 @@ _HELP = {
     "init_from": ("Start from the model weights of another run (its directory, checkpoints/ "
                   "folder or one checkpoint, e.g. pretrained/ped2_cpu) instead of random ones; "
                   "the architecture must match. Optimizer, schedule and background start "
-                  "fresh."),
+                  "fresh. A serving export (export/<version>) holds no decoder: only with "
+                  "--train_epochs=0 --finetune_trains=motion."),
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
     "heatmaps": ("Write <output_dir>/heatmaps/<video>_<frame>.png for each test video's N "

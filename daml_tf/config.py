@@ -175,7 +175,9 @@ class TrainConfig:
       the video played s times faster.
     init_from: a run directory, its checkpoints/ folder or one checkpoint whose model weights
       a new run starts from instead of random ones (the optimizer, the schedule position and
-      the background start fresh); ignored once the run has checkpoints of its own.
+      the background start fresh); or a serving export, whose encoder and motion model start
+      a run that does not train the decoder (the export has none); ignored once the run has
+      checkpoints of its own.
   """
 
   model_dir: str = "runs/demo"
