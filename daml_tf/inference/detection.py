@@ -150,20 +150,6 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
   Returns:
     uint8 [H, W, 3].
   """
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  if frame.shape[-1] == 1:
-    frame = np.repeat(frame, 3, axis=-1)
-  box = None
-  if result.error_map is not None:
-    frame = localize.heatmap_overlay(frame, result.error_map,
-                                     scale=None if threshold is None else 2 * threshold)
-    box = localize.anomaly_box(result.error_map, frame.shape[:2])
-  image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
-  draw = ImageDraw.Draw(image)
-  width, height = image.size
-  if box is not None:
-    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1],
-                   outline=(255, 0, 0) if result.alarm else (255, 220, 0), width=2)
   if result.score is None:
     text = f"#{result.index} warming up"
   else:
@@ -171,18 +157,10 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
     text = f"#{result.index} {label} {result.smoothed:.4g}"
     if threshold is not None:
       text += f" / {threshold:.4g}"
-  left, top, right, bottom = draw.textbbox((0, 0), text)
-  # A dark box under the text keeps it legible on any background.
-  text_y = height - (bottom - top) - 4
-  draw.rectangle([0, text_y - 2, right - left + 4, height], fill=(0, 0, 0))
-  draw.text((2, text_y - top), text, fill=(255, 255, 255))
-  if result.alarm:
-    _, banner_top, _, banner_bottom = draw.textbbox((0, 0), "ALARM")
-    banner_height = banner_bottom - banner_top + 6
-    draw.rectangle([0, 0, width, banner_height], fill=(220, 0, 0))
-    draw.text((3, 3 - banner_top), "ALARM", fill=(255, 255, 255))
-    draw.rectangle([0, 0, width - 1, height - 1], outline=(220, 0, 0), width=2)
-  return np.asarray(image)
+  return localize.annotate(
+      frame, result.error_map, text, scale=None if threshold is None else 2 * threshold,
+      box_color=localize.RED if result.alarm else localize.YELLOW,
+      banner="ALARM" if result.alarm else None)
 
 
 def _format_score(score: Optional[float]) -> str:
