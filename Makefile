@@ -8,7 +8,7 @@ DEMO_MODEL := runs/demo
 
 # What the live-stream tests start as servers on 127.0.0.1 (tests/test_sources.py): the ffmpeg
 # CLI (MPEG-TS over UDP and HTTP) and GStreamer's RTSP server, run by the system Python.
-TEST_SYSTEM_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+STREAM_TEST_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 GST_CHECK := import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); \
 	from gi.repository import Gst, GstRtspServer; Gst.init(None); \
@@ -30,11 +30,17 @@ demo: venv
 	$(PY) -m daml_tf.train --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 	$(PY) -m daml_tf.evaluate --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 
-# Installs the system packages above (Debian's apt-get, as root) only when something is missing.
+# What tests need from the OS, installed only when missing (a fresh machine, as root): the
+# mosquitto broker of tests/test_mqtt.py (and mosquitto_sub, for people). Without it those tests
+# are skipped, so a failed install only warns. Then the live-stream servers above (Debian's
+# apt-get), which the tests need.
 test-deps:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto mosquitto-clients; } || \
+	  echo "warning: could not install mosquitto; tests/test_mqtt.py will skip its broker tests"
 	@if ! command -v ffmpeg >/dev/null 2>&1 || ! /usr/bin/python3 -c "$(GST_CHECK)" >/dev/null 2>&1; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    $(TEST_SYSTEM_PACKAGES); \
+	    $(STREAM_TEST_PACKAGES); \
 	fi
 
 # Every test, the slow ones included: this is what CI runs.

@@ -4,7 +4,8 @@
 `python -m daml_tf.detect --model_dir=runs/demo --input=rtsp://camera/stream --output_dir=out`
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
-start and end) as frames are scored, out/scores.png (the last --plot_window frames) at the end
+start and end; with --mqtt=host:port/topic also published on MQTT, topic <topic>/<camera>)
+as frames are scored, out/scores.png (the last --plot_window frames) at the end
 and, with --annotate, out/annotated.mp4 (or .avi) with the error heatmap and the anomaly box.
 It stops at the end of the input, at --max_frames or --duration_s, or on SIGINT/SIGTERM (after
 the current frame, every file complete, exit status 0). The threshold is --threshold, else
@@ -30,6 +31,7 @@ from daml_tf import cli
 from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import litert
+from daml_tf.inference import mqtt
 from daml_tf.inference import sources
 
 FLAGS = flags.FLAGS
@@ -76,6 +78,22 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_enum("litert_precision", "float32", list(litert.PRECISIONS), "For a LiteRT "
                     "export: which flatbuffers to run (float16: the float16-weight ones).",
                     flag_values=flag_values)
+  flags.DEFINE_string("mqtt", "", "Also publish each alarm event (the JSON of its events.jsonl "
+                      "line) to this MQTT broker: host[:port]/topic, on topic <topic>/<camera>. "
+                      f"Credentials, if the broker wants them, from ${mqtt.USERNAME_ENV} and "
+                      f"${mqtt.PASSWORD_ENV}. A broker that is down never stops detection.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("mqtt_qos", mqtt.DEFAULT_QOS, "MQTT QoS of the events, 0, 1 or 2 (0: "
+                       "dropped while disconnected; 1, 2: queued, see --mqtt_queue_size).",
+                       lower_bound=0, upper_bound=2, flag_values=flag_values)
+  flags.DEFINE_string("mqtt_client_id", "", "MQTT client id (default daml_tf-<host>-<pid>).",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("mqtt_queue_size", mqtt.DEFAULT_QUEUE_SIZE, "Events kept in memory "
+                       "while the broker is unreachable (QoS 1, 2); more are dropped with a "
+                       "warning.", flag_values=flag_values)
+  flags.DEFINE_float("mqtt_flush_timeout_s", mqtt.DEFAULT_FLUSH_TIMEOUT_S, "At exit, wait at "
+                     "most this long for queued events to reach the broker.",
+                     flag_values=flag_values)
   flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
 
 
@@ -115,7 +133,11 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.Detect
       reconnect_initial_s=flag_values.reconnect_initial_s,
       reconnect_max_s=flag_values.reconnect_max_s, max_reconnects=flag_values.max_reconnects,
       give_up_after_s=flag_values.give_up_after_s, rtsp_transport=flag_values.rtsp_transport,
-      input_options=sources.parse_ffmpeg_options(flag_values.input_options))
+      input_options=sources.parse_ffmpeg_options(flag_values.input_options),
+      mqtt=mqtt.config_from_spec(flag_values.mqtt, qos=flag_values.mqtt_qos,
+                                 client_id=flag_values.mqtt_client_id,
+                                 queue_size=flag_values.mqtt_queue_size,
+                                 flush_timeout_s=flag_values.mqtt_flush_timeout_s))
 
 
 def main(argv):

@@ -28,6 +28,7 @@ from daml_tf import video_io
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert
 from daml_tf.inference import localize
+from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import sources
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamingDetector
@@ -103,6 +104,7 @@ class DetectConfig:
     camera_name: the camera of the events (default: camera_name_of(input_path)).
     max_frames, duration_s: limits (0: none); see detect_frames.
     plot_window: frames shown in scores.png.
+    mqtt: also publish the alarm events over MQTT (mqtt.MqttConfig), or None.
     read_timeout_s, reconnect_initial_s, reconnect_max_s, max_reconnects, give_up_after_s,
       rtsp_transport, input_options: how a live input is read and reopened (see
       sources.SourceOptions; input_options are its ffmpeg_options).
@@ -123,6 +125,7 @@ class DetectConfig:
   max_frames: int = 0
   duration_s: float = 0.0
   plot_window: int = DEFAULT_PLOT_WINDOW
+  mqtt: Optional[mqtt_lib.MqttConfig] = None
   read_timeout_s: float = sources.SourceOptions.read_timeout_s
   reconnect_initial_s: float = sources.SourceOptions.reconnect_initial_s
   reconnect_max_s: float = sources.SourceOptions.reconnect_max_s
@@ -174,20 +177,6 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
   Returns:
     uint8 [H, W, 3].
   """
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  if frame.shape[-1] == 1:
-    frame = np.repeat(frame, 3, axis=-1)
-  box = None
-  if result.error_map is not None:
-    frame = localize.heatmap_overlay(frame, result.error_map,
-                                     scale=None if threshold is None else 2 * threshold)
-    box = localize.anomaly_box(result.error_map, frame.shape[:2])
-  image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
-  draw = ImageDraw.Draw(image)
-  width, height = image.size
-  if box is not None:
-    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1],
-                   outline=(255, 0, 0) if result.alarm else (255, 220, 0), width=2)
   if result.score is None:
     text = f"#{result.index} warming up"
   else:
@@ -195,18 +184,10 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
     text = f"#{result.index} {label} {result.smoothed:.4g}"
     if threshold is not None:
       text += f" / {threshold:.4g}"
-  left, top, right, bottom = draw.textbbox((0, 0), text)
-  # A dark box under the text keeps it legible on any background.
-  text_y = height - (bottom - top) - 4
-  draw.rectangle([0, text_y - 2, right - left + 4, height], fill=(0, 0, 0))
-  draw.text((2, text_y - top), text, fill=(255, 255, 255))
-  if result.alarm:
-    _, banner_top, _, banner_bottom = draw.textbbox((0, 0), "ALARM")
-    banner_height = banner_bottom - banner_top + 6
-    draw.rectangle([0, 0, width, banner_height], fill=(220, 0, 0))
-    draw.text((3, 3 - banner_top), "ALARM", fill=(255, 255, 255))
-    draw.rectangle([0, 0, width - 1, height - 1], outline=(220, 0, 0), width=2)
-  return np.asarray(image)
+  return localize.annotate(
+      frame, result.error_map, text, scale=None if threshold is None else 2 * threshold,
+      box_color=localize.RED if result.alarm else localize.YELLOW,
+      banner="ALARM" if result.alarm else None)
 
 
 def _format_score(score: Optional[float]) -> str:
@@ -355,7 +336,8 @@ def detect_frames(detector: StreamingDetector,
                   output_dir: str, camera: str, writer: Optional[video_io.VideoWriter] = None,
                   max_frames: int = 0, duration_s: float = 0.0,
                   plot_window: int = DEFAULT_PLOT_WINDOW, log_every: int = 100,
-                  stop: Optional[threading.Event] = None) -> DetectionSummary:
+                  stop: Optional[threading.Event] = None,
+                  sinks: Sequence[events_lib.EventSink] = ()) -> DetectionSummary:
   """The detection loop: scores each frame, appends it to scores.csv and writes alarm events.
 
   Memory stays bounded on an endless iterator: scores.csv and events.jsonl are appended and
@@ -377,6 +359,7 @@ def detect_frames(detector: StreamingDetector,
     log_every: frames between progress lines.
     stop: when set (stop_on_signals), the loop ends after the current frame (a live source
       given the same event also stops waiting to reopen).
+    sinks: where the alarm events go besides events.jsonl (not closed here).
 
   Returns:
     DetectionSummary (annotated_video None: the caller knows it).
@@ -385,7 +368,8 @@ def detect_frames(detector: StreamingDetector,
     errors.DataError: no frame could be read.
   """
   scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
-  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera,
+                                       sinks=sinks)
   recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
   counters = _Counters()
   stopped_at, stop_reason, gaps = None, STOP_END, 0
@@ -474,10 +458,11 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
 
   Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
   score for the first clip_span frames) and `<output_dir>/events.jsonl` (see
-  events.AlarmEventWriter); at the end `<output_dir>/scores.png` (the last `plot_window`
-  frames); with `annotate`, `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or
-  mjpeg, whichever encoder FFmpeg has), with the error heatmap and the anomaly box, at the
-  input's frame rate (else cfg.fps).
+  events.AlarmEventWriter), whose records `cfg.mqtt` also publishes (mqtt.MqttSink); at the end
+  `<output_dir>/scores.png` (the last `plot_window` frames); with `annotate`,
+  `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or mjpeg, whichever encoder
+  FFmpeg has), with the error heatmap and the anomaly box, at the input's frame rate (else
+  cfg.fps).
 
   It stops at the end of the input, after `max_frames`, after `duration_s` of stream time, or
   after the current frame on SIGINT or SIGTERM; every output is then closed complete. A video
@@ -512,21 +497,26 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
                     "alarms.", cfg.model_dir)
   tf.io.gfile.makedirs(cfg.output_dir)
   camera = cfg.camera_name or camera_name_of(cfg.input_path)
-  with stop_on_signals() as stop:
-    # Opened last: a live stream's frames would otherwise queue up while the model loads.
-    source = sources.open_source(cfg.input_path, cfg.source_options, stop)
-    writer, video_path = _annotated_writer(cfg, source.fps)
-    try:
-      summary = detect_frames(
-          detector, source, cfg.output_dir, camera, writer, max_frames=cfg.max_frames,
-          duration_s=cfg.duration_s, plot_window=cfg.plot_window, log_every=cfg.log_every,
-          stop=stop)
-    except errors.DataError as e:
-      raise errors.DataError(f"Input {sources.redact(cfg.input_path)!r}: {e}") from e
-    finally:
-      source.close()
-      if writer is not None:
-        writer.close()
+  sinks = [] if cfg.mqtt is None else [mqtt_lib.MqttSink(cfg.mqtt)]
+  try:
+    with stop_on_signals() as stop:
+      # Opened last: a live stream's frames would otherwise queue up while the model loads.
+      source = sources.open_source(cfg.input_path, cfg.source_options, stop)
+      writer, video_path = _annotated_writer(cfg, source.fps)
+      try:
+        summary = detect_frames(
+            detector, source, cfg.output_dir, camera, writer, max_frames=cfg.max_frames,
+            duration_s=cfg.duration_s, plot_window=cfg.plot_window, log_every=cfg.log_every,
+            stop=stop, sinks=sinks)
+      except errors.DataError as e:
+        raise errors.DataError(f"Input {sources.redact(cfg.input_path)!r}: {e}") from e
+      finally:
+        source.close()
+        if writer is not None:
+          writer.close()
+  finally:
+    for sink in sinks:
+      sink.close()  # Bounded: a broker that is gone never holds the exit.
   summary = dataclasses.replace(summary, annotated_video=video_path)
   logging.info("frames=%d scored=%d alarms=%d events=%d gaps=%d mean_fps=%.1f stop=%s%s; "
                "wrote %s", summary.frames, summary.scored, summary.alarms, summary.events,
