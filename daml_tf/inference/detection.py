@@ -63,7 +63,8 @@ class DetectionSummary:
     stop_reason: why the loop ended: "end" (input exhausted), "max_frames", "duration",
       "signal" (SIGINT or SIGTERM), "decode_error" (see stopped_at) or "source_lost" (a live
       input stayed lost beyond the reconnection limits).
-    gaps: times a live input was lost and reopened (the detector restarted after each).
+    gaps: gaps in a live input (lost and reopened, or its clock jumped); the detector
+      restarted after each.
   """
 
   frames: int
@@ -318,7 +319,8 @@ def _stop_before(counters: _Counters, timestamp: float, duration_s: float) -> bo
 
 def _restart_after_gap(detector: StreamingDetector, events: events_lib.AlarmEventWriter,
                        recent: collections.deque, gap: sources.Gap) -> None:
-  """The input was lost and is back: the frames before and after the gap are not one clip."""
+  """The input was lost and is back (or its clock jumped): the frames before and after the gap
+  are not one clip."""
   if events.in_alarm and recent:
     # The alarm ends at the last frame before the gap, as at the end of an input
     # (AlarmEventWriter.close), not at the first frame after it. No box is computed for a
@@ -347,8 +349,9 @@ def detect_frames(detector: StreamingDetector,
   Args:
     detector: the streaming detector.
     frames: (index, timestamp_s, uint8 frame) tuples, as video_io.iter_frames yields them,
-      and sources.Gap items (a live input lost and reopened: the detector is reset, so no clip
-      spans the gap, and an open alarm ends at the last frame before it); a sources.Source.
+      and sources.Gap items (a live input lost and reopened, or its clock jumped: the detector
+      is reset, so no clip spans the gap, and an open alarm ends at the last frame before it);
+      a sources.Source is such an iterable.
     output_dir: an existing directory for scores.csv, scores.png and events.jsonl.
     camera: the camera name of the events and the plot's title.
     writer: the annotated video's writer (not closed here), or None.
