@@ -2,6 +2,7 @@
 from real servers on 127.0.0.1 (the ffmpeg CLI over UDP and HTTP, GStreamer's RTSP server),
 killed and started again mid-stream."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -152,16 +153,15 @@ def test_a_stream_that_cannot_be_opened_names_its_url():
   assert "user:***@" in str(error.value) and "secret" not in str(error.value)
 
 
-def test_a_file_served_over_http_ends_at_its_end(stream_video, tmp_path):
+def test_a_file_served_over_http_ends_at_its_end(stream_video):
   """A server that states the length (a file, not a stream): read once, no reconnection."""
   port = testing.free_port()
+  folder, name = os.path.split(stream_video)
   server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1", "--directory", str(tmp_path.parent)],
+                             "127.0.0.1", "--directory", folder],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
-    url = f"http://127.0.0.1:{port}/{tmp_path.name}/camera.ts"
-    (tmp_path / "camera.ts").write_bytes(open(stream_video, "rb").read())
-    source = _open_when_listening(url, LIVE)
+    source = _open_when_listening(f"http://127.0.0.1:{port}/{name}", LIVE)
     assert not source.live and source.fps == FPS
     items = list(source)
   finally:
