@@ -6,7 +6,15 @@ PY := $(VENV)/bin/python
 DEMO_DATA := data/synthetic
 DEMO_MODEL := runs/demo
 
-.PHONY: demo test test-fast venv clean-demo
+# What the live-stream tests start as servers on 127.0.0.1 (tests/test_sources.py): the ffmpeg
+# CLI (MPEG-TS over UDP and HTTP) and GStreamer's RTSP server, run by the system Python.
+STREAM_TEST_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+GST_CHECK := import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); \
+	from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+	assert all(map(Gst.ElementFactory.find, ('tsdemux', 'h264parse', 'rtph264pay')))
+
+.PHONY: demo test test-fast test-deps venv clean-demo
 
 $(VENV)/installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +30,25 @@ demo: venv
 	$(PY) -m daml_tf.train --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 	$(PY) -m daml_tf.evaluate --flagfile=configs/demo.cfg --data_dir=$(DEMO_DATA) --model_dir=$(DEMO_MODEL)
 
+# What tests need from the OS, installed only when missing (a fresh machine, as root): the
+# mosquitto broker of tests/test_mqtt.py (and mosquitto_sub, for people). Without it those tests
+# are skipped, so a failed install only warns. Then the live-stream servers above (Debian's
+# apt-get), which the tests need.
+test-deps:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto mosquitto-clients; } || \
+	  echo "warning: could not install mosquitto; tests/test_mqtt.py will skip its broker tests"
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! /usr/bin/python3 -c "$(GST_CHECK)" >/dev/null 2>&1; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    $(STREAM_TEST_PACKAGES); \
+	fi
+
 # Every test, the slow ones included: this is what CI runs.
-test: venv
+test: venv test-deps
 	$(PY) -m pytest -m "slow or not slow" -q
 
 # The fast tests only (a few minutes), for development.
-test-fast: venv
+test-fast: venv test-deps
 	$(PY) -m pytest -q
 
 clean-demo:

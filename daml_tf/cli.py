@@ -33,6 +33,7 @@ def exit_on_expected_errors(function, *args, **kwargs):
     return function(*args, **kwargs)
 
 
-def finish(skip_teardown: bool = False) -> None:
-  """Ends a successful entry point; needed after S3 access (see layout.exit_process)."""
-  layout.exit_process(0, skip_teardown)
+def finish(skip_teardown: bool = False, status: int = 0) -> None:
+  """Ends an entry point that ran to its end (status 0 unless it says otherwise); needed after
+  S3 access (see layout.exit_process)."""
+  layout.exit_process(status, skip_teardown)

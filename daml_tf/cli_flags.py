@@ -86,9 +86,13 @@ _HELP = {
     "init_from": ("Start from the model weights of another run (its directory, checkpoints/ "
                   "folder or one checkpoint, e.g. pretrained/ped2_cpu) instead of random ones; "
                   "the architecture must match. Optimizer, schedule and background start "
-                  "fresh."),
+                  "fresh. A serving export (export/<version>) holds no decoder: only with "
+                  "--train_epochs=0 --finetune_trains=motion."),
     "eval_batch_size": "Frames encoded at once during evaluation.",
     "plots": "Write one score-curve PNG per test video.",
+    "heatmaps": ("Write <output_dir>/heatmaps/<video>_<frame>.png for each test video's N "
+                 "highest-scoring frames: the frame with its latent error heatmap, the anomaly "
+                 "box and the score (0: none)."),
     "perturb": "Test-time perturbation: brightness:<factor> scales the HLS lightness of every "
                "test frame (0 < factor <= 1), as in the paper's robustness experiment.",
 }

@@ -175,7 +175,9 @@ class TrainConfig:
       the video played s times faster.
     init_from: a run directory, its checkpoints/ folder or one checkpoint whose model weights
       a new run starts from instead of random ones (the optimizer, the schedule position and
-      the background start fresh); ignored once the run has checkpoints of its own.
+      the background start fresh); or a serving export, whose encoder and motion model start
+      a run that does not train the decoder (the export has none); ignored once the run has
+      checkpoints of its own.
   """
 
   model_dir: str = "runs/demo"
@@ -267,6 +269,8 @@ class EvalConfig:
       detection and exports.
     smoothing: temporal smoothing of the scores (daml_tf.smoothing spec): causal "ma:N" or
       "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
+    heatmaps: write, for each test video, a PNG of each of its this many highest-scoring frames
+      with the latent error heatmap and the anomaly box (0: none).
   """
 
   output_dir: str = ""
@@ -276,8 +280,10 @@ class EvalConfig:
   perturb: str = ""
   score: str = "latent_mean"
   smoothing: str = "none"
+  heatmaps: int = 0
 
   def __post_init__(self):
+    _require(self.heatmaps >= 0, f"--heatmaps must be >= 0, got {self.heatmaps}.")
     _require(self.normalize in metrics.NORMALIZE_MODES,
              f"--normalize must be one of {metrics.NORMALIZE_MODES}, got {self.normalize!r}.")
     _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")

@@ -14,6 +14,7 @@ from daml_tf import progress as progress_lib
 from daml_tf import report
 from daml_tf import smoothing as smoothing_lib
 from daml_tf import run_dir
+from daml_tf import video_io
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
 from daml_tf.data import perturb as perturb_lib
@@ -56,12 +57,15 @@ class VideoScorer:
     self._encode = tf.function(lambda frames: model.encode(frames, training=False)[first_level:])
     self._score_batch = tf.function(self._score_clips)
 
-  def _score_clips(self, past, target, last_skips, target_frames):
+  def _score_clips(self, past, target, last_skips, target_frames, with_maps=False):
     predicted = self._model.motion(past, training=False)
     predicted_frame = (self._model.decoder([predicted] + list(last_skips), training=False)
                        if self._score.needs_frames else None)
     inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames)
-    return scores.compute(self._score.name, inputs, self._stats)
+    values = scores.compute(self._score.name, inputs, self._stats)
+    if with_maps:
+      return values, scores.latent_error_map(predicted, target)
+    return values
 
   def encode(self, frames: np.ndarray) -> List[tf.Tensor]:
     """Encoder features of every frame: the latent code last (alone unless frames are scored)."""
@@ -79,21 +83,34 @@ class VideoScorer:
       (frame_indices, scores): the 0-based indices of the scored (target) frames and their
       scores; the first `clip_span` frames cannot be predicted and are absent.
     """
+    frame_indices, values, _ = self._score_frames(frames, with_maps=False)
+    return frame_indices, values
+
+  def score_and_map(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`score`, plus each scored frame's latent error map: float32 [n, h, w]
+    (daml_tf.models.scores.latent_error_map)."""
+    return self._score_frames(frames, with_maps=True)
+
+  def _score_frames(self, frames: np.ndarray, with_maps: bool):
     cfg = self._data_cfg
     clips = pipeline.clip_indices(len(frames), cfg.time_steps, cfg.interval, cfg.delta)
     if not len(clips):
-      return np.zeros([0], np.int64), np.zeros([0], np.float32)
+      return (np.zeros([0], np.int64), np.zeros([0], np.float32),
+              np.zeros([0, 0, 0], np.float32) if with_maps else None)
     features = self.encode(frames)
     latents = features[-1]
-    values = []
+    values, maps = [], []
     for start in range(0, len(clips), self._batch_size):
       rows = clips[start:start + self._batch_size]
       last_skips = [tf.gather(level, rows[:, -2]) for level in features[:-1]]
       target_frames = tf.gather(frames, rows[:, -1]) if self._score.needs_frames else None
-      values.append(self._score_batch(tf.gather(latents, rows[:, :-1]),
-                                      tf.gather(latents, rows[:, -1]), last_skips,
-                                      target_frames).numpy())
-    return clips[:, -1], np.concatenate(values)
+      out = self._score_batch(tf.gather(latents, rows[:, :-1]), tf.gather(latents, rows[:, -1]),
+                              last_skips, target_frames, with_maps)
+      if with_maps:
+        out, batch_maps = out
+        maps.append(batch_maps.numpy())
+      values.append(out.numpy())
+    return clips[:, -1], np.concatenate(values), np.concatenate(maps) if with_maps else None
 
 
 def scorer_for(model: DAML, cfg: config_lib.Config, model_dir: str) -> VideoScorer:
@@ -114,18 +131,53 @@ def test_split(cfg: config_lib.Config):
 
 def score_videos(scorer: VideoScorer, videos: Sequence[layout.Video],
                  labels: Sequence[np.ndarray], cfg: config_lib.Config,
-                 background: np.ndarray) -> Iterator:
-  """Yields (video, scored frame indices, raw scores, the video's labels) video by video,
-  with cfg.eval.perturb applied to the frames."""
+                 background: np.ndarray, error_maps: bool = False) -> Iterator:
+  """Yields (video, scored frame indices, raw scores, the video's labels, error maps) video by
+  video, with cfg.eval.perturb applied to the frames; the error maps ([n, h, w], see
+  VideoScorer.score_and_map) are None unless `error_maps`."""
   perturbation = perturb_lib.parse_perturbation(cfg.eval.perturb)
   progress = progress_lib.Progress(len(videos), unit_name="video")
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
                                  transform=perturbation)
-    frame_indices, raw = scorer.score(frames)
-    yield video, frame_indices, raw, video_labels
+    if error_maps:
+      frame_indices, raw, maps = scorer.score_and_map(frames)
+    else:
+      (frame_indices, raw), maps = scorer.score(frames), None
+    yield video, frame_indices, raw, video_labels, maps
     progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
                     f"{len(raw)} of {video.num_frames} frames scored")
+
+
+def top_frames(values: np.ndarray, count: int) -> np.ndarray:
+  """Positions of the `count` highest values, highest first (the earlier one on a tie)."""
+  return np.argsort(-np.asarray(values), kind="stable")[:count]
+
+
+def write_heatmaps(output_dir: str, video: layout.Video, result: report.VideoScores,
+                   maps: np.ndarray, count: int, perturb: str = "") -> List[str]:
+  """PNGs of the `count` highest-scoring frames of one video (see report.write_heatmap_png).
+
+  Each is drawn on the frame as stored (its own size, with the test-time perturbation the
+  scores saw), the box red when the frame is labelled anomalous, yellow when normal.
+
+  Returns:
+    The files written, highest score first.
+  """
+  perturbation = perturb_lib.parse_perturbation(perturb)
+  paths = []
+  for position in top_frames(result.scores, count):
+    frame_index = int(result.frame_indices[position])
+    frame = video_io.read_image(video.frame_paths[frame_index])
+    if perturbation is not None:
+      frame = np.rint(np.asarray(perturbation(frame / np.float32(255))) * 255).astype(np.uint8)
+    anomalous = bool(result.labels[position])
+    text = (f"{video.name} #{frame_index} score {result.scores[position]:.4g} "
+            f"({result.normalized[position]:.2f}) {'anomalous' if anomalous else 'normal'}")
+    path = os.path.join(output_dir, run_dir.HEATMAPS_SUBDIR, f"{video.name}_{frame_index}.png")
+    report.write_heatmap_png(path, frame, maps[position], text, anomalous)
+    paths.append(path)
+  return paths
 
 
 def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
@@ -148,13 +200,15 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
   scorer = scorer_for(model, cfg, cfg.train.model_dir)
   smoothing = smoothing_lib.parse(cfg.eval.smoothing)
   results: List[report.VideoScores] = []
-  for video, frame_indices, raw, video_labels in score_videos(
-      scorer, videos, labels, cfg, background):
+  for video, frame_indices, raw, video_labels, maps in score_videos(
+      scorer, videos, labels, cfg, background, error_maps=cfg.eval.heatmaps > 0):
     smoothed = smoothing_lib.smooth(raw, smoothing).astype(np.float32)
     results.append(report.VideoScores(
         name=video.name, frame_indices=frame_indices, scores=smoothed,
         normalized=metrics_lib.normalize_scores(smoothed, cfg.eval.normalize),
         labels=video_labels[frame_indices]))
+    if cfg.eval.heatmaps:
+      write_heatmaps(output_dir, video, results[-1], maps, cfg.eval.heatmaps, cfg.eval.perturb)
 
   metrics = metrics_lib.evaluate_scores(
       [r.scores for r in results], [r.labels for r in results], cfg.eval.normalize)
@@ -172,6 +226,7 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
     for result, video_labels in zip(results, labels):
       report.plot_video_scores(os.path.join(output_dir, f"scores_{result.name}.png"), result,
                                video_labels)
-  logging.info("Wrote metrics.json, scores.csv%s to %s",
-               " and plots" if cfg.eval.plots else "", output_dir)
+  logging.info("Wrote metrics.json, scores.csv%s%s to %s",
+               " and plots" if cfg.eval.plots else "",
+               f", {run_dir.HEATMAPS_SUBDIR}/" if cfg.eval.heatmaps else "", output_dir)
   return metrics

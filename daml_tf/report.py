@@ -216,3 +216,30 @@ def save_figure(fig, path: str) -> None:
   with tf.io.gfile.GFile(path, "wb") as f:
     f.write(png_buffer.getvalue())
 
+
+
+def write_heatmap_png(path: str, frame: np.ndarray, error_map: np.ndarray, text: str,
+                      anomalous: bool) -> None:
+  """Saves one evaluated frame as PNG: its latent error heatmap, the anomaly box and `text`.
+
+  The heatmap is scaled to the frame's own maximum (the frames drawn are the highest-scoring
+  ones, so there is always a region to show); the box is red when the frame is labelled
+  anomalous, yellow when it is labelled normal (daml_tf.inference.localize.annotate).
+
+  Args:
+    path: destination .png; parent directories are created.
+    frame: uint8 [H, W, 1|3] as stored; the PNG has its size.
+    error_map: [h, w] the frame's latent error map.
+    text: the caption.
+    anomalous: the frame's label.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from daml_tf.inference import localize  # pylint: disable=g-import-not-at-top
+  image = localize.annotate(frame, error_map, text,
+                            box_color=localize.RED if anomalous else localize.YELLOW)
+  buffer = io.BytesIO()
+  Image.fromarray(image, "RGB").save(buffer, format="png")
+  _makedirs_for(path)
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())

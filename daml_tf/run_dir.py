@@ -6,7 +6,8 @@
     background.npy     the per-pixel mean of the training frames
     threshold.json     the alarm threshold ({"threshold", "quantile"}; `load_threshold`)
     train/             TensorBoard summaries
-    eval/              what `daml_tf.evaluate` writes (metrics.json, scores.csv, plots)
+    eval/              what `daml_tf.evaluate` writes (metrics.json, scores.csv, plots;
+                       heatmaps/<video>_<frame>.png with --heatmaps)
     export/<version>/  the serving SavedModel; export/litert/<version>/ the LiteRT export
     workers_scratch/   non-chief workers' copies while a multi-worker run trains
 """
@@ -31,6 +32,8 @@ THRESHOLD_FILE = "threshold.json"
 SCORE_STATS_FILE = "score_stats.json"
 SUMMARY_SUBDIR = "train"
 EVAL_SUBDIR = "eval"
+# Inside an evaluation's output directory.
+HEATMAPS_SUBDIR = "heatmaps"
 EXPORT_SUBDIR = "export"
 # Not a number, so TF Serving, which loads the highest numeric version, ignores it.
 LITERT_SUBDIR = "litert"

@@ -67,7 +67,7 @@ def ablate_run(model_dir: str, data_dir: str, score_names, smoothings):
              if scores_lib.get_score(name).parts else None)
     scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size, name, stats)
     raw, scored_labels = [], []
-    for _, frame_indices, video_raw, video_labels in evaluation.score_videos(
+    for _, frame_indices, video_raw, video_labels, _ in evaluation.score_videos(
         scorer, videos, labels, cfg, background):
       raw.append(video_raw.astype(np.float64))
       scored_labels.append(video_labels[frame_indices])

@@ -103,6 +103,13 @@ def _image_to_array(image: Image.Image) -> np.ndarray:
   return np.asarray(image.convert("RGB"), np.uint8)
 
 
+def read_image(path: str) -> np.ndarray:
+  """One image file (local or remote) as uint8 [H, W, 1|3] at its own size, as frame folders
+  are read; PIL's errors (OSError, ValueError, SyntaxError) pass through."""
+  with Image.open(_open_input(path)) as image:
+    return _image_to_array(image)
+
+
 def _iter_folder(folder: str, fps: float) -> Iterator[Tuple[int, float, np.ndarray]]:
   paths = list_frame_files(folder)
   if not paths:

@@ -102,3 +102,14 @@ def test_every_config_parses_and_states_its_command_and_expectations():
     if path.name != "base.cfg":
       header = path.read_text().split("\n--", 1)[0]
       assert "Command:" in header and "Hardware:" in header and "AUC" in header, path.name
+
+
+def test_camera_config_can_start_from_the_shipped_ped2_model():
+  """configs/camera.cfg is the custom dataset with pretrained/ped2_cpu's geometry and model,
+  so `--init_from=pretrained/ped2_cpu` is accepted (training.init_checkpoint compares these)."""
+  from daml_tf import run_dir  # pylint: disable=g-import-not-at-top
+  cfg = parse("--flagfile=configs/camera.cfg")
+  assert cfg.data.dataset == "custom" and cfg.train.finetune_trains == "motion"
+  assert (cfg.data.interval, cfg.data.delta) == (2, 4) and cfg.train.calibration_holdout > 0
+  shipped = run_dir.load_config(str(REPO / "pretrained" / "ped2_cpu"))
+  assert run_dir.architecture_differences(shipped, cfg, loss_fields=False) == []

@@ -1,10 +1,13 @@
 """`python -m daml_tf.detect` (daml_tf.inference.detection) on a recorded video: the scores
-file, the plot, the annotated video, and one message on bad input."""
+file, the plot, the annotated video, and one message on bad input; on a live stream from a real
+server on 127.0.0.1 that is killed and started again, and on one that is gone for good."""
 
 import csv
+import dataclasses
 import json
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +17,11 @@ import pytest
 
 import testing
 from testing import moving_frames, write_pngs, write_video
+from daml_tf import errors
 from daml_tf import run_dir
 from daml_tf import training
 from daml_tf import video_io
+from daml_tf.inference import detection
 from daml_tf.inference import streaming
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -166,3 +171,115 @@ def test_detect_stops_on_sigterm_with_complete_files(tmp_path):
   assert [(e["event"], e["frame"]) for e in events] == [
       ("alarm_start", 5), ("alarm_end", len(rows) - 1)]
   assert (output_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _start_detect(log_path, *args):
+  """`python -m daml_tf.detect` in the background, its log in a file (a pipe could fill up)."""
+  log = open(log_path, "w")
+  return subprocess.Popen([sys.executable, "-m", "daml_tf.detect", *args], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+
+def _wait_until(condition, process, what, timeout=120):
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert process.poll() is None, f"detect ended while waiting for {what}"
+    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.1)
+
+
+def _rows_written(scores_csv):
+  return len(scores_csv.read_text().splitlines()) - 1 if scores_csv.exists() else 0
+
+
+@pytest.mark.slow  # About 20 s: a process, a stream, a 3 s outage.
+def test_detect_on_a_live_stream_restarts_after_a_gap_and_stops_on_sigterm(tmp_path):
+  model_dir = tmp_path / "model"
+  cfg, _ = testing.make_run(model_dir, {"threshold": 0.0, "quantile": 0.9})
+  span = cfg.data.clip_span
+  video = testing.write_stream_video(tmp_path / "camera.ts", moving_frames(100, rgb=True))
+  url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  output_dir, log_path = tmp_path / "out", tmp_path / "detect.log"
+  scores_csv = output_dir / "scores.csv"
+  server = testing.serve_ffmpeg(video, url)
+  # --fps=10: the annotated video must take the stream's own 25 frames/s instead.
+  process = _start_detect(log_path, f"--model_dir={model_dir}", f"--input={url}",
+                          f"--output_dir={output_dir}", "--read_timeout_s=2",
+                          "--reconnect_initial_s=0.2", "--reconnect_max_s=1", "--annotate",
+                          "--fps=10")
+  try:
+    _wait_until(lambda: _rows_written(scores_csv) > 15, process, "frames before the gap")
+    testing.stop_server(server)
+    # UDP: a sender gone is noticed by the 2 s read timeout; 3 s is a drop, not a pause.
+    time.sleep(3.0)
+    server = testing.serve_ffmpeg(video, url)
+    _wait_until(lambda: "Gap of" in log_path.read_text(), process, "the gap")
+    gap_at = _rows_written(scores_csv)
+    _wait_until(lambda: _rows_written(scores_csv) > gap_at + span + 5, process,
+                "frames after the gap")
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+    testing.stop_server(server)
+  log = log_path.read_text()
+  assert process.returncode == 0, log
+  assert "SIGTERM received" in log and "stop=signal" in log and "gaps=1" in log
+  gap = int(log.split("Gap of ")[1].split("before frame ")[1].split(" ")[0])
+  rows = _csv_rows(scores_csv)
+  assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
+  scored = [bool(r["score"]) for r in rows]
+  # A fresh warm-up after the gap: no clip holds frames from both sides.
+  assert scored == ([False] * span + [True] * (gap - span) + [False] * span
+                    + [True] * (len(rows) - gap - span))
+  stamps = [float(r["timestamp_s"]) for r in rows]
+  assert stamps == sorted(stamps) and stamps[gap] - stamps[gap - 1] >= 1.5
+  with open(output_dir / "events.jsonl") as f:
+    events = [(e["event"], e["frame"]) for e in map(json.loads, f)]
+  # Threshold 0: alarms on every scored frame; the first alarm ends where the frames stopped.
+  assert events == [("alarm_start", span), ("alarm_end", gap - 1),
+                    ("alarm_start", gap + span), ("alarm_end", len(rows) - 1)]
+  annotated = [p for p in output_dir.iterdir() if p.stem == "annotated"]
+  assert video_io.video_fps(str(annotated[0])) == 25
+  assert len(list(video_io.iter_frames(str(annotated[0])))) == len(rows)
+
+
+def test_detect_gives_up_on_a_lost_stream_with_exit_status_1(tmp_path):
+  model_dir = tmp_path / "model"
+  testing.make_run(model_dir, {"threshold": 1e9, "quantile": 0.9})
+  video = testing.write_stream_video(tmp_path / "camera.ts", moving_frames(100, rgb=True))
+  url = f"http://127.0.0.1:{testing.free_port()}/camera.ts"
+  output_dir, log_path = tmp_path / "out", tmp_path / "detect.log"
+  scores_csv = output_dir / "scores.csv"
+  server = testing.serve_ffmpeg(video, url)
+  process = _start_detect(log_path, f"--model_dir={model_dir}", f"--input={url}",
+                          f"--output_dir={output_dir}", "--reconnect_initial_s=0.1",
+                          "--max_reconnects=2")
+  try:
+    _wait_until(lambda: _rows_written(scores_csv) > 10, process, "frames")
+    testing.stop_server(server)
+    process.wait(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+    testing.stop_server(server)
+  log = log_path.read_text()
+  assert process.returncode == 1, log
+  assert "2 reopens in a row failed" in log and "stop=source_lost" in log
+  assert "Traceback" not in log
+  rows = _csv_rows(scores_csv)
+  assert scores_csv.read_text().endswith("\n") and len(rows) > 10
+  assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
+
+
+def test_detect_names_a_stream_it_cannot_open(tmp_path):
+  model_dir = tmp_path / "model"
+  testing.make_run(model_dir, {"threshold": 0.0, "quantile": 0.9})
+  url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  cfg = detection.DetectConfig(model_dir=str(model_dir), inputs=(url,),
+                               output_dir=str(tmp_path / "out"), read_timeout_s=0.5)
+  with pytest.raises(errors.DataError, match=f"Cannot open the live input '{url}'.*no data"):
+    detection.run_detection(cfg)
+  with pytest.raises(errors.ConfigError, match="--read_timeout_s"):
+    dataclasses.replace(cfg, read_timeout_s=0)

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from daml_tf import calibration
@@ -32,6 +33,44 @@ def test_evaluation_outputs(trained, tmp_path):
   assert rows[1].split(",")[:2] == ["01", str(span)]
   assert sorted(p.name for p in (tmp_path / "eval").glob("*.png")) == [
       "scores_01.png", "scores_02.png"]
+  assert not (tmp_path / "eval" / "heatmaps").exists()  # --heatmaps=0 (the default)
+
+
+def test_heatmaps_of_each_videos_highest_scoring_frames(trained, tiny_data, tmp_path):
+  cfg, _ = trained
+  cfg = cfg.replace(eval=config_lib.EvalConfig(output_dir=str(tmp_path / "eval"), plots=False,
+                                               heatmaps=3))
+  evaluation.evaluate(cfg)
+  rows = [row.split(",") for row in (tmp_path / "eval" / "scores.csv").read_text().split()[1:]]
+  expected = set()
+  for video in ("01", "02"):
+    scored = sorted(((float(r[2]), int(r[1])) for r in rows if r[0] == video), reverse=True)
+    assert scored[2][0] > scored[3][0]  # No tie at the cut, so the top 3 are well defined.
+    expected |= {f"{video}_{frame}.png" for _, frame in scored[:3]}
+  written = sorted((tmp_path / "eval" / "heatmaps").iterdir())
+  assert {p.name for p in written} == expected
+  for path in written:
+    video, frame = path.stem.split("_")
+    with Image.open(os.path.join(tiny_data, "testing", "frames", video,
+                                 f"{int(frame):03d}.png")) as source:
+      plain = np.asarray(source.convert("RGB"))
+    with Image.open(path) as image:
+      drawn = np.asarray(image)
+      # The frame as stored, not the model's 32x48 input.
+      assert image.mode == "RGB" and drawn.shape == plain.shape
+      assert drawn.shape[:2] != (cfg.data.image_height, cfg.data.image_width)
+    # The heatmap reddens part of the frame: red up, green and blue down.
+    reddened = ((drawn[..., 0].astype(int) > plain[..., 0]) &
+                (drawn[..., 1].astype(int) < plain[..., 1]))
+    assert 0 < reddened.mean() < 0.9, path.name
+
+
+def test_top_frames_takes_the_highest_first_and_the_earlier_on_a_tie():
+  np.testing.assert_array_equal(evaluation.top_frames(np.array([0.1, 0.5, 0.3, 0.5]), 3),
+                                [1, 3, 2])
+  assert len(evaluation.top_frames(np.array([0.2]), 5)) == 1
+  with pytest.raises(errors.ConfigError, match="--heatmaps must be >= 0"):
+    config_lib.EvalConfig(heatmaps=-1)
 
 
 def test_evaluation_with_darkened_frames(trained, tmp_path):
@@ -58,6 +97,12 @@ def test_scores_cache_latents_and_match_clip_scores(trained):
       frames[[t - delta - (k - 1 - i) * interval for i in range(k)] + [t]]
       for t in frame_indices])
   np.testing.assert_allclose(scores, model(clips).numpy(), rtol=1e-4, atol=1e-6)
+  # The error maps are those of the same frames: the paper's score is their mean.
+  map_indices, map_scores, maps = scorer.score_and_map(frames)
+  np.testing.assert_array_equal(map_indices, frame_indices)
+  np.testing.assert_array_equal(map_scores, scores)
+  assert maps.shape == (len(frame_indices),) + model.latent_shape[:2]
+  np.testing.assert_allclose(maps.mean(axis=(1, 2)), scores, rtol=1e-5)
 
 
 def test_label_length_mismatch(trained, tiny_data, tmp_path):

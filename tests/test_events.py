@@ -73,3 +73,35 @@ def test_no_alarm_no_event_and_a_real_clock(tmp_path):
   lines, _, writer = _write(tmp_path, [None, 0.1, 0.2], [None, (0, 0), (0, 0)])
   assert lines == [] and writer.events == 0
   assert events.utc_now_iso().endswith("Z") and events.utc_now_iso()[10] == "T"
+
+
+class _ListSink:
+  """A sink keeping its records in memory."""
+
+  def __init__(self):
+    self.records = []
+    self.closed = False
+
+  def emit(self, record):
+    self.records.append(record)
+
+  def close(self):
+    self.closed = True
+
+
+def test_every_sink_receives_the_records_of_the_file_lines(tmp_path):
+  path = str(tmp_path / events.EVENTS_FILE)
+  first, second = _ListSink(), _ListSink()
+  writer = events.AlarmEventWriter(path, "gate", sinks=[first, second])
+  scores = [None, 0.5, 1.5, 2.0, 0.3, 1.1]
+  cells = [None, (0, 0), (1, 1), (2, 3), (0, 0), (1, 4)]
+  for result in _results(scores, cells):
+    writer.update(result, result.index / 10, FRAME_SIZE)
+  writer.close()
+  with open(path) as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 4 and writer.events == 4
+  assert [events.encode(r) for r in first.records] == lines
+  assert second.records == first.records
+  # Sinks given to the writer belong to whoever made them: it does not close them.
+  assert not first.closed and not second.closed

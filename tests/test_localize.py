@@ -60,3 +60,24 @@ def test_heatmap_overlay_reddens_only_the_hot_cells():
   np.testing.assert_array_equal(out[2:, 2:], [[[178, 50, 50]] * 2] * 2)
   # Without a scale the map's own maximum is fully red.
   np.testing.assert_array_equal(localize.heatmap_overlay(frame, error_map, opacity=0.5), out)
+
+
+def test_annotate_draws_heatmap_box_caption_and_banner():
+  frame = np.full((40, 60, 1), 90, np.uint8)
+  error_map = np.zeros((4, 6), np.float32)
+  error_map[1, 2] = 1.0  # cell (1, 2): x 20..30, y 10..20
+  out = localize.annotate(frame, error_map, "score 1", box_color=localize.RED)
+  assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+  # The hot cell is reddened inside, its box drawn in the box colour on its edge.
+  assert tuple(out[15, 25]) == tuple(localize.heatmap_overlay(frame, error_map)[15, 25])
+  assert tuple(out[10, 25]) == localize.RED and tuple(out[15, 20]) == localize.RED
+  # A dark caption strip at the bottom holding white text; the top stays as it was.
+  strip = out[-6:, :30]
+  assert (strip == 0).all(axis=-1).any() and (strip > 150).all(axis=-1).any()
+  assert (out[:5, :] == 90).all()
+  yellow = localize.annotate(frame, error_map, "x")
+  assert tuple(yellow[10, 25]) == localize.YELLOW
+  # A banner: a red strip at the top and a red border; no map: no heatmap, no box.
+  banner = localize.annotate(frame, None, "warming up", banner="ALARM")
+  assert tuple(banner[1, 30]) == (220, 0, 0) and tuple(banner[30, 0]) == (220, 0, 0)
+  assert (banner[16:22, 5:55] == 90).all()

@@ -20,6 +20,7 @@ from daml_tf import errors
 from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import multicamera
+from daml_tf.inference import sources
 from daml_tf.inference import streaming
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -290,7 +291,7 @@ def test_sigterm_stops_every_camera_with_complete_files(model_dir, tmp_path):
 
 
 def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
-  """A gap marker (what a live source yields when its stream came back) resets that camera:
+  """A sources.Gap (what a live source yields when its stream came back) resets that camera:
   its open alarm ends at the last frame before the gap, its scores start over."""
   from daml_tf.inference import multistream  # pylint: disable=g-import-not-at-top
   frames = {"steady": moving_frames(16, seed=1), "flaky": moving_frames(16, seed=2)}
@@ -298,7 +299,7 @@ def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
   def with_gap(items):
     for index, frame in enumerate(items):
       if index == 10:
-        yield "gap: the stream came back after 3.0 s"
+        yield sources.Gap(index=10, gap_s=3.0, attempts=1, reason="connection reset")
       yield index, index / 25, frame
 
   detector = multistream.MultiStreamDetector.from_model_dir(model_dir, list(frames))

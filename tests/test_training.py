@@ -16,6 +16,8 @@ from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
 from daml_tf import training
+from daml_tf.inference import litert
+from daml_tf.inference import serving
 from daml_tf.models import build
 
 
@@ -206,3 +208,63 @@ def test_init_from_another_architecture_is_refused(tiny_data, tmp_path):
     training.train(cfg)
   with pytest.raises(errors.ConfigError, match="no checkpoint"):
     training.train(_init_from_config(tiny_data, tmp_path / "new3", tmp_path / "nowhere"))
+
+
+def _exported_run(tmp_path):
+  """A run with its serving export in <run>/export/1, as training writes it."""
+  cfg, source = make_run(tmp_path / "source", {"threshold": 1.0, "quantile": 0.99}, seed=3)
+  serving.export_serving(source, run_dir.export_dir(str(tmp_path / "source")),
+                         data_cfg=cfg.data)
+  return source
+
+
+def test_init_from_a_serving_export_adapts_the_motion_model(tiny_data, tmp_path):
+  source = _exported_run(tmp_path)
+  export_base = tmp_path / "source" / "export"
+  cfg = _init_from_config(tiny_data, tmp_path / "new", export_base)  # the highest version
+  cfg = cfg.replace(train=dataclasses.replace(cfg.train, finetune_epochs=1,
+                                              finetune_trains="motion"))
+  run = training.train(cfg)
+  assert run.metrics["global_step"] == STEPS_PER_EPOCH
+  # The encoder is the export's, frozen by the motion-only finetune: bit-identical.
+  for before, after in zip(source.encoder.weights, run.model.encoder.weights):
+    np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+  # The motion model started from the export's weights and trained from there.
+  trainable = [(b.numpy(), a.numpy()) for b, a in zip(source.motion.trainable_weights,
+                                                       run.model.motion.trainable_weights)]
+  assert any(np.any(b != a) for b, a in trainable)
+  assert all(np.abs(b - a).max() < 0.05 for b, a in trainable)
+  # The decoder is not in an export: it keeps the new run's own initial weights.
+  assert not all(np.array_equal(b.numpy(), a.numpy())
+                 for b, a in zip(source.decoder.weights, run.model.decoder.weights))
+  # Without any training the export's motion model arrives unchanged too.
+  still = training.train(_init_from_config(tiny_data, tmp_path / "still",
+                                           export_base / "1"))
+  for before, after in zip(source.motion.weights, still.model.motion.weights):
+    np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+
+
+def test_init_from_a_serving_export_refuses_what_needs_the_decoder(tiny_data, tmp_path):
+  _exported_run(tmp_path)
+  export = tmp_path / "source" / "export" / "1"
+  cfg = _init_from_config(tiny_data, tmp_path / "new", export)
+  trains_decoder = cfg.replace(train=dataclasses.replace(cfg.train, train_epochs=1))
+  with pytest.raises(errors.ConfigError, match="not the decoder") as refused:
+    training.train(trains_decoder)
+  # The message names what to give instead: the run the export came from, or motion-only.
+  assert f"--init_from={tmp_path / 'source'}" in str(refused.value)
+  assert "--train_epochs=0 --finetune_trains=motion" in str(refused.value)
+  assert not run_dir.is_run_dir(cfg.train.model_dir)  # Refused before anything is written.
+  finetunes_all = cfg.replace(train=dataclasses.replace(cfg.train, finetune_epochs=1))
+  with pytest.raises(errors.ConfigError, match="--finetune_trains=all"):
+    training.train(finetunes_all)
+  other_k = cfg.replace(data=dataclasses.replace(cfg.data, time_steps=4))
+  with pytest.raises(errors.ConfigError, match="time_steps: saved 3 vs now 4"):
+    training.train(other_k)
+  with pytest.raises(errors.ConfigError, match="cannot load"):
+    training.train(_init_from_config(tiny_data, tmp_path / "wide", export, feature_root=8))
+  litert_dir = tmp_path / "source" / "export" / "litert" / "1"
+  litert_dir.mkdir(parents=True)
+  (litert_dir / litert.METADATA_FILE).write_text("{}")
+  with pytest.raises(errors.ConfigError, match="LiteRT export"):
+    training.train(_init_from_config(tiny_data, tmp_path / "lite", litert_dir.parent))

@@ -59,3 +59,11 @@ def test_frames_folder_with_a_corrupt_frame_and_missing_input(tmp_path):
   assert stopped.value.index == 5 == len(frames)
   with pytest.raises(FileNotFoundError, match="nowhere"):
     video_io.iter_frames(str(tmp_path / "nowhere.avi"))
+
+
+def test_read_image_keeps_size_and_channels(tmp_path):
+  gray, rgb = moving_frames(1, 30, 44), moving_frames(1, 30, 44, rgb=True)
+  folder = write_pngs(tmp_path / "gray", gray)
+  np.testing.assert_array_equal(video_io.read_image(folder + "/0.png"), gray[0])
+  folder = write_pngs(tmp_path / "rgb", rgb)
+  np.testing.assert_array_equal(video_io.read_image(folder + "/0.png"), rgb[0])

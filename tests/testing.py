@@ -156,3 +156,80 @@ def write_video(path, frames, codec="mjpeg", fps=25):
     for frame in frames:
       writer.write(frame)
   return str(path)
+
+
+# Live streams: real servers on 127.0.0.1, each in its own process.
+SYSTEM_PYTHON = "/usr/bin/python3"  # Has the GStreamer bindings the RTSP server needs.
+RTSP_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rtsp_server.py")
+
+
+def write_stream_video(path, frames, fps=25):
+  """Writes uint8 RGB frames as H.264 in MPEG-TS (what cameras and encoders stream), a key
+  frame every 10 frames so a client joining mid-stream decodes within 0.4 s; returns the path."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), "w", format="mpegts") as container:
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"g": "10", "preset": "ultrafast", "tune": "zerolatency"}
+    for frame in frames:
+      video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+      for packet in stream.encode(video_frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  return str(path)
+
+
+def free_port(kind=None) -> int:
+  """A port of 127.0.0.1 free at the time of the call (TCP, or socket.SOCK_DGRAM)."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket(socket.AF_INET, kind or socket.SOCK_STREAM) as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def serve_ffmpeg(video, url, loop=True):
+  """Starts the ffmpeg CLI sending `video` to `url` as live MPEG-TS (-re: at its frame rate),
+  over and over with `loop`; http:// URLs are served to one client (-listen 1). Returns the
+  Popen; the caller kills it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re"]
+  command += ["-stream_loop", "-1"] if loop else []
+  command += ["-i", str(video), "-c", "copy", "-f", "mpegts"]
+  command += ["-listen", "1"] if url.startswith("http") else []
+  return subprocess.Popen(command + [url], stdin=subprocess.DEVNULL)
+
+
+def serve_rtsp(video, port, timeout=30.0):
+  """Starts tests/rtsp_server.py (GStreamer) serving `video` as rtsp://127.0.0.1:PORT/live and
+  waits until it listens. Returns the Popen; the caller kills it."""
+  import select  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  process = subprocess.Popen([SYSTEM_PYTHON, RTSP_SERVER, str(video), str(port)],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+  ready, _, _ = select.select([process.stdout], [], [], timeout)
+  line = process.stdout.readline() if ready else ""
+  if line.strip() != "ready":
+    stop_server(process)
+    raise RuntimeError(f"The RTSP server did not start within {timeout} s (printed {line!r}).")
+  return process
+
+
+def rtsp_server_available() -> bool:
+  """The system Python has GStreamer's RTSP server bindings (installed by `make test`)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  check = ("import gi; gi.require_version('GstRtspServer', '1.0'); "
+           "from gi.repository import GstRtspServer")
+  try:
+    return subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True,
+                          timeout=60).returncode == 0
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+
+
+def stop_server(process):
+  """Kills a server started above (SIGKILL: a camera or encoder dying) and reaps it."""
+  if process.poll() is None:
+    process.kill()
+  process.wait(timeout=30)

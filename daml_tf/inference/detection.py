@@ -1,8 +1,9 @@
-"""Driving a streaming detector over a recorded video or frames folder: scores, events, plot,
-annotation.
+"""Driving a streaming detector over a video, a frames folder or a live stream: scores, events,
+plot, annotation.
 
 `python -m daml_tf.detect` calls `run_detection`; `detect_frames` is its loop, over any iterator
-of frames (an endless one too: memory stays bounded, see its doc).
+of frames (an endless one too: memory stays bounded, see its doc). The input is opened by
+sources.open_source.
 """
 
 import collections
@@ -14,7 +15,8 @@ import os
 import signal
 import threading
 import time
-from typing import Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+from urllib import parse
 
 from absl import logging
 import numpy as np
@@ -26,6 +28,8 @@ from daml_tf import video_io
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert
 from daml_tf.inference import localize
+from daml_tf.inference import mqtt as mqtt_lib
+from daml_tf.inference import sources
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamingDetector
 
@@ -35,8 +39,9 @@ ANNOTATED_BASENAME = "annotated"
 CSV_COLUMNS = ("frame", "timestamp_s", "score", "alarm")
 DEFAULT_PLOT_WINDOW = 2000
 # Why the loop stopped (DetectionSummary.stop_reason).
-STOP_END, STOP_MAX_FRAMES, STOP_DURATION, STOP_SIGNAL, STOP_DECODE = (
-    "end", "max_frames", "duration", "signal", "decode_error")
+STOP_END, STOP_MAX_FRAMES, STOP_DURATION, STOP_SIGNAL, STOP_DECODE, STOP_SOURCE_LOST = (
+    "end", "max_frames", "duration", "signal", "decode_error", "source_lost")
+_STOPPED_AT = {STOP_DECODE: "decoding stopped", STOP_SOURCE_LOST: "the input was given up"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +54,17 @@ class DetectionSummary:
     alarms: frames with an alarm.
     mean_fps: frames per second over the whole run (decode, score, annotate).
     threshold: the threshold used (None: no alarms).
-    stopped_at: index of the frame where decoding stopped early, or None if the input was
-      read to its end.
+    stopped_at: index of the frame where decoding stopped early (or where a live input was
+      given up), or None if the input was read to its end.
     scores_csv, plot_png: the files written.
     annotated_video: the annotated video, or None.
     events_jsonl: the alarm events file.
     events: alarm events written (starts and ends).
     stop_reason: why the loop ended: "end" (input exhausted), "max_frames", "duration",
-      "signal" (SIGINT or SIGTERM) or "decode_error" (see stopped_at).
+      "signal" (SIGINT or SIGTERM), "decode_error" (see stopped_at) or "source_lost" (a live
+      input stayed lost beyond the reconnection limits).
+    gaps: gaps in a live input (lost and reopened, or its clock jumped); the detector
+      restarted after each.
   """
 
   frames: int
@@ -71,6 +79,7 @@ class DetectionSummary:
   events_jsonl: Optional[str] = None
   events: int = 0
   stop_reason: str = STOP_END
+  gaps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +89,11 @@ class DetectConfig:
   Attributes:
     model_dir: a training run's directory, or a serving or LiteRT export (see
       backends.open_model).
-    inputs: video files or folders of frames, one per camera (a list is made a tuple). With
-      one, every output goes directly in output_dir (run_detection); with several, each
-      camera's go in `<output_dir>/<camera>/` (multicamera.run_multi_detection).
+    inputs: the cameras' inputs, one each (a list is made a tuple): video files, folders of
+      frames, stream URLs (rtsp://, http(s)://, udp://, tcp://, srt://, ...) or V4L2 devices
+      (/dev/video0); see sources.open_source. With one, every output goes directly in
+      output_dir (run_detection); with several, each camera's go in `<output_dir>/<camera>/`
+      (multicamera.run_multi_detection).
     output_dir: created if needed.
     threshold: overrides the stored threshold (`<model_dir>/threshold.json`, or the one
       recorded in an export); with neither, no frame raises an alarm.
@@ -90,7 +101,8 @@ class DetectConfig:
     score: overrides the model's configured score (a latent score of models.scores).
     smoothing: a causal smoothing spec (ma:N, ema:A); overrides smoothing_window.
     annotate: also write the annotated video.
-    fps: frame rate of a frames folder (timestamps, annotated video).
+    fps: frame rate of a frames folder (timestamps, annotated video), and of a file or
+      stream that states none.
     log_every: frames between progress lines.
     litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
     camera_name: the camera of the events of a single input (default:
@@ -99,6 +111,10 @@ class DetectConfig:
       camera_name_of); with several inputs, also the name of its output folder.
     max_frames, duration_s: limits (0: none); see detect_frames.
     plot_window: frames shown in scores.png.
+    mqtt: also publish the alarm events over MQTT (mqtt.MqttConfig), or None.
+    read_timeout_s, reconnect_initial_s, reconnect_max_s, max_reconnects, give_up_after_s,
+      rtsp_transport, input_options: how a live input is read and reopened (see
+      sources.SourceOptions; input_options are its ffmpeg_options).
   """
 
   model_dir: str
@@ -116,6 +132,14 @@ class DetectConfig:
   max_frames: int = 0
   duration_s: float = 0.0
   plot_window: int = DEFAULT_PLOT_WINDOW
+  mqtt: Optional[mqtt_lib.MqttConfig] = None
+  read_timeout_s: float = sources.SourceOptions.read_timeout_s
+  reconnect_initial_s: float = sources.SourceOptions.reconnect_initial_s
+  reconnect_max_s: float = sources.SourceOptions.reconnect_max_s
+  max_reconnects: int = sources.SourceOptions.max_reconnects
+  give_up_after_s: float = sources.SourceOptions.give_up_after_s
+  rtsp_transport: str = sources.SourceOptions.rtsp_transport
+  input_options: Tuple[Tuple[str, str], ...] = ()
   camera_names: Tuple[str, ...] = ()
 
   @property
@@ -139,7 +163,8 @@ class DetectConfig:
       value = getattr(self, field)
       object.__setattr__(self, field, (value,) if isinstance(value, str) else tuple(value))
     if not self.inputs:
-      raise errors.ConfigError("--input is required (one or more video files or folders).")
+      raise errors.ConfigError("--input is required (one or more video files, frames folders, "
+                               "stream URLs or camera devices).")
     if self.camera_names and len(self.camera_names) != len(self.inputs):
       raise errors.ConfigError(
           f"--camera_names gives {len(self.camera_names)} names for {len(self.inputs)} "
@@ -162,13 +187,21 @@ class DetectConfig:
       raise errors.ConfigError(f"Camera names {bad} cannot name an output folder: give "
                                "--camera_names without '/', '\\', '.' or '..'.")
 
+  @property
+  def source_options(self) -> sources.SourceOptions:
+    """How sources.open_source reads the input."""
+    return sources.SourceOptions(
+        fps=self.fps, read_timeout_s=self.read_timeout_s,
+        reconnect_initial_s=self.reconnect_initial_s, reconnect_max_s=self.reconnect_max_s,
+        max_reconnects=self.max_reconnects, give_up_after_s=self.give_up_after_s,
+        rtsp_transport=self.rtsp_transport, ffmpeg_options=self.input_options)
+
   def __post_init__(self):
     self._check_cameras()
+    _ = self.source_options  # SourceOptions checks its fields (ConfigError naming the flag).
     if self.smoothing_window < 1:
       raise errors.ConfigError(
           f"--smoothing_window must be >= 1, got {self.smoothing_window}.")
-    if self.fps <= 0:
-      raise errors.ConfigError(f"--fps must be > 0, got {self.fps}.")
     if self.litert_precision not in litert.PRECISIONS:
       raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
                                f"{self.litert_precision!r}.")
@@ -198,20 +231,6 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
   Returns:
     uint8 [H, W, 3].
   """
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  if frame.shape[-1] == 1:
-    frame = np.repeat(frame, 3, axis=-1)
-  box = None
-  if result.error_map is not None:
-    frame = localize.heatmap_overlay(frame, result.error_map,
-                                     scale=None if threshold is None else 2 * threshold)
-    box = localize.anomaly_box(result.error_map, frame.shape[:2])
-  image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
-  draw = ImageDraw.Draw(image)
-  width, height = image.size
-  if box is not None:
-    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1],
-                   outline=(255, 0, 0) if result.alarm else (255, 220, 0), width=2)
   if result.score is None:
     text = f"#{result.index} warming up"
   else:
@@ -219,18 +238,10 @@ def annotate_frame(frame: np.ndarray, result: FrameResult, threshold: Optional[f
     text = f"#{result.index} {label} {result.smoothed:.4g}"
     if threshold is not None:
       text += f" / {threshold:.4g}"
-  left, top, right, bottom = draw.textbbox((0, 0), text)
-  # A dark box under the text keeps it legible on any background.
-  text_y = height - (bottom - top) - 4
-  draw.rectangle([0, text_y - 2, right - left + 4, height], fill=(0, 0, 0))
-  draw.text((2, text_y - top), text, fill=(255, 255, 255))
-  if result.alarm:
-    _, banner_top, _, banner_bottom = draw.textbbox((0, 0), "ALARM")
-    banner_height = banner_bottom - banner_top + 6
-    draw.rectangle([0, 0, width, banner_height], fill=(220, 0, 0))
-    draw.text((3, 3 - banner_top), "ALARM", fill=(255, 255, 255))
-    draw.rectangle([0, 0, width - 1, height - 1], outline=(220, 0, 0), width=2)
-  return np.asarray(image)
+  return localize.annotate(
+      frame, result.error_map, text, scale=None if threshold is None else 2 * threshold,
+      box_color=localize.RED if result.alarm else localize.YELLOW,
+      banner="ALARM" if result.alarm else None)
 
 
 def _format_score(score: Optional[float]) -> str:
@@ -359,11 +370,29 @@ def _stop_before(counters: _Counters, timestamp: float, duration_s: float) -> bo
           and timestamp - counters.first_timestamp >= duration_s)
 
 
-def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float, np.ndarray]],
+def _restart_after_gap(detector: StreamingDetector, events: events_lib.AlarmEventWriter,
+                       recent: collections.deque, gap: sources.Gap) -> None:
+  """The input was lost and is back (or its clock jumped): the frames before and after the gap
+  are not one clip."""
+  if events.in_alarm and recent:
+    # The alarm ends at the last frame before the gap, as at the end of an input
+    # (AlarmEventWriter.close), not at the first frame after it. No box is computed for a
+    # frame out of alarm, hence no frame size.
+    _, timestamp, last = recent[-1]
+    events.update(dataclasses.replace(last, alarm=False), timestamp, (0, 0))
+  detector.reset()
+  logging.warning("Gap of %.1f s in the input before frame %d (%s): the detector starts over, "
+                  "the next %d frames are not scored.", gap.gap_s, gap.index, gap.reason,
+                  detector.data_cfg.clip_span)
+
+
+def detect_frames(detector: StreamingDetector,
+                  frames: Iterable[Union[Tuple[int, float, np.ndarray], sources.Gap]],
                   output_dir: str, camera: str, writer: Optional[video_io.VideoWriter] = None,
                   max_frames: int = 0, duration_s: float = 0.0,
                   plot_window: int = DEFAULT_PLOT_WINDOW, log_every: int = 100,
-                  stop: Optional[threading.Event] = None) -> DetectionSummary:
+                  stop: Optional[threading.Event] = None,
+                  sinks: Sequence[events_lib.EventSink] = ()) -> DetectionSummary:
   """The detection loop: scores each frame, appends it to scores.csv and writes alarm events.
 
   Memory stays bounded on an endless iterator: scores.csv and events.jsonl are appended and
@@ -372,7 +401,10 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
 
   Args:
     detector: the streaming detector.
-    frames: (index, timestamp_s, uint8 frame) tuples, as video_io.iter_frames yields them.
+    frames: (index, timestamp_s, uint8 frame) tuples, as video_io.iter_frames yields them,
+      and sources.Gap items (a live input lost and reopened, or its clock jumped: the detector
+      is reset, so no clip spans the gap, and an open alarm ends at the last frame before it);
+      a sources.Source is such an iterable.
     output_dir: an existing directory for scores.csv, scores.png and events.jsonl.
     camera: the camera name of the events and the plot's title.
     writer: the annotated video's writer (not closed here), or None.
@@ -381,7 +413,9 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
       (0: no limit).
     plot_window: frames shown in scores.png (the last ones).
     log_every: frames between progress lines.
-    stop: when set (stop_on_signals), the loop ends after the current frame.
+    stop: when set (stop_on_signals), the loop ends after the current frame (a live source
+      given the same event also stops waiting to reopen).
+    sinks: where the alarm events go besides events.jsonl (not closed here).
 
   Returns:
     DetectionSummary (annotated_video None: the caller knows it).
@@ -390,17 +424,26 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
     errors.DataError: no frame could be read.
   """
   scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
-  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera,
+                                       sinks=sinks)
   recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
   counters = _Counters()
-  stopped_at, stop_reason = None, STOP_END
+  stopped_at, stop_reason, gaps = None, STOP_END, 0
   start = window_start = time.perf_counter()
   try:
-    for index, timestamp, frame in frames:
+    for item in frames:
+      if isinstance(item, sources.Gap):
+        _restart_after_gap(detector, events, recent, item)
+        gaps += 1
+        continue
+      index, timestamp, frame = item
       if _stop_before(counters, timestamp, duration_s):
         stop_reason = STOP_DURATION
         break
       result = detector.process(frame)
+      if result.index != index:
+        # The detector counts from 0 again after a gap; results keep the input's index.
+        result = dataclasses.replace(result, index=index)
       counters.add(timestamp, result)
       scores_csv.append(index, timestamp, result)
       events.update(result, timestamp, frame.shape[:2])
@@ -419,16 +462,19 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
       if stop is not None and stop.is_set():
         stop_reason = STOP_SIGNAL
         break
-  except video_io.DecodeStopped as e:
+  except (video_io.DecodeStopped, sources.SourceLost) as e:
     if not counters.frames:
       raise errors.DataError(f"No frame could be read: {e.reason}") from e
-    stopped_at, stop_reason = e.index, STOP_DECODE
+    stopped_at = e.index
+    stop_reason = STOP_SOURCE_LOST if isinstance(e, sources.SourceLost) else STOP_DECODE
     logging.warning("%s; writing the results of the %d frames read.", e, counters.frames)
   finally:
     if hasattr(frames, "close"):
       frames.close()  # A generator over a video file closes its container.
     scores_csv.close()
     events.close()
+  if stop_reason == STOP_END and stop is not None and stop.is_set():
+    stop_reason = STOP_SIGNAL  # A live source stopped waiting for its stream.
   elapsed = time.perf_counter() - start
   plot_png = os.path.join(output_dir, PLOT_FILE)
   plot_detection(plot_png, recent, detector.threshold, camera)
@@ -437,27 +483,48 @@ def detect_frames(detector: StreamingDetector, frames: Iterable[Tuple[int, float
       mean_fps=counters.frames / max(elapsed, 1e-9), threshold=detector.threshold,
       stopped_at=stopped_at, scores_csv=scores_csv.path, plot_png=plot_png,
       annotated_video=None, events_jsonl=events.path, events=events.events,
-      stop_reason=stop_reason)
+      stop_reason=stop_reason, gaps=gaps)
 
 
 def camera_name_of(input_path: str) -> str:
-  """The default camera name: the input's base name without its extension."""
+  """The default camera name: the input's base name without its extension (a URL's last path
+  segment, or its host:port when it has no path)."""
+  if sources.url_scheme(input_path):
+    split = parse.urlsplit(input_path)
+    segments = [segment for segment in split.path.split("/") if segment]
+    if not segments:
+      # hostname and port only: a URL's user and password must not end up in events.
+      return f"{split.hostname or 'camera'}{f'_{split.port}' if split.port else ''}"
+    input_path = segments[-1]
   name = os.path.splitext(os.path.basename(input_path.rstrip("/")))[0]
   return name or "camera"
 
 
+def _annotated_writer(cfg: DetectConfig, fps: float):
+  """(writer, path) of the annotated video, or (None, None) without cfg.annotate."""
+  if not cfg.annotate:
+    return None, None
+  codec, extension = video_io.pick_output_format()
+  video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
+  return video_io.VideoWriter(video_path, fps=fps, codec=codec), video_path
+
+
 def run_detection(cfg: DetectConfig) -> DetectionSummary:
-  """Runs the streaming detector over a recorded video or frames folder.
+  """Runs the streaming detector over a recorded video, a frames folder or a live input.
 
   Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
   score for the first clip_span frames) and `<output_dir>/events.jsonl` (see
-  events.AlarmEventWriter); at the end `<output_dir>/scores.png` (the last `plot_window`
-  frames); with `annotate`, `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or
-  mjpeg, whichever encoder FFmpeg has), with the error heatmap and the anomaly box.
+  events.AlarmEventWriter), whose records `cfg.mqtt` also publishes (mqtt.MqttSink); at the end
+  `<output_dir>/scores.png` (the last `plot_window` frames); with `annotate`,
+  `<output_dir>/annotated.mp4` (libx264) or `annotated.avi` (mpeg4 or mjpeg, whichever encoder
+  FFmpeg has), with the error heatmap and the anomaly box, at the input's frame rate (else
+  cfg.fps).
 
   It stops at the end of the input, after `max_frames`, after `duration_s` of stream time, or
   after the current frame on SIGINT or SIGTERM; every output is then closed complete. A video
   that stops decoding part-way keeps the frames before and `stopped_at` says where it stopped.
+  A live input (sources.open_source) is reopened when lost, the detector restarting after
+  each gap, until the reconnection limits give up on it ("source_lost").
 
   Args:
     cfg: what to run on what (DetectConfig).
@@ -466,16 +533,19 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
     DetectionSummary.
 
   Raises:
-    FileNotFoundError: input_path, or the model's config or checkpoint, is missing.
-    config.ConfigError: a bad smoothing_window, fps, limit, plot_window or litert_precision.
-    errors.DataError: the input holds no readable frame.
+    FileNotFoundError: input_path (a file or folder), or the model's config or checkpoint, is
+      missing.
+    config.ConfigError: a bad smoothing_window, fps, limit, plot_window, litert_precision or
+      live-input option.
+    errors.DataError: the input holds no readable frame, or a live input cannot be opened.
   """
   if len(cfg.inputs) != 1:
     raise errors.ConfigError(f"run_detection runs one input, got {len(cfg.inputs)}: "
                              "multicamera.run_multi_detection runs several.")
-  if not tf.io.gfile.exists(cfg.input_path):
+  if not sources.is_live(cfg.input_path) and not tf.io.gfile.exists(cfg.input_path):
     raise FileNotFoundError(
-        f"Input {cfg.input_path!r} does not exist: give a video file or a folder of frames.")
+        f"Input {cfg.input_path!r} does not exist: give a video file, a folder of frames, a "
+        "stream URL (rtsp://, http://, udp://, ...) or a camera device.")
   if not tf.io.gfile.isdir(cfg.model_dir):
     raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
   detector = StreamingDetector.from_model_dir(cfg.model_dir, cfg.threshold,
@@ -486,27 +556,31 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
                     "alarms.", cfg.model_dir)
   tf.io.gfile.makedirs(cfg.output_dir)
   camera = cfg.cameras[0]
-  writer = video_path = None
-  if cfg.annotate:
-    codec, extension = video_io.pick_output_format()
-    video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
-    writer = video_io.VideoWriter(video_path, fps=video_io.video_fps(cfg.input_path, cfg.fps),
-                                  codec=codec)
+  sinks = [] if cfg.mqtt is None else [mqtt_lib.MqttSink(cfg.mqtt)]
   try:
     with stop_on_signals() as stop:
-      summary = detect_frames(
-          detector, video_io.iter_frames(cfg.input_path, cfg.fps), cfg.output_dir, camera,
-          writer, max_frames=cfg.max_frames, duration_s=cfg.duration_s,
-          plot_window=cfg.plot_window, log_every=cfg.log_every, stop=stop)
-  except errors.DataError as e:
-    raise errors.DataError(f"Input {cfg.input_path!r}: {e}") from e
+      # Opened last: a live stream's frames would otherwise queue up while the model loads.
+      source = sources.open_source(cfg.input_path, cfg.source_options, stop)
+      writer, video_path = _annotated_writer(cfg, source.fps)
+      try:
+        summary = detect_frames(
+            detector, source, cfg.output_dir, camera, writer, max_frames=cfg.max_frames,
+            duration_s=cfg.duration_s, plot_window=cfg.plot_window, log_every=cfg.log_every,
+            stop=stop, sinks=sinks)
+      except errors.DataError as e:
+        raise errors.DataError(f"Input {sources.redact(cfg.input_path)!r}: {e}") from e
+      finally:
+        source.close()
+        if writer is not None:
+          writer.close()
   finally:
-    if writer is not None:
-      writer.close()
+    for sink in sinks:
+      sink.close()  # Bounded: a broker that is gone never holds the exit.
   summary = dataclasses.replace(summary, annotated_video=video_path)
-  logging.info("frames=%d scored=%d alarms=%d events=%d mean_fps=%.1f stop=%s%s; wrote %s",
-               summary.frames, summary.scored, summary.alarms, summary.events,
-               summary.mean_fps, summary.stop_reason,
-               "" if summary.stopped_at is None
-               else f" (decoding stopped at frame {summary.stopped_at})", cfg.output_dir)
+  logging.info("frames=%d scored=%d alarms=%d events=%d gaps=%d mean_fps=%.1f stop=%s%s; "
+               "wrote %s", summary.frames, summary.scored, summary.alarms, summary.events,
+               summary.gaps, summary.mean_fps, summary.stop_reason,
+               "" if summary.stopped_at is None else
+               f" ({_STOPPED_AT[summary.stop_reason]} at frame {summary.stopped_at})",
+               cfg.output_dir)
   return summary

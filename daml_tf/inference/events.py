@@ -1,13 +1,19 @@
-"""Alarm events of a camera, one JSON line each, written as they happen (`events.jsonl`).
+"""Alarm events of a camera, as they happen, handed to event sinks (`events.jsonl`, MQTT, ...).
 
 An event is the start or the end of an alarm (a run of consecutive frames whose smoothed score
-is above the threshold). Each line is flushed when written, so a process tailing the file (or
-a crash) sees every event up to the current frame.
+is above the threshold). AlarmEventWriter turns frame results into event records (dicts) and
+hands each record to every sink: the `events.jsonl` file (JsonlSink, always) and any other
+sink given to it (for example mqtt.MqttSink). A sink is anything with `emit(record)` and
+`close()`; all sinks receive the same record, serialized by `encode`, so a file line and an
+MQTT payload of one event are the same bytes.
+
+Each line of the file is flushed when written, so a process tailing it (or a crash) sees every
+event up to the current frame.
 """
 
 import datetime
 import json
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -25,6 +31,47 @@ def utc_now_iso() -> str:
   return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
+Record = Dict[str, Any]
+
+
+def encode(record: Record) -> str:
+  """The one JSON form of an event record, shared by every sink (no newline)."""
+  return json.dumps(record)
+
+
+class EventSink(Protocol):
+  """Where event records go. `emit` is called in the frame loop: it must return quickly."""
+
+  def emit(self, record: Record) -> None:
+    ...
+
+  def close(self) -> None:
+    ...
+
+
+class JsonlSink:
+  """Records as lines of a .jsonl file, each flushed when written.
+
+  Args:
+    path: the file (created, or truncated, at once: a run without alarms still leaves an
+      empty file).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._file = tf.io.gfile.GFile(path, "w")
+    # GFile creates the file on its first write.
+    self._file.write("")
+    self._file.flush()
+
+  def emit(self, record: Record) -> None:
+    self._file.write(encode(record) + "\n")
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
 class AlarmEventWriter:
   """Turns the detector's per-frame results into alarm_start / alarm_end lines.
 
@@ -36,20 +83,23 @@ class AlarmEventWriter:
   that is no longer in alarm, or by `close` at the last frame when the input ends during an
   alarm.
 
+  Every record goes to the .jsonl file at `path` and then to each of `sinks`, in order.
+
   Args:
-    path: the .jsonl file (created, or truncated).
+    path: the .jsonl file (created, or truncated); closed by `close`.
     camera: the camera name written in every line.
     clock: the wall clock (tests pass a fixed one).
+    sinks: more sinks (EventSink). They are not closed here: whoever made them closes them
+      (one MQTT connection may serve several cameras' writers).
   """
 
-  def __init__(self, path: str, camera: str, clock: Callable[[], str] = utc_now_iso):
+  def __init__(self, path: str, camera: str, clock: Callable[[], str] = utc_now_iso,
+               sinks: Sequence[EventSink] = ()):
     self.path = path
     self.camera = camera
     self._clock = clock
-    self._file = tf.io.gfile.GFile(path, "w")
-    # GFile creates the file on its first write: a run without alarms still leaves an empty file.
-    self._file.write("")
-    self._file.flush()
+    self._file = JsonlSink(path)
+    self._sinks: List[EventSink] = [self._file, *sinks]
     self._open = False
     self._peak: Optional[float] = None
     self._box: Optional[localize.Box] = None
@@ -61,12 +111,12 @@ class AlarmEventWriter:
     return self._open
 
   def _write(self, event: str, index: int, timestamp: float, score: Optional[float]) -> None:
-    line = {"camera": self.camera, "event": event, "frame": int(index),
-            "timestamp_s": round(float(timestamp), 6), "time": self._clock(),
-            "score": None if score is None else float(score),
-            "peak_score": self._peak, "box": None if self._box is None else list(self._box)}
-    self._file.write(json.dumps(line) + "\n")
-    self._file.flush()
+    record = {"camera": self.camera, "event": event, "frame": int(index),
+              "timestamp_s": round(float(timestamp), 6), "time": self._clock(),
+              "score": None if score is None else float(score),
+              "peak_score": self._peak, "box": None if self._box is None else list(self._box)}
+    for sink in self._sinks:
+      sink.emit(record)
     self.events += 1
 
   def update(self, result: FrameResult, timestamp: float, frame_size: Tuple[int, int]) -> None:
@@ -93,7 +143,7 @@ class AlarmEventWriter:
       self._peak = self._box = None
 
   def close(self) -> None:
-    """Ends an alarm still open at the last frame seen, and closes the file."""
+    """Ends an alarm still open at the last frame seen (to every sink), and closes the file."""
     if self._open and self._last is not None:
       self._write(ALARM_END, *self._last)
       self._open = False

@@ -2,7 +2,8 @@
 
 The latent error map (daml_tf.models.scores.latent_error_map) has one value per cell of the
 latent grid [h, w]; cell (r, c) covers the frame rows [r * H / h, (r + 1) * H / h) and the
-columns [c * W / w, (c + 1) * W / w). Pure NumPy (and scipy.ndimage), so it runs in any runtime.
+columns [c * W / w, (c + 1) * W / w). Pure NumPy (and scipy.ndimage; PIL for the drawing of
+`annotate`), so it runs in any runtime.
 """
 
 from typing import Optional, Tuple
@@ -99,3 +100,52 @@ def heatmap_overlay(frame: np.ndarray, error_map, scale: Optional[float] = None,
   red = np.array([255, 0, 0], np.float32)
   blended = frame * (1 - weight[..., None]) + red * weight[..., None]
   return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# Box colours of `annotate`: an alarm, and an anomalous region below the alarm threshold.
+RED = (255, 0, 0)
+YELLOW = (255, 220, 0)
+
+
+def annotate(frame: np.ndarray, error_map, text: str, scale: Optional[float] = None,
+             box_color: Tuple[int, int, int] = YELLOW, banner: Optional[str] = None
+             ) -> np.ndarray:
+  """uint8 [H, W, 3]: the frame with its error map as a heatmap, the anomaly box and a caption.
+
+  What `detect --annotate` and `evaluate --heatmaps` draw: the heatmap (`heatmap_overlay`),
+  the box of `anomaly_box` in `box_color`, `text` on a dark strip at the bottom and, when
+  `banner` is given, that word on a red strip at the top and a red border (an alarm).
+
+  Args:
+    frame: uint8 [H, W, 1|3], as read.
+    error_map: [h, w] latent error map of the frame, or None (no heatmap and no box).
+    text: the caption (the frame's score).
+    scale: the map value drawn fully red; None: the map's own maximum.
+    box_color: RGB of the box.
+    banner: a word drawn at the top, or None.
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  frame = np.asarray(frame, np.uint8)
+  if frame.shape[-1] == 1:
+    frame = np.repeat(frame, 3, axis=-1)
+  box = None
+  if error_map is not None:
+    frame = heatmap_overlay(frame, error_map, scale=scale)
+    box = anomaly_box(error_map, frame.shape[:2])
+  image = Image.fromarray(np.ascontiguousarray(frame), "RGB")
+  draw = ImageDraw.Draw(image)
+  width, height = image.size
+  if box is not None:
+    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=box_color, width=2)
+  left, top, right, bottom = draw.textbbox((0, 0), text)
+  # A dark strip under the text keeps it legible on any background.
+  text_y = height - (bottom - top) - 4
+  draw.rectangle([0, text_y - 2, right - left + 4, height], fill=(0, 0, 0))
+  draw.text((2, text_y - top), text, fill=(255, 255, 255))
+  if banner:
+    _, banner_top, _, banner_bottom = draw.textbbox((0, 0), banner)
+    banner_height = banner_bottom - banner_top + 6
+    draw.rectangle([0, 0, width, banner_height], fill=(220, 0, 0))
+    draw.text((3, 3 - banner_top), banner, fill=(255, 255, 255))
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(220, 0, 0), width=2)
+  return np.asarray(image)

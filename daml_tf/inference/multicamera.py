@@ -10,16 +10,20 @@ queue, so decoding overlaps the networks; the main thread takes the next frame o
 that has one, scores them all with one `multistream.MultiStreamDetector.step` (one encoder call,
 one motion-model call) and writes each camera's outputs (`CameraRecorder`).
 
-Which frames: a file or frames folder is read in full and in order; the main loop waits for the
-next frame of every camera still running (lockstep), so no frame is dropped and each camera's
-results are those of a detector of its own. A live source may be read with `keep_newest`:
-its queue then holds the newest frame only (older ones are dropped and counted), and the main
-loop takes it when it is there without waiting for the other cameras, so a slow or stalled
-camera delays no other and a slow model shows as dropped frames, not as growing latency.
+Every input is opened by sources.open_source, as for a single camera. Which frames: a file or
+frames folder is read in full and in order; the main loop waits for the next frame of every
+camera still running (lockstep), so no frame is dropped and each camera's results are those of
+a detector of its own. A live input (stream URL, camera device) is read with `keep_newest`: its
+queue holds the newest frame only (older ones are dropped and counted), and the main loop takes
+it when it is there without waiting for the other cameras, so a slow or stalled camera delays no
+other and a model too slow for the cameras shows as dropped frames, not as growing latency. A
+sources.Gap (a live input lost and reopened) restarts that camera's stream only.
 
-An input that ends (or fails) stops only its camera; --max_frames and --duration_s count per
-camera (each stops after that many of its own frames or seconds of its own stream time);
-SIGINT or SIGTERM stops every camera after the current step, with every file complete.
+An input that ends (or fails, or is given up) stops only its camera; --max_frames and
+--duration_s count per camera (each stops after that many of its own frames or seconds of its
+own stream time); SIGINT or SIGTERM stops every camera after the current step, with every file
+complete. Alarm events also go to the MQTT sink of --mqtt (one connection for all cameras, topic
+<topic>/<camera>).
 """
 
 import collections
@@ -28,7 +32,7 @@ import os
 import queue
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -38,6 +42,8 @@ from daml_tf import errors
 from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import events as events_lib
+from daml_tf.inference import mqtt as mqtt_lib
+from daml_tf.inference import sources as sources_lib
 from daml_tf.inference.multistream import MultiStreamDetector
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamState
@@ -48,18 +54,8 @@ FILE_QUEUE_FRAMES = 4
 # How often a blocked wait looks at the stop event (seconds).
 _POLL_SECONDS = 0.1
 
-# A frame (index, timestamp_s, uint8 frame); a source may also yield gap markers (anything else).
-Item = Tuple[int, float, np.ndarray]
-
-
-def open_input(path: str, fps: float) -> Iterator[Item]:
-  """The frames of one input, (index, timestamp_s, uint8 frame), as run_detection reads them.
-
-  Every input of a multi-camera run is opened here and only here: a live source plugs in here
-  (its reader then keep_newest; an item that is not a frame tuple is taken as a gap marker, see
-  `_next_frames`).
-  """
-  return video_io.iter_frames(path, fps)
+# A frame (index, timestamp_s, uint8 frame) or, from a live input, a sources.Gap.
+Item = sources_lib.Item
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +69,8 @@ class FrameReader:
   """Reads one input on its own thread into a bounded queue.
 
   Args:
-    frames: the input's items (as `open_input` yields them); iterated, then closed if it can
-      be, on the reader's thread.
+    frames: the input's items (a sources.Source, or any iterator of frames and Gap items);
+      iterated, then closed if it can be, on the reader's thread.
     name: for the thread's name and logs.
     capacity: items the queue holds.
     keep_newest: when the queue is full, drop its oldest item rather than wait (a live
@@ -82,14 +78,18 @@ class FrameReader:
       (a file: every frame in order).
     arrived: an event set whenever an item is queued (shared by the readers of a loop, which
       waits on it when no camera has a frame).
+    source_stop: an event `close` sets, so that a live source waiting for its stream gives up
+      (the one sources.open_source was given).
 
   Attributes:
     dropped: items dropped to keep the newest (keep_newest only).
   """
 
   def __init__(self, frames: Iterator[Item], name: str, capacity: int = FILE_QUEUE_FRAMES,
-               keep_newest: bool = False, arrived: Optional[threading.Event] = None):
+               keep_newest: bool = False, arrived: Optional[threading.Event] = None,
+               source_stop: Optional[threading.Event] = None):
     self._frames = frames
+    self._source_stop = source_stop
     self.name = name
     self.keep_newest = keep_newest
     self._queue: queue.Queue = queue.Queue(maxsize=max(1, capacity))
@@ -147,10 +147,16 @@ class FrameReader:
         if not block or (stop is not None and stop.is_set()):
           return None
 
+  def stop(self) -> None:
+    """Asks the thread to stop reading (and a live source to stop waiting); returns at once."""
+    self._closing.set()
+    if self._source_stop is not None:
+      self._source_stop.set()
+
   def close(self, timeout: float = 10.0) -> None:
     """Stops reading and waits for the thread (a decoder stuck in a call is left behind: the
     thread is a daemon)."""
-    self._closing.set()
+    self.stop()
     self._thread.join(timeout)
     if self._thread.is_alive():
       logging.warning("The reader of %s did not stop within %.0f s.", self.name, timeout)
@@ -167,18 +173,20 @@ class CameraRecorder:
     state: its stream state in the detector (threshold and smoothing shown).
     plot_window: frames shown in scores.png.
     annotated_video: (path, fps) of the annotated video, or None.
+    sinks: where the alarm events go besides events.jsonl (not closed here).
   """
 
   def __init__(self, output_dir: str, camera: str, state: StreamState,
                plot_window: int = detection.DEFAULT_PLOT_WINDOW,
-               annotated_video: Optional[Tuple[str, float]] = None):
+               annotated_video: Optional[Tuple[str, float]] = None,
+               sinks: Sequence[events_lib.EventSink] = ()):
     tf.io.gfile.makedirs(output_dir)
     self.output_dir = output_dir
     self.camera = camera
     self._state = state
     self._scores_csv = detection.ScoresCsvWriter(os.path.join(output_dir, detection.SCORES_FILE))
     self._events = events_lib.AlarmEventWriter(
-        os.path.join(output_dir, events_lib.EVENTS_FILE), camera)
+        os.path.join(output_dir, events_lib.EVENTS_FILE), camera, sinks=sinks)
     self._recent = collections.deque(maxlen=max(plot_window, 1))
     self._writer = None
     self.annotated_video = None
@@ -235,7 +243,7 @@ class CameraRecorder:
         mean_fps=self.frames / max(elapsed, 1e-9), threshold=self._state.threshold,
         stopped_at=stopped_at, scores_csv=self._scores_csv.path, plot_png=plot_png,
         annotated_video=self.annotated_video, events_jsonl=self._events.path,
-        events=self._events.events, stop_reason=stop_reason)
+        events=self._events.events, stop_reason=stop_reason, gaps=self.gaps)
 
 
 @dataclasses.dataclass
@@ -257,10 +265,12 @@ def _end_camera(camera: _Camera, end: _End) -> None:
     return
   if not isinstance(end.error, errors.DataError):
     raise end.error
-  camera.stop_reason = detection.STOP_DECODE
+  camera.stop_reason = (detection.STOP_SOURCE_LOST
+                        if isinstance(end.error, sources_lib.SourceLost) else detection.STOP_DECODE)
   if not camera.recorder.frames:
     camera.error = f"No frame could be read: {getattr(end.error, 'reason', end.error)}"
-    logging.error("Camera %s (%s): %s", camera.recorder.camera, camera.input_path, camera.error)
+    logging.error("Camera %s (%s): %s", camera.recorder.camera,
+                  sources_lib.redact(camera.input_path), camera.error)
     return
   camera.stopped_at = getattr(end.error, "index", camera.recorder.frames)
   logging.warning("Camera %s: %s; its results of the %d frames read are kept.",
@@ -285,12 +295,12 @@ def _next_frames(detector: MultiStreamDetector, cameras: Dict[str, _Camera],
       continue
     if isinstance(item, _End):
       _end_camera(camera, item)
-    elif not isinstance(item, tuple):
-      # Anything but a frame is a gap marker (a live input lost and reopened): the frames
-      # before and after it are not one clip.
+    elif isinstance(item, sources_lib.Gap):
+      # The live input was lost and is back: the frames before and after are not one clip.
       camera.recorder.gap()
       detector.reset(name)
-      logging.warning("Camera %s: gap in the input (%s); its scoring starts over.", name, item)
+      logging.warning("Camera %s: gap of %.1f s before frame %d (%s); its scoring starts "
+                      "over.", name, item.gap_s, item.index, item.reason)
     elif camera.recorder.past_duration(item[1], duration_s):
       camera.stop_reason = detection.STOP_DURATION
     else:
@@ -346,27 +356,59 @@ def detect_cameras(detector: MultiStreamDetector, cameras: Dict[str, _Camera],
                      steps, window_frames / max(now - window_start, 1e-9), len(batch),
                      log_every, {n: c.recorder.alarms for n, c in cameras.items()})
         window_start, window_frames = now, 0
+    for name in active:
+      if cameras[name].stop_reason:
+        cameras[name].reader.stop()  # A camera that stopped no longer reads (nor reconnects).
     active = [name for name in active if not cameras[name].stop_reason]
   return steps
 
 
+def _open_sources(cfg: detection.DetectConfig) -> List[Tuple[sources_lib.Source,
+                                                              threading.Event]]:
+  """(source, its stop event) per input, by sources.open_source; all or none (on an error the
+  ones already open are closed)."""
+  opened = []
+  try:
+    for path in cfg.inputs:
+      source_stop = threading.Event()
+      opened.append((sources_lib.open_source(path, cfg.source_options, source_stop),
+                     source_stop))
+  except BaseException:
+    for source, _ in opened:
+      source.close()  # Not iterated by any thread yet.
+    raise
+  return opened
+
+
 def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
-                  sources: List[Iterator[Item]], arrived: threading.Event) -> Dict[str, _Camera]:
+                  arrived: threading.Event,
+                  sinks: Sequence[events_lib.EventSink]) -> Dict[str, _Camera]:
   """A reader (not started) and a recorder per input, in `<output_dir>/<camera>/`."""
   cameras = {}
-  for name, path, source in zip(cfg.cameras, cfg.inputs, sources):
+  for name, path, (source, source_stop) in zip(cfg.cameras, cfg.inputs, _open_sources(cfg)):
     output_dir = os.path.join(cfg.output_dir, name)
     video = None
     if cfg.annotate:
       _, extension = video_io.pick_output_format()
-      video = (os.path.join(output_dir, detection.ANNOTATED_BASENAME + extension),
-               video_io.video_fps(path, cfg.fps))
-    # Files: every frame, in order. A live source would be read with keep_newest=True (see
-    # the module doc).
-    reader = FrameReader(source, name, arrived=arrived)
-    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window, video)
+      video = (os.path.join(output_dir, detection.ANNOTATED_BASENAME + extension), source.fps)
+    # A file: every frame, in order; a live input: the newest frame (see the module doc).
+    reader = FrameReader(source, name, capacity=1 if source.live else FILE_QUEUE_FRAMES,
+                         keep_newest=source.live, arrived=arrived, source_stop=source_stop)
+    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window, video,
+                              sinks)
     cameras[name] = _Camera(path, reader, recorder)
   return cameras
+
+
+def _check_inputs(cfg: detection.DetectConfig) -> None:
+  """FileNotFoundError for a missing file or folder input, or a missing model directory."""
+  for path in cfg.inputs:
+    if not sources_lib.is_live(path) and not tf.io.gfile.exists(path):
+      raise FileNotFoundError(
+          f"Input {path!r} does not exist: give a video file, a folder of frames, a stream URL "
+          "(rtsp://, http://, udp://, ...) or a camera device.")
+  if not tf.io.gfile.isdir(cfg.model_dir):
+    raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
 
 
 def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.DetectionSummary]:
@@ -374,73 +416,80 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
 
   Writes in `<output_dir>/<camera>/` what detection.run_detection writes in output_dir for one
   input (scores.csv and events.jsonl as frames are scored, scores.png at the end, with
-  `annotate` the annotated video). See the module doc for how frames are read, batched and
-  stopped.
+  `annotate` the annotated video; the events also to MQTT with cfg.mqtt). See the module doc
+  for how frames are read, batched and stopped.
 
   Args:
     cfg: the inputs, camera names and everything else (DetectConfig).
 
   Returns:
-    {camera: DetectionSummary}, in the order of the inputs.
+    {camera: DetectionSummary}, in the order of the inputs; stop_reason "source_lost" for a
+    live input given up.
 
   Raises:
-    FileNotFoundError: an input, or the model's config or checkpoint, is missing.
-    errors.DataError: an input held no readable frame (raised after every camera finished and
-      every file was closed; the other cameras' results stand).
+    FileNotFoundError: an input file or folder, or the model's config or checkpoint, is
+      missing.
+    errors.DataError: a live input cannot be opened at the start (nothing runs then), or an
+      input held no readable frame (raised after every camera finished and every file was
+      closed; the other cameras' results stand).
   """
-  # Every input first: a missing one fails the run before the model loads or a file is written.
-  sources = [open_input(path, cfg.fps) for path in cfg.inputs]
-  if not tf.io.gfile.isdir(cfg.model_dir):
-    raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
+  # Before the model loads: a missing file fails the run before anything is written.
+  _check_inputs(cfg)
   detector = MultiStreamDetector.from_model_dir(
       cfg.model_dir, cfg.cameras, cfg.threshold, cfg.smoothing_window, cfg.litert_precision,
       score=cfg.score, smoothing=cfg.smoothing)
   if detector.state(cfg.cameras[0]).threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
                     "alarms.", cfg.model_dir)
+  # One connection for every camera: the topic of an event names its camera.
+  sinks = [] if cfg.mqtt is None else [mqtt_lib.MqttSink(cfg.mqtt)]
   arrived = threading.Event()
-  cameras = _open_cameras(cfg, detector, sources, arrived)
-  start = time.perf_counter()
-  summaries = {}
+  summaries, cameras, elapsed = {}, {}, 0.0
   try:
     with detection.stop_on_signals() as stop:
-      for camera in cameras.values():
-        camera.reader.start()
-      detect_cameras(detector, cameras, cfg.max_frames, cfg.duration_s, cfg.log_every, stop,
-                     arrived)
+      # Opened after the model: a live stream's frames would otherwise queue up while it loads.
+      cameras = _open_cameras(cfg, detector, arrived, sinks)
+      start = time.perf_counter()
+      try:
+        for camera in cameras.values():
+          camera.reader.start()
+        detect_cameras(detector, cameras, cfg.max_frames, cfg.duration_s, cfg.log_every, stop,
+                       arrived)
+      finally:
+        for camera in cameras.values():
+          camera.reader.close(cfg.read_timeout_s + 5)
+        elapsed = time.perf_counter() - start
+        for name, camera in cameras.items():
+          summaries[name] = camera.recorder.close(camera.stop_reason or detection.STOP_SIGNAL,
+                                                  elapsed, camera.stopped_at)
   finally:
-    for camera in cameras.values():
-      camera.reader.close()
-    elapsed = time.perf_counter() - start
-    for name, camera in cameras.items():
-      summaries[name] = camera.recorder.close(camera.stop_reason or detection.STOP_SIGNAL,
-                                              elapsed, camera.stopped_at)
-  _log_summaries(summaries, {name: c.recorder.gaps for name, c in cameras.items()}, elapsed)
-  failed = [f"{camera.input_path!r} (camera {name}): {camera.error}"
+    for sink in sinks:
+      sink.close()  # Bounded: a broker that is gone never holds the exit.
+  _log_summaries(summaries, elapsed)
+  failed = [f"{sources_lib.redact(camera.input_path)!r} (camera {name}): {camera.error}"
             for name, camera in cameras.items() if camera.error]
   if failed:
     raise errors.DataError("Input " + "; input ".join(failed))
   return summaries
 
 
-def _log_summaries(summaries: Dict[str, detection.DetectionSummary], gaps: Dict[str, int],
-                   elapsed: float) -> None:
+def _log_summaries(summaries: Dict[str, detection.DetectionSummary], elapsed: float) -> None:
   for name, summary in summaries.items():
     logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d gaps=%d stop=%s%s; "
                  "wrote %s", name, summary.frames, summary.scored, summary.alarms,
-                 summary.events, gaps[name], summary.stop_reason,
+                 summary.events, summary.gaps, summary.stop_reason,
                  "" if summary.stopped_at is None
-                 else f" (decoding stopped at frame {summary.stopped_at})",
+                 else f" (stopped at frame {summary.stopped_at})",
                  os.path.dirname(summary.scores_csv))
   total = sum(summary.frames for summary in summaries.values())
   logging.info("cameras=%d frames=%d total_fps=%.1f (%.1f per camera)", len(summaries), total,
                total / max(elapsed, 1e-9), total / max(elapsed, 1e-9) / max(len(summaries), 1))
 
 
-def run(cfg: detection.DetectConfig) -> Union[detection.DetectionSummary,
-                                              Dict[str, detection.DetectionSummary]]:
-  """What `python -m daml_tf.detect` runs: run_detection for one input (its files directly in
-  output_dir, as before there were several), run_multi_detection for several."""
+def run(cfg: detection.DetectConfig) -> Dict[str, detection.DetectionSummary]:
+  """What `python -m daml_tf.detect` runs: {camera: summary}, by run_detection for one input
+  (its files directly in output_dir, as before there were several), by run_multi_detection
+  for several."""
   if len(cfg.inputs) == 1:
-    return detection.run_detection(cfg)
+    return {cfg.cameras[0]: detection.run_detection(cfg)}
   return run_multi_detection(cfg)

@@ -256,3 +256,32 @@ def read_metadata(saved_model_dir: str) -> Dict[str, Any]:
         "export one with python -m daml_tf.export.")
   with tf.io.gfile.GFile(path) as f:
     return json.load(f)
+
+
+def find_version_dir(path: str) -> Optional[str]:
+  """The serving export at `path`: `path` itself when it is a version directory, else its
+  highest numbered version that is one; None when there is none."""
+  path = path.rstrip("/")
+  if is_saved_model_dir(path):
+    return path
+  for version in version_numbers(path):
+    if is_saved_model_dir(version_dir(path, version)):
+      return version_dir(path, version)
+  return None
+
+
+def read_weights(saved_model_dir: str, model: DAML) -> None:
+  """Loads an export's encoder and motion model weights into `model`; its decoder is untouched.
+
+  The SavedModel's variables/ is an object-based checkpoint whose root is the ServingModule, so
+  its `encoder` and `motion` children restore into the Keras parts of the same names, as a
+  training checkpoint restores through DAML's. The decoder is not in an export.
+
+  Raises:
+    ValueError or AssertionError: the export's weights do not fit the model (another
+      architecture).
+  """
+  variables = os.path.join(saved_model_dir, tf.saved_model.VARIABLES_DIRECTORY,
+                           tf.saved_model.VARIABLES_FILENAME)
+  tf.train.Checkpoint(encoder=model.encoder, motion=model.motion).read(
+      variables).expect_partial().assert_existing_objects_matched()
