@@ -3,15 +3,19 @@ folders and their files, results equal to one detector per camera, per-camera st
 readers' queue policies and the camera names of DetectConfig."""
 
 import csv
+import getpass
 import json
 import pathlib
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+from paho.mqtt import client as paho
 import pytest
 
 import testing
@@ -105,8 +109,10 @@ def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_
   assert result.returncode == 0, result.stderr
   assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 12
   assert len(_csv_rows(output_dir / "short" / "scores.csv")) == 8
-  assert "camera long: frames=12 scored=7 alarms=7 events=2 gaps=0 stop=duration" in result.stderr
-  assert "camera short: frames=8 scored=3 alarms=3 events=2 gaps=0 stop=end" in result.stderr
+  assert ("camera long: frames=12 scored=7 alarms=7 events=2 gaps=0 dropped=0 "
+          "stop=duration") in result.stderr
+  assert ("camera short: frames=8 scored=3 alarms=3 events=2 gaps=0 dropped=0 "
+          "stop=end") in result.stderr
   # Threshold 0: one alarm from the first scored frame to the camera's last frame.
   assert [(e["event"], e["frame"]) for e in _events(output_dir / "long" / "events.jsonl")] == [
       ("alarm_start", 5), ("alarm_end", 11)]
@@ -121,7 +127,8 @@ def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_
   assert "camera empty" in result.stderr and "holds no frames" in result.stderr
   # The other camera ran to its own limit, its files complete.
   assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 9
-  assert "camera long: frames=9 scored=4 alarms=4 events=2 gaps=0 stop=max_frames" in result.stderr
+  assert ("camera long: frames=9 scored=4 alarms=4 events=2 gaps=0 dropped=0 "
+          "stop=max_frames") in result.stderr
   assert (output_dir / "long" / "scores.png").stat().st_size > 0
 
 
@@ -329,3 +336,95 @@ def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
   np.testing.assert_allclose(
       [float(r["score"]) for r in _csv_rows(tmp_path / "steady" / "scores.csv")[5:]],
       expected[5:], rtol=1e-5)
+
+
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if pathlib.Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def _start_mosquitto(directory):
+  """mosquitto on a free 127.0.0.1 port in a child process: (process, port)."""
+  port = testing.free_port()
+  directory.mkdir()
+  conf = directory / "mosquitto.conf"
+  # As root mosquitto would switch to user mosquitto; as this user it stays itself.
+  conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n")
+  process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 20
+  while True:
+    with socket.socket() as s:
+      if s.connect_ex(("127.0.0.1", port)) == 0:
+        return process, port
+    assert process.poll() is None and time.monotonic() < deadline, "mosquitto did not start"
+    time.sleep(0.05)
+
+
+def _subscribe(port, topic):
+  """A paho client collecting (topic, payload) of `topic`: (client, messages)."""
+  messages, subscribed = [], threading.Event()
+  client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+  client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+  client.on_subscribe = lambda *_: subscribed.set()
+  client.on_message = lambda c, u, m: messages.append((m.topic, m.payload.decode()))
+  client.connect("127.0.0.1", port)
+  client.loop_start()
+  assert subscribed.wait(20), "no SUBACK"
+  return client, messages
+
+
+@pytest.mark.skipif(MOSQUITTO is None or shutil.which("ffmpeg") is None,
+                    reason="needs mosquitto and ffmpeg (`make test` installs them)")
+def test_a_live_camera_and_a_file_with_mqtt_events(model_dir, tmp_path):
+  """A UDP stream (newest-frame reading) beside a file (every frame), their events on MQTT
+  under each camera's topic; the file's end stops only its camera, SIGTERM the stream's."""
+  video = testing.write_stream_video(tmp_path / "street.ts", moving_frames(100, rgb=True))
+  url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  gate = write_pngs(tmp_path / "gate", moving_frames(30, seed=3))
+  output_dir = tmp_path / "out"
+  broker, port = _start_mosquitto(tmp_path / "broker")
+  subscriber, messages = _subscribe(port, "daml/#")
+  server = testing.serve_ffmpeg(video, url)
+  log_path = tmp_path / "detect.log"
+  with open(log_path, "w") as log:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daml_tf.detect", f"--model_dir={model_dir}", f"--input={url}",
+         f"--input={gate}", "--camera_names=street,gate", f"--output_dir={output_dir}",
+         f"--mqtt=127.0.0.1:{port}/daml", "--read_timeout_s=5"], cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT)
+  try:
+    street_csv = output_dir / "street" / "scores.csv"
+    deadline = time.monotonic() + 120
+    # The file camera ends long before: 30 frames against the stream's 25 frames/s.
+    while not (street_csv.exists() and len(street_csv.read_text().splitlines()) > 40):
+      assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+      time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+    testing.stop_server(server)
+  log = log_path.read_text()
+  assert process.returncode == 0, log
+  assert "camera gate: frames=30 scored=25 alarms=25 events=2 gaps=0 dropped=0 stop=end" in log
+  assert "camera street:" in log and "stop=signal" in log
+  assert [int(r["frame"]) for r in _csv_rows(output_dir / "gate" / "scores.csv")] == list(
+      range(30))
+  street = [int(r["frame"]) for r in _csv_rows(street_csv)]
+  assert len(street) > 40 and street == sorted(set(street))
+  # Threshold 0: one alarm per camera, from its first scored frame to its last frame; every
+  # line of each events.jsonl reached the subscriber under daml/<camera>.
+  expected = []
+  for name in ("street", "gate"):
+    lines = (output_dir / name / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["alarm_start", "alarm_end"]
+    expected += [(f"daml/{name}", line) for line in lines]
+  deadline = time.monotonic() + 20
+  while len(messages) < len(expected) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  subscriber.disconnect()
+  subscriber.loop_stop()
+  broker.terminate()
+  broker.wait(timeout=20)
+  assert sorted(messages) == sorted(expected)

@@ -465,7 +465,7 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
   finally:
     for sink in sinks:
       sink.close()  # Bounded: a broker that is gone never holds the exit.
-  _log_summaries(summaries, elapsed)
+  _log_summaries(summaries, {name: c.reader.dropped for name, c in cameras.items()}, elapsed)
   failed = [f"{sources_lib.redact(camera.input_path)!r} (camera {name}): {camera.error}"
             for name, camera in cameras.items() if camera.error]
   if failed:
@@ -473,11 +473,13 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
   return summaries
 
 
-def _log_summaries(summaries: Dict[str, detection.DetectionSummary], elapsed: float) -> None:
+def _log_summaries(summaries: Dict[str, detection.DetectionSummary], dropped: Dict[str, int],
+                   elapsed: float) -> None:
   for name, summary in summaries.items():
-    logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d gaps=%d stop=%s%s; "
-                 "wrote %s", name, summary.frames, summary.scored, summary.alarms,
-                 summary.events, summary.gaps, summary.stop_reason,
+    # dropped: frames of a live input the loop was too slow for (newest-frame reading).
+    logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d gaps=%d dropped=%d "
+                 "stop=%s%s; wrote %s", name, summary.frames, summary.scored, summary.alarms,
+                 summary.events, summary.gaps, dropped[name], summary.stop_reason,
                  "" if summary.stopped_at is None
                  else f" (stopped at frame {summary.stopped_at})",
                  os.path.dirname(summary.scores_csv))
