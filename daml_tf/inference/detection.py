@@ -350,40 +350,89 @@ def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threadi
       signal.signal(sig, old)
 
 
-class _Counters:
-  """Running totals of the loop (no per-frame list: the stream may be endless)."""
+class FrameRecorder:
+  """One camera's per-frame outputs: scores.csv and events.jsonl appended and flushed per frame,
+  the annotated video, running counters (no per-frame list: the stream may be endless) and the
+  last `plot_window` rows (without their error maps) for scores.png, drawn by `summary`.
 
-  def __init__(self):
-    self.frames = self.scored = self.alarms = 0
+  detect_frames records a single input with it; multicamera.CameraRecorder each camera of a
+  multi-camera run.
+
+  Args:
+    output_dir: an existing directory for scores.csv, scores.png and events.jsonl.
+    camera: the camera name of the events and the plot's title.
+    state: what gives the threshold and smoothing shown (a StreamingDetector, or a stream's
+      StreamState); read at each frame.
+    plot_window: frames shown in scores.png (the last ones).
+    writer: the annotated video's writer (not closed here), or None.
+    sinks: where the alarm events go besides events.jsonl (not closed here).
+  """
+
+  def __init__(self, output_dir: str, camera: str, state,
+               plot_window: int = DEFAULT_PLOT_WINDOW,
+               writer: Optional[video_io.VideoWriter] = None,
+               sinks: Sequence[events_lib.EventSink] = ()):
+    self.output_dir = output_dir
+    self.camera = camera
+    self._state = state
+    self._writer = writer
+    self.annotated_video: Optional[str] = None
+    self._scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
+    self._events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE),
+                                               camera, sinks=sinks)
+    self._recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
+    self.frames = self.scored = self.alarms = self.gaps = 0
     self.first_timestamp: Optional[float] = None
 
-  def add(self, timestamp: float, result: FrameResult) -> None:
+  def past_duration(self, timestamp: float, duration_s: float) -> bool:
+    """Whether a frame at `timestamp` is `duration_s` (> 0) or more after the first one."""
+    return (bool(duration_s) and self.first_timestamp is not None
+            and timestamp - self.first_timestamp >= duration_s)
+
+  def gap(self) -> None:
+    """The input was lost and is back (the caller resets the detector): an alarm open at the
+    last frame before the gap ends there, as at the end of an input
+    (AlarmEventWriter.close), not at the first frame after it."""
+    self.gaps += 1
+    if self._events.in_alarm and self._recent:
+      _, timestamp, last = self._recent[-1]
+      # No box is computed for a frame out of alarm, hence no frame size.
+      self._events.update(dataclasses.replace(last, alarm=False), timestamp, (0, 0))
+
+  def record(self, index: int, timestamp: float, frame: np.ndarray,
+             result: FrameResult) -> None:
+    """Writes one frame's outputs."""
+    if result.index != index:
+      # The detector counts from 0 again after a gap; the files keep the input's frame index.
+      result = dataclasses.replace(result, index=index)
     if self.first_timestamp is None:
       self.first_timestamp = timestamp
     self.frames += 1
     self.scored += result.score is not None
     self.alarms += result.alarm
+    self._scores_csv.append(index, timestamp, result)
+    self._events.update(result, timestamp, frame.shape[:2])
+    self._recent.append((index, timestamp, dataclasses.replace(result, error_map=None)))
+    if self._writer is not None:
+      self._writer.write(annotate_frame(frame, result, self._state.threshold,
+                                        self._state.smoothing.kind != "none"))
 
+  def close_files(self) -> None:
+    """Closes scores.csv and events.jsonl (the writer is the caller's)."""
+    self._scores_csv.close()
+    self._events.close()
 
-def _stop_before(counters: _Counters, timestamp: float, duration_s: float) -> bool:
-  return (bool(duration_s) and counters.first_timestamp is not None
-          and timestamp - counters.first_timestamp >= duration_s)
-
-
-def _restart_after_gap(detector: StreamingDetector, events: events_lib.AlarmEventWriter,
-                       recent: collections.deque, gap: sources.Gap) -> None:
-  """The input was lost and is back (or its clock jumped): the frames before and after the gap
-  are not one clip."""
-  if events.in_alarm and recent:
-    # The alarm ends at the last frame before the gap, as at the end of an input
-    # (AlarmEventWriter.close), not at the first frame after it. No box is computed for a
-    # frame out of alarm, hence no frame size.
-    _, timestamp, last = recent[-1]
-    events.update(dataclasses.replace(last, alarm=False), timestamp, (0, 0))
-  detector.reset()
-  logging.warning("Gap of %.1f s in the input before frame %d (%s): the detector starts over, "
-                  "the next %d frames are not scored.", gap.gap_s, gap.index, gap.reason,
-                  detector.data_cfg.clip_span)
+  def summary(self, stop_reason: str, elapsed: float,
+              stopped_at: Optional[int] = None) -> DetectionSummary:
+    """Draws scores.png (after close_files); the camera's summary."""
+    plot_png = os.path.join(self.output_dir, PLOT_FILE)
+    plot_detection(plot_png, self._recent, self._state.threshold, self.camera)
+    return DetectionSummary(
+        frames=self.frames, scored=self.scored, alarms=self.alarms,
+        mean_fps=self.frames / max(elapsed, 1e-9), threshold=self._state.threshold,
+        stopped_at=stopped_at, scores_csv=self._scores_csv.path, plot_png=plot_png,
+        annotated_video=self.annotated_video, events_jsonl=self._events.path,
+        events=self._events.events, stop_reason=stop_reason, gaps=self.gaps)
 
 
 def detect_frames(detector: StreamingDetector,
@@ -423,67 +472,47 @@ def detect_frames(detector: StreamingDetector,
   Raises:
     errors.DataError: no frame could be read.
   """
-  scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
-  events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE), camera,
-                                       sinks=sinks)
-  recent: collections.deque = collections.deque(maxlen=max(plot_window, 1))
-  counters = _Counters()
-  stopped_at, stop_reason, gaps = None, STOP_END, 0
+  recorder = FrameRecorder(output_dir, camera, detector, plot_window, writer, sinks)
+  stopped_at, stop_reason = None, STOP_END
   start = window_start = time.perf_counter()
   try:
     for item in frames:
       if isinstance(item, sources.Gap):
-        _restart_after_gap(detector, events, recent, item)
-        gaps += 1
+        recorder.gap()
+        detector.reset()
+        logging.warning("Gap of %.1f s in the input before frame %d (%s): the detector starts "
+                        "over, the next %d frames are not scored.", item.gap_s, item.index,
+                        item.reason, detector.data_cfg.clip_span)
         continue
       index, timestamp, frame = item
-      if _stop_before(counters, timestamp, duration_s):
+      if recorder.past_duration(timestamp, duration_s):
         stop_reason = STOP_DURATION
         break
-      result = detector.process(frame)
-      if result.index != index:
-        # The detector counts from 0 again after a gap; results keep the input's index.
-        result = dataclasses.replace(result, index=index)
-      counters.add(timestamp, result)
-      scores_csv.append(index, timestamp, result)
-      events.update(result, timestamp, frame.shape[:2])
-      recent.append((index, timestamp, dataclasses.replace(result, error_map=None)))
-      if writer is not None:
-        writer.write(annotate_frame(frame, result, detector.threshold,
-                                    detector.smoothing.kind != "none"))
-      if log_every and counters.frames % log_every == 0:
+      recorder.record(index, timestamp, frame, detector.process(frame))
+      if log_every and recorder.frames % log_every == 0:
         now = time.perf_counter()
         logging.info("frame %d: %.1f fps (last %d frames), %d alarms so far", index,
-                     log_every / max(now - window_start, 1e-9), log_every, counters.alarms)
+                     log_every / max(now - window_start, 1e-9), log_every, recorder.alarms)
         window_start = now
-      if max_frames and counters.frames >= max_frames:
+      if max_frames and recorder.frames >= max_frames:
         stop_reason = STOP_MAX_FRAMES
         break
       if stop is not None and stop.is_set():
         stop_reason = STOP_SIGNAL
         break
   except (video_io.DecodeStopped, sources.SourceLost) as e:
-    if not counters.frames:
+    if not recorder.frames:
       raise errors.DataError(f"No frame could be read: {e.reason}") from e
     stopped_at = e.index
     stop_reason = STOP_SOURCE_LOST if isinstance(e, sources.SourceLost) else STOP_DECODE
-    logging.warning("%s; writing the results of the %d frames read.", e, counters.frames)
+    logging.warning("%s; writing the results of the %d frames read.", e, recorder.frames)
   finally:
     if hasattr(frames, "close"):
       frames.close()  # A generator over a video file closes its container.
-    scores_csv.close()
-    events.close()
+    recorder.close_files()
   if stop_reason == STOP_END and stop is not None and stop.is_set():
     stop_reason = STOP_SIGNAL  # A live source stopped waiting for its stream.
-  elapsed = time.perf_counter() - start
-  plot_png = os.path.join(output_dir, PLOT_FILE)
-  plot_detection(plot_png, recent, detector.threshold, camera)
-  return DetectionSummary(
-      frames=counters.frames, scored=counters.scored, alarms=counters.alarms,
-      mean_fps=counters.frames / max(elapsed, 1e-9), threshold=detector.threshold,
-      stopped_at=stopped_at, scores_csv=scores_csv.path, plot_png=plot_png,
-      annotated_video=None, events_jsonl=events.path, events=events.events,
-      stop_reason=stop_reason, gaps=gaps)
+  return recorder.summary(stop_reason, time.perf_counter() - start, stopped_at)
 
 
 def camera_name_of(input_path: str) -> str:

@@ -26,7 +26,6 @@ complete. Alarm events also go to the MQTT sink of --mqtt (one connection for al
 <topic>/<camera>).
 """
 
-import collections
 import dataclasses
 import os
 import queue
@@ -35,7 +34,6 @@ import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from daml_tf import errors
@@ -45,7 +43,6 @@ from daml_tf.inference import events as events_lib
 from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import sources as sources_lib
 from daml_tf.inference.multistream import MultiStreamDetector
-from daml_tf.inference.streaming import FrameResult
 from daml_tf.inference.streaming import StreamState
 
 # Frames decoded ahead per file input: enough to keep decoding busy during a model step, few
@@ -162,10 +159,9 @@ class FrameReader:
       logging.warning("The reader of %s did not stop within %.0f s.", self.name, timeout)
 
 
-class CameraRecorder:
-  """One camera's outputs, as detection.detect_frames writes them for a single input:
-  scores.csv and events.jsonl appended and flushed per frame, the annotated video, running
-  counters and the last `plot_window` rows for scores.png, drawn by `close`.
+class CameraRecorder(detection.FrameRecorder):
+  """One camera's outputs, as detection.detect_frames writes them for a single input
+  (detection.FrameRecorder), in a folder it creates, with an annotated video of its own.
 
   Args:
     output_dir: the camera's folder (created).
@@ -181,69 +177,21 @@ class CameraRecorder:
                annotated_video: Optional[Tuple[str, float]] = None,
                sinks: Sequence[events_lib.EventSink] = ()):
     tf.io.gfile.makedirs(output_dir)
-    self.output_dir = output_dir
-    self.camera = camera
-    self._state = state
-    self._scores_csv = detection.ScoresCsvWriter(os.path.join(output_dir, detection.SCORES_FILE))
-    self._events = events_lib.AlarmEventWriter(
-        os.path.join(output_dir, events_lib.EVENTS_FILE), camera, sinks=sinks)
-    self._recent = collections.deque(maxlen=max(plot_window, 1))
-    self._writer = None
-    self.annotated_video = None
+    writer = None
     if annotated_video is not None:
       codec, _ = video_io.pick_output_format()
+      writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1], codec=codec)
+    super().__init__(output_dir, camera, state, plot_window, writer, sinks)
+    if annotated_video is not None:
       self.annotated_video = annotated_video[0]
-      self._writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1],
-                                          codec=codec)
-    self.frames = self.scored = self.alarms = self.gaps = 0
-    self.first_timestamp: Optional[float] = None
-
-  def past_duration(self, timestamp: float, duration_s: float) -> bool:
-    """Whether a frame at `timestamp` is `duration_s` (> 0) or more after the first one."""
-    return (bool(duration_s) and self.first_timestamp is not None
-            and timestamp - self.first_timestamp >= duration_s)
-
-  def gap(self) -> None:
-    """The input was lost and is back (the caller resets the camera's stream): an alarm open
-    at the last frame before the gap ends there, as at the end of an input."""
-    self.gaps += 1
-    if self._events.in_alarm and self._recent:
-      _, timestamp, last = self._recent[-1]
-      # No box is computed for a frame out of alarm, hence no frame size.
-      self._events.update(dataclasses.replace(last, alarm=False), timestamp, (0, 0))
-
-  def record(self, index: int, timestamp: float, frame: np.ndarray,
-             result: FrameResult) -> None:
-    if result.index != index:
-      # The stream's count restarts after a gap; the files keep the input's frame index.
-      result = dataclasses.replace(result, index=index)
-    if self.first_timestamp is None:
-      self.first_timestamp = timestamp
-    self.frames += 1
-    self.scored += result.score is not None
-    self.alarms += result.alarm
-    self._scores_csv.append(index, timestamp, result)
-    self._events.update(result, timestamp, frame.shape[:2])
-    self._recent.append((index, timestamp, dataclasses.replace(result, error_map=None)))
-    if self._writer is not None:
-      self._writer.write(detection.annotate_frame(frame, result, self._state.threshold,
-                                                  self._state.smoothing.kind != "none"))
 
   def close(self, stop_reason: str, elapsed: float,
             stopped_at: Optional[int] = None) -> detection.DetectionSummary:
     """Closes every file, draws scores.png; the camera's summary."""
-    self._scores_csv.close()
-    self._events.close()
+    self.close_files()
     if self._writer is not None:
       self._writer.close()
-    plot_png = os.path.join(self.output_dir, detection.PLOT_FILE)
-    detection.plot_detection(plot_png, self._recent, self._state.threshold, self.camera)
-    return detection.DetectionSummary(
-        frames=self.frames, scored=self.scored, alarms=self.alarms,
-        mean_fps=self.frames / max(elapsed, 1e-9), threshold=self._state.threshold,
-        stopped_at=stopped_at, scores_csv=self._scores_csv.path, plot_png=plot_png,
-        annotated_video=self.annotated_video, events_jsonl=self._events.path,
-        events=self._events.events, stop_reason=stop_reason, gaps=self.gaps)
+    return self.summary(stop_reason, elapsed, stopped_at)
 
 
 @dataclasses.dataclass
