@@ -24,3 +24,23 @@ class ExportError(RuntimeError):
 
 class TrainingError(RuntimeError):
   """Training cannot go on (for example a non-finite loss); the message says where."""
+
+
+class InputStopped(DataError):
+  """An input stopped before its end; every earlier frame was yielded. Subclasses say how in
+  `_message`.
+
+  Attributes:
+    index: the number of frames yielded (the index the next frame would have had).
+    path: the input.
+    reason: what went wrong, for messages.
+  """
+
+  def __init__(self, index: int, path: str, reason: str):
+    self.index = index
+    self.path = path
+    self.reason = reason
+    super().__init__(self._message())
+
+  def _message(self) -> str:
+    return f"{self.path!r} stopped at frame {self.index}: {self.reason}"

@@ -32,7 +32,7 @@ DEFAULT_FPS = 25.0
 _OUTPUT_FORMATS = (("libx264", ".mp4"), ("mpeg4", ".avi"), ("mjpeg", ".avi"))
 
 
-class DecodeStopped(errors.DataError):
+class DecodeStopped(errors.InputStopped):
   """Decoding stopped before the end of the input; every earlier frame was yielded.
 
   Attributes:
@@ -42,12 +42,9 @@ class DecodeStopped(errors.DataError):
     reason: what went wrong, for messages.
   """
 
-  def __init__(self, index: int, path: str, reason: str):
-    self.index = index
-    self.path = path
-    self.reason = reason
-    super().__init__(f"Decoding {path!r} stopped at frame {index} (0-based; the {index} frames "
-                     f"before it were read): {reason}")
+  def _message(self) -> str:
+    return (f"Decoding {self.path!r} stopped at frame {self.index} (0-based; the {self.index} "
+            f"frames before it were read): {self.reason}")
 
 
 def _is_remote(path: str) -> bool:

@@ -129,7 +129,7 @@ class Gap:
 Item = Union[Frame, Gap]
 
 
-class SourceLost(errors.DataError):
+class SourceLost(errors.InputStopped):
   """A live input stayed lost beyond SourceOptions' limits; every earlier frame was yielded.
 
   Attributes:
@@ -138,11 +138,8 @@ class SourceLost(errors.DataError):
     reason: what went wrong, for messages.
   """
 
-  def __init__(self, index: int, path: str, reason: str):
-    self.index = index
-    self.path = path
-    self.reason = reason
-    super().__init__(f"Gave up on {path!r} after frame {index - 1}: {reason}")
+  def _message(self) -> str:
+    return f"Gave up on {self.path!r} after frame {self.index - 1}: {self.reason}"
 
 
 @dataclasses.dataclass(frozen=True)
