@@ -21,13 +21,12 @@ import numpy as np
 
 from daml_tf import config as config_lib
 from daml_tf import errors
-from daml_tf.inference import backends
 from daml_tf.inference import streaming
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.models import scores
 
 
-class MultiStreamDetector:
+class MultiStreamDetector(streaming.ModelDetector):
   """Scores the frames of several camera streams, a step at a time.
 
   Args:
@@ -53,15 +52,10 @@ class MultiStreamDetector:
   def __init__(self, model, data_cfg: config_lib.DataConfig, streams: Sequence[str],
                threshold: Optional[float] = None, smoothing_window: int = 1,
                score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
-    backend = streaming.as_backend(model)
-    streaming.check_geometry(backend, data_cfg)
+    super().__init__(model, data_cfg, score)
     check_stream_names(streams)
-    self._backend = backend
-    self._data_cfg = data_cfg
     self._states = {name: streaming.StreamState(data_cfg, threshold, smoothing_window, smoothing)
                     for name in streams}
-    self.score_name = scores.check_runtime(score, has_decoder=False).name
-    self._score_and_map = scores.host_scorer(self.score_name)
 
   @classmethod
   def from_model_dir(cls, model_dir: str, streams: Sequence[str],
@@ -71,9 +65,8 @@ class MultiStreamDetector:
     """A detector for a training run, a serving export or a LiteRT export, as
     streaming.StreamingDetector.from_model_dir opens them (same arguments and errors), with
     one stream per name of `streams`."""
-    opened = backends.open_model(model_dir, litert_precision)
-    score = score or opened.score
-    threshold = streaming.resolve_threshold(opened, model_dir, threshold, score)
+    opened, threshold, score = streaming.open_for_detection(model_dir, threshold,
+                                                            litert_precision, score)
     logging.info("Multi-stream detector on %s for %d streams", opened.backend.name,
                  len(streams))
     return cls(opened.backend, opened.data_cfg, streams, threshold=threshold,
@@ -82,14 +75,6 @@ class MultiStreamDetector:
   @property
   def streams(self) -> Tuple[str, ...]:
     return tuple(self._states)
-
-  @property
-  def data_cfg(self) -> config_lib.DataConfig:
-    return self._data_cfg
-
-  @property
-  def backend(self) -> backends.Backend:
-    return self._backend
 
   def state(self, stream: str) -> streaming.StreamState:
     """The state of one stream (its threshold and smoothing can be read and its threshold

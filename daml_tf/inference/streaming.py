@@ -88,6 +88,43 @@ def resolve_threshold(opened: backends.OpenedModel, model_dir: str,
   return stored["threshold"]
 
 
+def open_for_detection(model_dir: str, threshold: Optional[float], litert_precision: str,
+                       score: str) -> Tuple[backends.OpenedModel, Optional[float], str]:
+  """(the opened model, its threshold, its score) for a detector's from_model_dir: `score` or
+  the model's, `threshold` or the one stored for that score (resolve_threshold)."""
+  opened = backends.open_model(model_dir, litert_precision)
+  score = score or opened.score
+  return opened, resolve_threshold(opened, model_dir, threshold, score), score
+
+
+class ModelDetector:
+  """What a detector of one or of several streams holds: the runtime, the model's clip config
+  and the frame score.
+
+  Args:
+    model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
+      or any backends.Backend.
+    data_cfg: the model's DataConfig; ValueError unless it matches the model's geometry.
+    score: a latent score name of daml_tf.models.scores.SCORES.
+  """
+
+  def __init__(self, model, data_cfg: config_lib.DataConfig, score: str):
+    backend = as_backend(model)
+    check_geometry(backend, data_cfg)
+    self._backend = backend
+    self._data_cfg = data_cfg
+    self.score_name = scores.check_runtime(score, has_decoder=False).name
+    self._score_and_map = scores.host_scorer(self.score_name)
+
+  @property
+  def data_cfg(self) -> config_lib.DataConfig:
+    return self._data_cfg
+
+  @property
+  def backend(self) -> backends.Backend:
+    return self._backend
+
+
 class StreamState:
   """What one camera's stream carries from frame to frame: the ring buffer of latent codes,
   the smoother, the threshold and the frame index.
@@ -204,7 +241,7 @@ class StreamState:
                        error_map=error_map)
 
 
-class StreamingDetector:
+class StreamingDetector(ModelDetector):
   """Scores frames one at a time, as they come from a camera.
 
   Each frame is preprocessed exactly as training and evaluation do (gray/RGB conversion with
@@ -237,13 +274,8 @@ class StreamingDetector:
   def __init__(self, model, data_cfg: config_lib.DataConfig,
                threshold: Optional[float] = None, smoothing_window: int = 1,
                score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
-    backend = as_backend(model)
-    check_geometry(backend, data_cfg)
-    self._backend = backend
-    self._data_cfg = data_cfg
+    super().__init__(model, data_cfg, score)
     self._state = StreamState(data_cfg, threshold, smoothing_window, smoothing)
-    self.score_name = scores.check_runtime(score, has_decoder=False).name
-    self._score_and_map = scores.host_scorer(self.score_name)
 
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
@@ -268,21 +300,10 @@ class StreamingDetector:
       errors.DataError: an export without the clip geometry (interval, delta).
       errors.ConfigError: the stored threshold is for another score than the one asked for.
     """
-    opened = backends.open_model(model_dir, litert_precision)
-    score = score or opened.score
-    threshold = resolve_threshold(opened, model_dir, threshold, score)
-    backend, data_cfg = opened.backend, opened.data_cfg
-    logging.info("Streaming detector on %s", backend.name)
-    return cls(backend, data_cfg, threshold=threshold, smoothing_window=smoothing_window,
-               score=score, smoothing=smoothing)
-
-  @property
-  def data_cfg(self) -> config_lib.DataConfig:
-    return self._data_cfg
-
-  @property
-  def backend(self) -> backends.Backend:
-    return self._backend
+    opened, threshold, score = open_for_detection(model_dir, threshold, litert_precision, score)
+    logging.info("Streaming detector on %s", opened.backend.name)
+    return cls(opened.backend, opened.data_cfg, threshold=threshold,
+               smoothing_window=smoothing_window, score=score, smoothing=smoothing)
 
   @property
   def threshold(self) -> Optional[float]:
