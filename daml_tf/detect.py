@@ -111,20 +111,24 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
 
 
+# (define, name, help) of the live-input flags whose defaults are sources.SourceOptions'.
+_LIVE_FLAGS = (
+    (flags.DEFINE_float, "read_timeout_s", "Live input: an open, or a wait for the next "
+     "packet, longer than this counts as a drop."),
+    (flags.DEFINE_float, "reconnect_initial_s", "Live input: wait before reopening a dropped "
+     "stream, doubled after each failed attempt..."),
+    (flags.DEFINE_float, "reconnect_max_s", "...up to this."),
+    (flags.DEFINE_integer, "max_reconnects", "Live input: give up after this many failed "
+     "reopens in a row (0: never)."),
+    (flags.DEFINE_float, "give_up_after_s", "Live input: give up after this many seconds "
+     "without a frame (0: never)."),
+)
+
+
 def _define_live_flags(flag_values: flags.FlagValues) -> None:
   defaults = sources.SourceOptions()
-  flags.DEFINE_float("read_timeout_s", defaults.read_timeout_s, "Live input: an open, or a "
-                     "wait for the next packet, longer than this counts as a drop.",
-                     flag_values=flag_values)
-  flags.DEFINE_float("reconnect_initial_s", defaults.reconnect_initial_s, "Live input: wait "
-                     "before reopening a dropped stream, doubled after each failed attempt...",
-                     flag_values=flag_values)
-  flags.DEFINE_float("reconnect_max_s", defaults.reconnect_max_s, "...up to this.",
-                     flag_values=flag_values)
-  flags.DEFINE_integer("max_reconnects", defaults.max_reconnects, "Live input: give up after "
-                       "this many failed reopens in a row (0: never).", flag_values=flag_values)
-  flags.DEFINE_float("give_up_after_s", defaults.give_up_after_s, "Live input: give up after "
-                     "this many seconds without a frame (0: never).", flag_values=flag_values)
+  for define, name, help_text in _LIVE_FLAGS:
+    define(name, getattr(defaults, name), help_text, flag_values=flag_values)
   flags.DEFINE_enum("rtsp_transport", defaults.rtsp_transport, list(sources.RTSP_TRANSPORTS),
                     "RTSP transport (tcp: no frame damaged by lost datagrams).",
                     flag_values=flag_values)
