@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Optional, Tuple
@@ -28,13 +27,13 @@ import pytest
 from paho.mqtt import client as paho
 
 import testing
+from testing import rows_written, wait_until
 from daml_tf import errors
 from daml_tf import video_io
 from daml_tf.inference import events
 from daml_tf.inference import mqtt
 from daml_tf.inference import streaming
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
     None)
@@ -44,25 +43,12 @@ needs_broker = pytest.mark.skipif(
 PERIOD = 40  # Frames of the repeated pattern of the test videos.
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _wait(condition, timeout_s, what, poll_s=0.05):
-  deadline = time.monotonic() + timeout_s
-  while not condition():
-    assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-    time.sleep(poll_s)
-
-
 class Broker:
   """mosquitto on 127.0.0.1:port in a child process; start again after kill: same port."""
 
   def __init__(self, directory: pathlib.Path, persistent: bool = False,
                user: Optional[Tuple[str, str]] = None):
-    self.port = _free_port()
+    self.port = testing.free_port()
     self.directory = directory
     self.directory.mkdir(parents=True, exist_ok=True)
     lines = [f"listener {self.port} 127.0.0.1",
@@ -98,7 +84,7 @@ class Broker:
       with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", self.port)) == 0
 
-    _wait(accepting, 20, f"mosquitto on port {self.port}")
+    wait_until(accepting, 20, f"mosquitto on port {self.port}")
     return self
 
   def kill(self, sig=signal.SIGKILL):
@@ -108,7 +94,7 @@ class Broker:
   def wait_saved(self, since: float):
     """Waits until the persistence file was written after `since` (time.time())."""
     db = self.directory / "mosquitto.db"
-    _wait(lambda: db.exists() and db.stat().st_mtime > since, 20, "the persistence file")
+    wait_until(lambda: db.exists() and db.stat().st_mtime > since, 20, "the persistence file")
 
   def errors(self):
     """The error lines of every start's log (a persistence file it could not save, ...)."""
@@ -273,7 +259,7 @@ def test_sink_queues_while_the_broker_is_down_bounded_then_delivers(broker_facto
   sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", broker.port, "daml", queue_size=3,
                                        flush_timeout_s=30))
   try:
-    _wait(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
+    wait_until(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
     records = [_record(frame) for frame in range(5)]
     start = time.perf_counter()
     for record in records:
@@ -286,7 +272,7 @@ def test_sink_queues_while_the_broker_is_down_bounded_then_delivers(broker_facto
   finally:
     sink.close()
   assert (sink.stats.delivered, len(sink.stats.pending)) == (3, 0)
-  _wait(lambda: len(subscriber.received()) >= 3, 20, "the queued events at the subscriber")
+  wait_until(lambda: len(subscriber.received()) >= 3, 20, "the queued events at the subscriber")
   time.sleep(0.2)
   assert subscriber.received() == [("daml/gate_2", events.encode(r)) for r in records[:3]]
 
@@ -305,7 +291,7 @@ def test_close_returns_in_bounded_time_without_a_broker(silent_server):
       server.close()
     sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", port, "daml", flush_timeout_s=1.0))
     if not silent_server:
-      _wait(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
+      wait_until(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
     sink.emit(_record(0))
     sink.emit(_record(1, event=events.ALARM_END))
     start = time.monotonic()
@@ -333,13 +319,13 @@ def test_credentials_from_the_environment(broker_factory, subscribers, caplog):
     assert sink.flush(20)
   finally:
     sink.close()
-  _wait(subscriber.received, 20, "the event at the subscriber")
+  wait_until(subscriber.received, 20, "the event at the subscriber")
   assert subscriber.received() == [("daml/gate", events.encode(record))]
   # A wrong password: refused, logged, nothing delivered, and close is still bounded.
   sink = mqtt.MqttSink(mqtt.config_from_spec(
       spec, flush_timeout_s=1.0,
       environ={mqtt.USERNAME_ENV: "cam", mqtt.PASSWORD_ENV: "wrong"}))
-  _wait(lambda: "refused the connection" in caplog.text, 20, "the refusal in the log")
+  wait_until(lambda: "refused the connection" in caplog.text, 20, "the refusal in the log")
   sink.emit(_record(8, camera="gate"))
   start = time.monotonic()
   sink.close()
@@ -348,10 +334,10 @@ def test_credentials_from_the_environment(broker_factory, subscribers, caplog):
 
 
 def test_qos0_drops_while_disconnected():
-  port = _free_port()
+  port = testing.free_port()
   sink = mqtt.MqttSink(mqtt.MqttConfig("127.0.0.1", port, "daml", qos=0, flush_timeout_s=5))
   try:
-    _wait(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
+    wait_until(lambda: sink.connect_failures >= 1, 20, "a failed connection attempt")
     sink.emit(_record(0))
     assert (sink.stats.published, sink.stats.dropped) == (0, 1)
   finally:
@@ -380,22 +366,14 @@ def _periodic_video(path, periods):
 
 
 def _detect_args(model_dir, threshold, video, output_dir, port, *extra):
-  return [sys.executable, "-m", "daml_tf.detect", f"--model_dir={model_dir}",
-          f"--input={video}", f"--output_dir={output_dir}", f"--threshold={threshold!r}",
-          f"--mqtt=127.0.0.1:{port}/daml", "--log_every=1000", *extra]
+  return [f"--model_dir={model_dir}", f"--input={video}", f"--output_dir={output_dir}",
+          f"--threshold={threshold!r}", f"--mqtt=127.0.0.1:{port}/daml", "--log_every=1000",
+          *extra]
 
 
 def _lines(path):
   with open(path) as f:
     return f.read().splitlines()
-
-
-def _rows(scores_csv):
-  """Frames written to scores.csv so far (the next frame's index)."""
-  try:
-    return max(len(scores_csv.read_text().splitlines()) - 1, 0)
-  except FileNotFoundError:
-    return 0
 
 
 @needs_broker
@@ -405,16 +383,14 @@ def test_detect_publishes_the_lines_of_events_jsonl(model_and_threshold, broker_
   broker = broker_factory().start()
   subscriber = subscribers(broker.port)
   video = _periodic_video(tmp_path / "in.avi", 6)
-  result = subprocess.run(
-      _detect_args(model_dir, threshold, video, tmp_path / "out", broker.port,
-                   "--camera_name=gate 2"),
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+  result = testing.run_detect(*_detect_args(model_dir, threshold, video, tmp_path / "out",
+                                             broker.port, "--camera_name=gate 2"))
   assert result.returncode == 0, result.stderr
   lines = _lines(tmp_path / "out" / events.EVENTS_FILE)
   # One alarm per period after the first: its start and end.
   assert len(lines) >= 8 and len(lines) % 2 == 0
   assert "0 dropped, 0 undelivered at exit" in result.stderr
-  _wait(lambda: len(subscriber.received()) >= len(lines), 20, "every event at the subscriber")
+  wait_until(lambda: len(subscriber.received()) >= len(lines), 20, "every event at the subscriber")
   time.sleep(0.2)
   assert subscriber.received() == [("daml/gate 2", line) for line in lines]
   assert json.loads(lines[0])["camera"] == "gate 2"
@@ -423,10 +399,8 @@ def test_detect_publishes_the_lines_of_events_jsonl(model_and_threshold, broker_
 def test_detect_without_a_broker_completes(model_and_threshold, tmp_path):
   model_dir, threshold = model_and_threshold
   video = _periodic_video(tmp_path / "in.avi", 4)
-  result = subprocess.run(
-      _detect_args(model_dir, threshold, video, tmp_path / "out", _free_port(),
-                   "--mqtt_flush_timeout_s=1"),
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+  result = testing.run_detect(*_detect_args(model_dir, threshold, video, tmp_path / "out",
+                                             testing.free_port(), "--mqtt_flush_timeout_s=1"))
   assert result.returncode == 0, result.stderr
   lines = _lines(tmp_path / "out" / events.EVENTS_FILE)
   assert len(lines) >= 4
@@ -449,22 +423,20 @@ def test_detect_goes_on_while_the_broker_is_killed_and_restarted(model_and_thres
   video = _periodic_video(tmp_path / "long.avi", 500)
   output_dir = tmp_path / "out"
   scores_csv = output_dir / "scores.csv"
-  process = subprocess.Popen(
-      _detect_args(model_dir, threshold, video, output_dir, broker.port, "--camera_name=gate"),
-      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  try:
-    _wait(lambda: len(subscriber.received()) >= 4 and process.poll() is None, 120,
-          "the first events")
+  with testing.detect_process(*_detect_args(model_dir, threshold, video, output_dir,
+                                            broker.port, "--camera_name=gate")) as process:
+    wait_until(lambda: len(subscriber.received()) >= 4 and process.poll() is None, 120,
+               "the first events")
     # SIGKILL loses what the broker did not save: let it save the subscriber's session first.
     broker.wait_saved(subscribed_at)
     broker.kill()
     # Every event of a frame from here on was emitted after the broker died.
-    rows_after_kill = _rows(scores_csv)
-    _wait(lambda: _rows(scores_csv) >= rows_after_kill + 4 * PERIOD, 60,
-          "frames scored while the broker is down")
+    rows_after_kill = rows_written(scores_csv)
+    wait_until(lambda: rows_written(scores_csv) >= rows_after_kill + 4 * PERIOD, 60,
+               "frames scored while the broker is down")
     time.sleep(2.0)
     assert process.poll() is None, "detection stopped while the broker was down"
-    rows_before_restart = _rows(scores_csv)
+    rows_before_restart = rows_written(scores_csv)
     assert rows_before_restart > rows_after_kill + 4 * PERIOD
     broker.start()
 
@@ -472,13 +444,9 @@ def test_detect_goes_on_while_the_broker_is_killed_and_restarted(model_and_thres
       return any(json.loads(payload)["frame"] >= rows_before_restart + 2 * PERIOD
                  for _, payload in subscriber.received())
 
-    _wait(after_restart, 90, "events of frames after the restart")
+    wait_until(after_restart, 90, "events of frames after the restart")
     assert process.poll() is None
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-  finally:
-    if process.poll() is None:
-      process.kill()
+    stderr = testing.sigterm(process)
   assert process.returncode == 0, stderr
   assert "stop=signal" in stderr
   assert "MQTT: disconnected from" in stderr and "MQTT: reconnected to" in stderr
@@ -489,12 +457,12 @@ def test_detect_goes_on_while_the_broker_is_killed_and_restarted(model_and_thres
   expected = {line for line, frame in zip(lines, frames) if frame >= rows_after_kill}
   assert any(rows_after_kill <= f < rows_before_restart for f in frames)
   assert any(f >= rows_before_restart for f in frames)
-  _wait(lambda: expected <= {p for _, p in subscriber.received()}, 20,
-        "every event emitted after the kill at the subscriber")
+  wait_until(lambda: expected <= {p for _, p in subscriber.received()}, 20,
+             "every event emitted after the kill at the subscriber")
   received = subscriber.received()
   # Shown on failure: where the outage fell and what arrived.
   print(f"events={len(lines)} after kill={len(expected)} rows: after kill {rows_after_kill}, "
-        f"before restart {rows_before_restart}, at exit {_rows(scores_csv)}; "
+        f"before restart {rows_before_restart}, at exit {rows_written(scores_csv)}; "
         f"received={len(received)} distinct={len({p for _, p in received})}")
   assert {p for _, p in received} <= set(lines) and {t for t, _ in received} == {"daml/gate"}
   assert ", 0 dropped, 0 undelivered at exit" in stderr

@@ -2,15 +2,12 @@
 folders and their files, results equal to one detector per camera, per-camera stops, the
 readers' queue policies and the camera names of DetectConfig."""
 
-import csv
 import getpass
 import json
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +16,8 @@ from paho.mqtt import client as paho
 import pytest
 
 import testing
-from testing import moving_frames, write_pngs, write_video
+from testing import csv_rows, json_lines, moving_frames, rows_written, run_detect
+from testing import wait_until, write_pngs, write_video
 from daml_tf import errors
 from daml_tf import video_io
 from daml_tf.inference import detection
@@ -27,30 +25,12 @@ from daml_tf.inference import multicamera
 from daml_tf.inference import sources
 from daml_tf.inference import streaming
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """An untrained tiny run whose threshold.json says 0: every scored frame is an alarm."""
   path = tmp_path_factory.mktemp("model")
   testing.make_run(path, {"threshold": 0.0, "quantile": 0.9})
   return str(path)
-
-
-def _run_detect(*args):
-  return subprocess.run([sys.executable, "-m", "daml_tf.detect", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
-
-
-def _csv_rows(path):
-  with open(path) as f:
-    return list(csv.DictReader(f))
-
-
-def _events(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 def _expected_scores(model_dir, path, threshold):
@@ -67,10 +47,10 @@ def test_detect_two_inputs_writes_a_complete_folder_per_camera(model_dir, tmp_pa
   expected = {name: _expected_scores(model_dir, path, None) for name, path in inputs.items()}
   threshold = float(np.median([s for scores in expected.values() for s in scores[span:]]))
   output_dir = tmp_path / "out"
-  result = _run_detect(f"--model_dir={model_dir}", f"--input={inputs['gate']}",
-                       f"--input={inputs['hall']}", "--camera_names=gate,hall",
-                       f"--output_dir={output_dir}", f"--threshold={threshold!r}", "--annotate",
-                       "--log_every=4")
+  result = run_detect(f"--model_dir={model_dir}", f"--input={inputs['gate']}",
+                      f"--input={inputs['hall']}", "--camera_names=gate,hall",
+                      f"--output_dir={output_dir}", f"--threshold={threshold!r}", "--annotate",
+                      "--log_every=4")
   assert result.returncode == 0, result.stderr
   assert sorted(p.name for p in output_dir.iterdir()) == ["gate", "hall"]
   assert "camera gate: frames=18 scored=13" in result.stderr
@@ -78,7 +58,7 @@ def test_detect_two_inputs_writes_a_complete_folder_per_camera(model_dir, tmp_pa
   assert "cameras=2 frames=29" in result.stderr
   for name, path in inputs.items():
     folder = output_dir / name
-    rows = _csv_rows(folder / "scores.csv")
+    rows = csv_rows(folder / "scores.csv")
     count = len(expected[name])
     assert [int(r["frame"]) for r in rows] == list(range(count))
     assert all(r["score"] == "" for r in rows[:span])
@@ -86,7 +66,7 @@ def test_detect_two_inputs_writes_a_complete_folder_per_camera(model_dir, tmp_pa
     np.testing.assert_allclose(scores, expected[name][span:], rtol=1e-5)
     alarms = [r["alarm"] == "1" for r in rows[span:]]
     assert alarms == list(scores > threshold)
-    events = _events(folder / "events.jsonl")
+    events = json_lines(folder / "events.jsonl")
     assert {e["camera"] for e in events} <= {name}
     assert len([e for e in events if e["event"] == "alarm_start"]) == len(
         [e for e in events if e["event"] == "alarm_end"])
@@ -94,7 +74,7 @@ def test_detect_two_inputs_writes_a_complete_folder_per_camera(model_dir, tmp_pa
     (annotated,) = [p for p in folder.iterdir() if p.stem == "annotated"]
     assert len(list(video_io.iter_frames(str(annotated)))) == count
   # Both cameras raised at least one alarm between them (the threshold is their median).
-  assert any(_events(output_dir / name / "events.jsonl") for name in inputs)
+  assert any(json_lines(output_dir / name / "events.jsonl") for name in inputs)
 
 
 def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_dir,
@@ -103,30 +83,30 @@ def test_limits_count_per_camera_and_a_failed_input_stops_only_its_camera(model_
   short_input = write_pngs(tmp_path / "short", moving_frames(8))
   # --fps=10: 1.2 s of stream time is frames 0..11 of each camera; short ends before.
   output_dir = tmp_path / "limited"
-  result = _run_detect(f"--model_dir={model_dir}", f"--input={long_input}",
-                       f"--input={short_input}", "--fps=10", "--duration_s=1.2",
-                       f"--output_dir={output_dir}")
+  result = run_detect(f"--model_dir={model_dir}", f"--input={long_input}",
+                      f"--input={short_input}", "--fps=10", "--duration_s=1.2",
+                      f"--output_dir={output_dir}")
   assert result.returncode == 0, result.stderr
-  assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 12
-  assert len(_csv_rows(output_dir / "short" / "scores.csv")) == 8
+  assert len(csv_rows(output_dir / "long" / "scores.csv")) == 12
+  assert len(csv_rows(output_dir / "short" / "scores.csv")) == 8
   assert ("camera long: frames=12 scored=7 alarms=7 events=2 gaps=0 dropped=0 "
           "stop=duration") in result.stderr
   assert ("camera short: frames=8 scored=3 alarms=3 events=2 gaps=0 dropped=0 "
           "stop=end") in result.stderr
   # Threshold 0: one alarm from the first scored frame to the camera's last frame.
-  assert [(e["event"], e["frame"]) for e in _events(output_dir / "long" / "events.jsonl")] == [
+  assert [(e["event"], e["frame"]) for e in json_lines(output_dir / "long" / "events.jsonl")] == [
       ("alarm_start", 5), ("alarm_end", 11)]
 
   empty = tmp_path / "empty"
   empty.mkdir()
   output_dir = tmp_path / "failed"
-  result = _run_detect(f"--model_dir={model_dir}", f"--input={long_input}", f"--input={empty}",
-                       "--max_frames=9", f"--output_dir={output_dir}")
+  result = run_detect(f"--model_dir={model_dir}", f"--input={long_input}", f"--input={empty}",
+                      "--max_frames=9", f"--output_dir={output_dir}")
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
   assert "camera empty" in result.stderr and "holds no frames" in result.stderr
   # The other camera ran to its own limit, its files complete.
-  assert len(_csv_rows(output_dir / "long" / "scores.csv")) == 9
+  assert len(csv_rows(output_dir / "long" / "scores.csv")) == 9
   assert ("camera long: frames=9 scored=4 alarms=4 events=2 gaps=0 dropped=0 "
           "stop=max_frames") in result.stderr
   assert (output_dir / "long" / "scores.png").stat().st_size > 0
@@ -161,8 +141,8 @@ def test_camera_names_defaults_and_one_input():
 
 def test_detect_cli_camera_names_mismatch_exits_with_one_message(model_dir, tmp_path):
   folder = write_pngs(tmp_path / "video", moving_frames(3))
-  result = _run_detect(f"--model_dir={model_dir}", f"--input={folder}", f"--input={folder}",
-                       "--camera_names=a,b,c", f"--output_dir={tmp_path / 'out'}")
+  result = run_detect(f"--model_dir={model_dir}", f"--input={folder}", f"--input={folder}",
+                      "--camera_names=a,b,c", f"--output_dir={tmp_path / 'out'}")
   assert result.returncode == 1
   assert "3 names for 2 inputs" in result.stderr and "Traceback" not in result.stderr
   assert not (tmp_path / "out").exists()
@@ -250,7 +230,7 @@ def test_loop_scores_live_readers_without_waiting_for_each_other(model_dir, tmp_
     camera.reader.close()
     summary = camera.recorder.close(camera.stop_reason, 1.0)
     assert summary.stop_reason == detection.STOP_END and camera.reader.dropped == 0
-    rows = _csv_rows(tmp_path / name / "scores.csv")
+    rows = csv_rows(tmp_path / name / "scores.csv")
     assert [int(r["frame"]) for r in rows] == list(range(len(expected[name])))
     alone = streaming.StreamingDetector.from_model_dir(model_dir)
     reference = [alone.process(frame).score for frame in expected[name]]
@@ -263,21 +243,12 @@ def test_sigterm_stops_every_camera_with_complete_files(model_dir, tmp_path):
   long_video = np.tile(moving_frames(50), (60, 1, 1, 3))
   inputs = [write_video(tmp_path / f"{name}.avi", long_video) for name in ("east", "west")]
   output_dir = tmp_path / "out"
-  process = subprocess.Popen(
-      [sys.executable, "-m", "daml_tf.detect", f"--model_dir={model_dir}",
-       *[f"--input={path}" for path in inputs], f"--output_dir={output_dir}"], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    scores_csv = output_dir / "west" / "scores.csv"
-    deadline = time.monotonic() + 120
-    while not (scores_csv.exists() and len(scores_csv.read_text().splitlines()) > 10):
-      assert process.poll() is None and time.monotonic() < deadline, "no rows appeared"
-      time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-  finally:
-    if process.poll() is None:
-      process.kill()
+  scores_csv = output_dir / "west" / "scores.csv"
+  with testing.detect_process(f"--model_dir={model_dir}",
+                              *[f"--input={path}" for path in inputs],
+                              f"--output_dir={output_dir}") as process:
+    wait_until(lambda: rows_written(scores_csv) > 10, 120, "rows", 0.1, process)
+    stderr = testing.sigterm(process)
   assert process.returncode == 0, stderr
   assert "SIGTERM received" in stderr
   assert "camera east:" in stderr and "camera west:" in stderr
@@ -285,11 +256,11 @@ def test_sigterm_stops_every_camera_with_complete_files(model_dir, tmp_path):
   for name in ("east", "west"):
     text = (output_dir / name / "scores.csv").read_text()
     assert text.endswith("\n")
-    rows = _csv_rows(output_dir / name / "scores.csv")
+    rows = csv_rows(output_dir / name / "scores.csv")
     counts.append(len(rows))
     assert 10 <= len(rows) < 3000 and f"camera {name}: frames={len(rows)} " in stderr
     assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
-    assert [(e["event"], e["frame"]) for e in _events(output_dir / name / "events.jsonl")] == [
+    assert [(e["event"], e["frame"]) for e in json_lines(output_dir / name / "events.jsonl")] == [
         ("alarm_start", 5), ("alarm_end", len(rows) - 1)]
     assert (output_dir / name / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # Files are read in lockstep: the cameras stopped at the same step.
@@ -321,10 +292,10 @@ def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
     camera.reader.close()
     camera.recorder.close(camera.stop_reason, 1.0)
   assert cameras["flaky"].recorder.gaps == 1 and cameras["steady"].recorder.gaps == 0
-  flaky = _csv_rows(tmp_path / "flaky" / "scores.csv")
+  flaky = csv_rows(tmp_path / "flaky" / "scores.csv")
   assert [int(r["frame"]) for r in flaky] == list(range(16))
   # Threshold 0: every scored frame alarms; the gap ends the first alarm at frame 9.
-  assert [(e["event"], e["frame"]) for e in _events(tmp_path / "flaky" / "events.jsonl")] == [
+  assert [(e["event"], e["frame"]) for e in json_lines(tmp_path / "flaky" / "events.jsonl")] == [
       ("alarm_start", 5), ("alarm_end", 9), ("alarm_start", 15), ("alarm_end", 15)]
   assert [r["score"] == "" for r in flaky] == [True] * 5 + [False] * 5 + [True] * 5 + [False]
   after = streaming.StreamingDetector.from_model_dir(model_dir)
@@ -334,7 +305,7 @@ def test_a_gap_restarts_only_its_camera(model_dir, tmp_path):
   alone = streaming.StreamingDetector.from_model_dir(model_dir)
   expected = [alone.process(frame).score for frame in frames["steady"]]
   np.testing.assert_allclose(
-      [float(r["score"]) for r in _csv_rows(tmp_path / "steady" / "scores.csv")[5:]],
+      [float(r["score"]) for r in csv_rows(tmp_path / "steady" / "scores.csv")[5:]],
       expected[5:], rtol=1e-5)
 
 
@@ -384,34 +355,25 @@ def test_a_live_camera_and_a_file_with_mqtt_events(model_dir, tmp_path):
   output_dir = tmp_path / "out"
   broker, port = _start_mosquitto(tmp_path / "broker")
   subscriber, messages = _subscribe(port, "daml/#")
-  server = testing.serve_ffmpeg(video, url)
   log_path = tmp_path / "detect.log"
-  with open(log_path, "w") as log:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daml_tf.detect", f"--model_dir={model_dir}", f"--input={url}",
-         f"--input={gate}", "--camera_names=street,gate", f"--output_dir={output_dir}",
-         f"--mqtt=127.0.0.1:{port}/daml", "--read_timeout_s=5"], cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT)
-  try:
-    street_csv = output_dir / "street" / "scores.csv"
-    deadline = time.monotonic() + 120
+  street_csv = output_dir / "street" / "scores.csv"
+  with (testing.Server(lambda: testing.serve_ffmpeg(video, url)), open(log_path, "w") as log,
+        testing.detect_process(
+            f"--model_dir={model_dir}", f"--input={url}", f"--input={gate}",
+            "--camera_names=street,gate", f"--output_dir={output_dir}",
+            f"--mqtt=127.0.0.1:{port}/daml", "--read_timeout_s=5", stdout=log,
+            stderr=subprocess.STDOUT) as process):
     # The file camera ends long before: 30 frames against the stream's 25 frames/s.
-    while not (street_csv.exists() and len(street_csv.read_text().splitlines()) > 40):
-      assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-      time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-  finally:
-    if process.poll() is None:
-      process.kill()
-    testing.stop_server(server)
+    wait_until(lambda: rows_written(street_csv) > 40, 120, "40 frames of the stream", 0.1,
+               process)
+    testing.sigterm(process)
   log = log_path.read_text()
   assert process.returncode == 0, log
   assert "camera gate: frames=30 scored=25 alarms=25 events=2 gaps=0 dropped=0 stop=end" in log
   assert "camera street:" in log and "stop=signal" in log
-  assert [int(r["frame"]) for r in _csv_rows(output_dir / "gate" / "scores.csv")] == list(
+  assert [int(r["frame"]) for r in csv_rows(output_dir / "gate" / "scores.csv")] == list(
       range(30))
-  street = [int(r["frame"]) for r in _csv_rows(street_csv)]
+  street = [int(r["frame"]) for r in csv_rows(street_csv)]
   assert len(street) > 40 and street == sorted(set(street))
   # Threshold 0: one alarm per camera, from its first scored frame to its last frame; every
   # line of each events.jsonl reached the subscriber under daml/<camera>.

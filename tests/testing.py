@@ -1,11 +1,20 @@
 """What the tests share: the tiny config, tiny datasets in the frames layout, a checkpointed tiny
-run and synthetic camera frames.
+run, synthetic camera frames, live-stream servers, and `python -m daml_tf.detect` run in a child
+process with its outputs read back.
 
 Test files import it as `testing` (pytest puts tests/ on sys.path); scripts the tests run in
 child processes from the repository root import it as `tests.testing`.
 """
 
+import contextlib
+import csv
+import json
 import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -13,6 +22,7 @@ from PIL import Image
 
 from daml_tf import config as config_lib
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 48
 CAMERA = (45, 70)  # Not the model size and not a multiple of it: the graph must resize.
 K = 3
@@ -233,3 +243,86 @@ def stop_server(process):
   if process.poll() is None:
     process.kill()
   process.wait(timeout=30)
+
+
+class Server:
+  """A server process that `start()` starts (serve_ffmpeg, serve_rtsp), which a test kills and
+  starts again; as a context manager, stopped on the way out.
+
+  Attributes:
+    process: the running server's Popen.
+  """
+
+  def __init__(self, start):
+    self._start = start
+    self.process = start()
+
+  def stop(self):
+    stop_server(self.process)
+
+  def restart(self, down_s):
+    """Kills the server (a camera or encoder dying) and starts it again `down_s` later."""
+    self.stop()
+    time.sleep(down_s)
+    self.process = self._start()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *_):
+    self.stop()
+
+
+def run_detect(*args, timeout=300) -> subprocess.CompletedProcess:
+  """`python -m daml_tf.detect *args` from the repository root, to its end (output captured)."""
+  return subprocess.run([sys.executable, "-m", "daml_tf.detect", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def detect_process(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE):
+  """`python -m daml_tf.detect *args` in the background from the repository root: yields the
+  Popen (text mode), killed on the way out if it still runs (a failed test leaves no child)."""
+  process = subprocess.Popen([sys.executable, "-m", "daml_tf.detect", *args], cwd=REPO,
+                             stdout=stdout, stderr=stderr, text=True)
+  try:
+    yield process
+  finally:
+    if process.poll() is None:
+      process.kill()
+
+
+def sigterm(process, timeout=60):
+  """Sends SIGTERM and waits for the process to end: its stderr (None unless piped)."""
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=timeout)
+  return stderr
+
+
+def wait_until(condition, timeout_s, what, poll_s=0.05, process=None):
+  """Polls `condition` until it holds; fails after timeout_s, or once `process` has ended."""
+  deadline = time.monotonic() + timeout_s
+  while not condition():
+    assert process is None or process.poll() is None, f"the process ended waiting for {what}"
+    assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+    time.sleep(poll_s)
+
+
+def csv_rows(path):
+  """The rows of a CSV file with a header (scores.csv), as dicts."""
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def json_lines(path):
+  """The records of a JSON-lines file (events.jsonl)."""
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def rows_written(scores_csv):
+  """Frames written to scores.csv so far (the next frame's index; 0 before the file exists)."""
+  try:
+    return max(len(pathlib.Path(scores_csv).read_text().splitlines()) - 1, 0)
+  except FileNotFoundError:
+    return 0
