@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny datasets in the frames layout, and one short training run."""
+"""Shared fixtures: tiny datasets in the frames layout, one short training run, and an untrained
+tiny model for the streaming detectors' tests."""
 
 import pytest
 
@@ -32,3 +33,23 @@ def trained(tiny_data, tmp_path_factory):
   from daml_tf import train as train_command  # pylint: disable=g-import-not-at-top
   cfg = testing.short_run_config(tiny_data, tmp_path_factory.mktemp("model"))
   return cfg, train_command.run(cfg).metrics
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  """The tiny run's config with interval 2 (that of testing.make_run)."""
+  return testing.tiny_config(data=dict(interval=2))
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+  """An untrained model of `cfg` (seed 0; random weights score as deterministically as trained
+  ones) with a random background."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from daml_tf.models import build  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  model = build.build_model(cfg)  # pylint: disable=redefined-outer-name
+  model.set_background(np.random.default_rng(0).uniform(
+      0.2, 0.6, size=(testing.HEIGHT, testing.WIDTH, 1)).astype("float32"))
+  return model

@@ -6,35 +6,19 @@ Untrained tiny model (random weights score as deterministically as trained ones)
 
 import tempfile
 
-import keras
 import numpy as np
 import pytest
 
 import testing
-from testing import HEIGHT, WIDTH, moving_frames
+from testing import moving_frames
 from daml_tf import errors
 from daml_tf.inference import backends
 from daml_tf.inference import multistream
 from daml_tf.inference import streaming
-from daml_tf.models import build
 
 # Scores of one stream in a batch against the same stream alone (float rounding of batched
 # kernels); in practice the Keras and LiteRT runtimes here give identical values.
 RTOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def cfg():
-  return testing.tiny_config(data=dict(interval=2))
-
-
-@pytest.fixture(scope="module")
-def model(cfg):
-  keras.utils.set_random_seed(0)
-  model = build.build_model(cfg)
-  model.set_background(
-      np.random.default_rng(0).uniform(0.2, 0.6, size=(HEIGHT, WIDTH, 1)).astype("float32"))
-  return model
 
 
 class CountingBackend:

@@ -7,7 +7,6 @@ trained ones.
 
 import dataclasses
 
-import keras
 import numpy as np
 import pytest
 
@@ -20,21 +19,6 @@ from daml_tf import video_io
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.inference import streaming
-from daml_tf.models import build
-
-
-@pytest.fixture(scope="module")
-def cfg():
-  return testing.tiny_config(data=dict(interval=2))
-
-
-@pytest.fixture(scope="module")
-def model(cfg):
-  keras.utils.set_random_seed(0)
-  model = build.build_model(cfg)
-  model.set_background(
-      np.random.default_rng(0).uniform(0.2, 0.6, size=(HEIGHT, WIDTH, 1)).astype("float32"))
-  return model
 
 
 def batch_scores(model, data_cfg, folder):
