@@ -180,21 +180,16 @@ def _check_resumed(items, before, down_s):
 
 def test_udp_stream_comes_back_after_its_sender_restarts(stream_video):
   url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
-  server = testing.serve_ffmpeg(stream_video, url)
-  try:
+  with testing.Server(lambda: testing.serve_ffmpeg(stream_video, url)) as server:
     opened = time.monotonic()
     source = sources.open_source(url, UDP)
     assert source.live and source.fps == FPS
     reader = _Reader(source)
     before = reader.wait_for(30)
     assert before[-1][1] <= time.monotonic() - opened  # Wall-clock seconds since the open.
-    testing.stop_server(server)
-    time.sleep(UDP_DOWN_S)
-    server = testing.serve_ffmpeg(stream_video, url)
+    server.restart(UDP_DOWN_S)
     items = reader.wait_for(len(reader.frames()) + 20)
     reader.halt()
-  finally:
-    testing.stop_server(server)
   gap = _check_resumed(items, 30, UDP_DOWN_S)
   assert "no data within --read_timeout_s=2" in gap.reason
 
@@ -202,17 +197,12 @@ def test_udp_stream_comes_back_after_its_sender_restarts(stream_video):
 def test_a_udp_sender_back_within_the_read_timeout_is_a_clock_jump(stream_video):
   """No reopen, but the new sender's clock starts over: a Gap all the same."""
   url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
-  server = testing.serve_ffmpeg(stream_video, url)
-  try:
+  with testing.Server(lambda: testing.serve_ffmpeg(stream_video, url)) as server:
     reader = _Reader(sources.open_source(url, LIVE))  # A 3 s read timeout...
     reader.wait_for(30)
-    testing.stop_server(server)
-    time.sleep(DOWN_S)  # ...and 1 s away.
-    server = testing.serve_ffmpeg(stream_video, url)
+    server.restart(DOWN_S)  # ...and 1 s away.
     items = reader.wait_for(len(reader.frames()) + 20)
     reader.halt()
-  finally:
-    testing.stop_server(server)
   gaps = _check_live_items(items)
   assert len(gaps) == 1 and gaps[0].index >= 30 and gaps[0].attempts == 0
   assert "the stream's clock jumped by -" in gaps[0].reason
@@ -225,21 +215,16 @@ def test_http_stream_comes_back_then_is_given_up(stream_video):
   # is down in the middle, then given up once it is gone for good.
   options = sources.SourceOptions(read_timeout_s=3.0, reconnect_initial_s=0.2,
                                   reconnect_max_s=0.5, max_reconnects=8)
-  server = testing.serve_ffmpeg(stream_video, url)
-  try:
+  with testing.Server(lambda: testing.serve_ffmpeg(stream_video, url)) as server:
     source = _open_when_listening(url, options)
     assert source.live  # ffmpeg sends no length: a stream.
     reader = _Reader(source)
     reader.wait_for(20)
-    testing.stop_server(server)
-    time.sleep(DOWN_S)
-    server = testing.serve_ffmpeg(stream_video, url)
+    server.restart(DOWN_S)
     reader.wait_for(len(reader.frames()) + 20)
-    testing.stop_server(server)
+    server.stop()
     lost_at = time.monotonic()
     reader.join()
-  finally:
-    testing.stop_server(server)
   # Refused connections fail at once: the waits, and little more.
   assert 3.6 <= time.monotonic() - lost_at < 15
   _check_resumed(reader.items, 20, DOWN_S)
@@ -273,17 +258,12 @@ def test_stop_ends_a_source_waiting_to_reopen(stream_video):
 def test_rtsp_stream_over_tcp_comes_back_after_its_server_restarts(stream_video):
   port = testing.free_port()
   url = f"rtsp://127.0.0.1:{port}/live"
-  server = testing.serve_rtsp(stream_video, port)
-  try:
+  with testing.Server(lambda: testing.serve_rtsp(stream_video, port)) as server:
     source = sources.open_source(url, LIVE)  # RTSP over TCP by default.
     assert source.live and source.fps == FPS
     reader = _Reader(source)
     reader.wait_for(25)
-    testing.stop_server(server)
-    time.sleep(DOWN_S)
-    server = testing.serve_rtsp(stream_video, port)
+    server.restart(DOWN_S)
     items = reader.wait_for(len(reader.frames()) + 25)
     reader.halt()
-  finally:
-    testing.stop_server(server)
   _check_resumed(items, 25, DOWN_S)
