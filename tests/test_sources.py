@@ -222,8 +222,9 @@ def test_http_stream_comes_back_then_is_given_up(stream_video):
     reader.wait_for(20)
     server.restart(DOWN_S)
     reader.wait_for(len(reader.frames()) + 20)
-    server.stop()
+    # Timed from before the stop: the reader's waits may start before stop() returns.
     lost_at = time.monotonic()
+    server.stop()
     reader.join()
   # Refused connections fail at once: the waits, and little more.
   assert 3.6 <= time.monotonic() - lost_at < 15
