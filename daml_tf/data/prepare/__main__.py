@@ -41,13 +41,13 @@ def _define_footage_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_float("fps", 0.0, "With --videos: keep about this many frames per second "
                      "instead (0: --every_nth decides).", flag_values=flag_values)
   flags.DEFINE_integer("max_frames", 0, "With --videos: at most this many kept frames per "
-                       "video (0: all).", flag_values=flag_values)
+                       "file (0: all).", flag_values=flag_values)
   flags.DEFINE_float("holdout", 0.0, "With --videos: share of each video's last kept frames "
                      "written to <output_dir>/holdout/ for calibrate --videos_dir (0: none).",
                      flag_values=flag_values)
   flags.DEFINE_integer("min_frames", footage.default_min_frames(),
-                       "With --videos: videos (and held-out parts) with fewer kept frames are "
-                       "skipped with a warning; the default is one clip of --dataset=custom.",
+                       "With --videos: videos (segments, held-out parts) with fewer kept frames "
+                       "are skipped with a warning; the default is one clip of --dataset=custom.",
                        flag_values=flag_values)
   flags.DEFINE_string("resize", "", "With --videos: write frames at HEIGHTxWIDTH (e.g. 64x96) "
                       "instead of the source size.", flag_values=flag_values)

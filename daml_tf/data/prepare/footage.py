@@ -192,9 +192,9 @@ def video_names(paths: List[str]) -> List[str]:
 def _kept_frames(path: str,
                  options: FootageOptions) -> Iterator[Tuple[np.ndarray, Optional[float]]]:
   """The frames of `path` that --every_nth/--fps and --max_frames keep, decoded one at a time,
-  each with the jump of the stream's timestamps (seconds) since the previous kept frame when
-  the stream breaks there (more than --max_gap_s forward between two decoded frames, or any
-  backward step), else None."""
+  each with the step (seconds) of the stream's timestamps at a break between it and the
+  previous kept frame (more than --max_gap_s forward between two decoded frames, or any
+  backward step; the largest if several), else None."""
   kept, last_slot, previous, jump = 0, -1, None, None
   for index, timestamp, frame in video_io.iter_video(path, check_length=False, threads=True):
     step = None if previous is None else timestamp - previous
@@ -367,7 +367,7 @@ def _remove_earlier(output_dir: str, name: str, keep: frozenset) -> None:
   for parent in {os.path.dirname(folder) for folder in _output_folders(output_dir, name)}:
     if os.path.isdir(parent):
       for entry in os.listdir(parent):
-        if pattern.fullmatch(entry) and (entry == name or entry not in keep):
+        if pattern.fullmatch(entry) and entry not in keep:
           shutil.rmtree(os.path.join(parent, entry))
 
 
