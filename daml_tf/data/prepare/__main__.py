@@ -41,18 +41,33 @@ def _define_footage_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_float("fps", 0.0, "With --videos: keep about this many frames per second "
                      "instead (0: --every_nth decides).", flag_values=flag_values)
   flags.DEFINE_integer("max_frames", 0, "With --videos: at most this many kept frames per "
-                       "video (0: all).", flag_values=flag_values)
+                       "file (0: all).", flag_values=flag_values)
   flags.DEFINE_float("holdout", 0.0, "With --videos: share of each video's last kept frames "
                      "written to <output_dir>/holdout/ for calibrate --videos_dir (0: none).",
                      flag_values=flag_values)
   flags.DEFINE_integer("min_frames", footage.default_min_frames(),
-                       "With --videos: videos (and held-out parts) with fewer kept frames are "
-                       "skipped with a warning; the default is one clip of --dataset=custom.",
+                       "With --videos: videos (segments, held-out parts) with fewer kept frames "
+                       "are skipped with a warning; the default is one clip of --dataset=custom.",
                        flag_values=flag_values)
   flags.DEFINE_string("resize", "", "With --videos: write frames at HEIGHTxWIDTH (e.g. 64x96) "
                       "instead of the source size.", flag_values=flag_values)
   flags.DEFINE_boolean("gray", False, "With --videos: write gray frames.",
                        flag_values=flag_values)
+  flags.DEFINE_boolean("split_cuts", True, "With --videos: split each file into segments, "
+                       "each its own video (<video>_s01, ...), at scene cuts and timestamp "
+                       "gaps; --nosplit_cuts writes each file as one video.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("cut_factor", footage.DEFAULT_CUT_FACTOR,
+                     "With --videos: a scene cut differs from the previous kept frame by more "
+                     "than this times the file's median frame difference ...",
+                     flag_values=flag_values)
+  flags.DEFINE_float("cut_floor", footage.DEFAULT_CUT_FLOOR,
+                     "... and by more than this (mean absolute difference of 32x48 gray "
+                     "thumbnails in [0, 1]).", flag_values=flag_values)
+  flags.DEFINE_float("max_gap_s", footage.DEFAULT_MAX_GAP_S,
+                     "With --videos: a jump of the stream's timestamps of more than this many "
+                     "seconds (or backwards) splits the file too (0: backwards only).",
+                     flag_values=flag_values)
 
 
 def _prepare_footage(flag_values: flags.FlagValues) -> None:
@@ -65,7 +80,9 @@ def _prepare_footage(flag_values: flags.FlagValues) -> None:
           every_nth=flag_values.every_nth, fps=flag_values.fps,
           max_frames=flag_values.max_frames, holdout=flag_values.holdout,
           min_frames=flag_values.min_frames, size=footage.parse_size(flag_values.resize),
-          gray=flag_values.gray))
+          gray=flag_values.gray, split_cuts=flag_values.split_cuts,
+          cut_factor=flag_values.cut_factor, cut_floor=flag_values.cut_floor,
+          max_gap_s=flag_values.max_gap_s))
   cli.exit_on_expected_errors(footage.prepare_footage, flag_values.videos,
                               os.path.expanduser(flag_values.output_dir), options)
 
