@@ -243,6 +243,8 @@ class VideoWriter:
     fps: frame rate.
     codec: FFmpeg encoder name; None picks libx264 for .mp4/.mkv/.mov when available, else
       mpeg4, and mjpeg as the last resort.
+    fit_size: a frame of another size than the first is resized to it (bilinear; logged once)
+      instead of refused: a live camera may come back from an outage at another resolution.
 
   Example:
     with VideoWriter("out.avi", fps=25) as writer:
@@ -250,11 +252,14 @@ class VideoWriter:
         writer.write(frame)
   """
 
-  def __init__(self, path: str, fps: float = DEFAULT_FPS, codec: Optional[str] = None):
+  def __init__(self, path: str, fps: float = DEFAULT_FPS, codec: Optional[str] = None,
+               fit_size: bool = False):
     import av  # pylint: disable=g-import-not-at-top
     self._av = av
     self.path = path
     self.fps = fps
+    self.fit_size = fit_size
+    self._size: Optional[Tuple[int, int]] = None
     self.codec = codec or self._default_codec(path)
     self._container = None
     self._stream = None
@@ -304,7 +309,10 @@ class VideoWriter:
     if frame.shape[-1] == 1:
       frame = np.repeat(frame, 3, axis=-1)
     if self._container is None:
+      self._size = frame.shape[:2]
       self._open(frame.shape[0], frame.shape[1])
+    elif self.fit_size and frame.shape[:2] != self._size:
+      frame = self._fit(frame)
     pad_h = self._stream.height - frame.shape[0]
     pad_w = self._stream.width - frame.shape[1]
     if pad_h < 0 or pad_w < 0 or pad_h > 1 or pad_w > 1:
@@ -316,6 +324,12 @@ class VideoWriter:
     for packet in self._stream.encode(video_frame):
       self._container.mux(packet)
     self.frames_written += 1
+
+  def _fit(self, frame: np.ndarray) -> np.ndarray:
+    logging.log_first_n(logging.WARNING, "%s: frames of %s resized to the video's %s.", 1,
+                        self.path, frame.shape[:2], self._size)
+    height, width = self._size
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
   def close(self) -> None:
     """Flushes the encoder and closes the file (a no-op if no frame was written)."""

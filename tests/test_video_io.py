@@ -27,6 +27,22 @@ def test_video_writer_pads_odd_sizes_and_takes_gray(tmp_path):
   assert [frame.shape for _, _, frame in video_io.iter_frames(path)] == [(34, 48, 3)] * 3
 
 
+def test_video_writer_refuses_or_fits_a_frame_of_another_size(tmp_path):
+  first, other = moving_frames(1, 32, 48, rgb=True)[0], moving_frames(1, 64, 80, rgb=True)[0]
+  strict = video_io.VideoWriter(str(tmp_path / "strict.avi"), fps=10, codec="mpeg4")
+  strict.write(first)
+  with pytest.raises(ValueError, match="differs from the video's first frame"):
+    strict.write(other)
+  strict.close()
+  # A camera back from an outage at another resolution: its frames fit the video.
+  with video_io.VideoWriter(str(tmp_path / "fit.avi"), fps=10, codec="mpeg4",
+                            fit_size=True) as writer:
+    writer.write(first)
+    writer.write(other)
+  frames = [frame for _, _, frame in video_io.iter_frames(str(tmp_path / "fit.avi"))]
+  assert [frame.shape for frame in frames] == [(32, 48, 3)] * 2
+
+
 @pytest.mark.parametrize("damage", ["cut_middle", "truncate"])
 def test_damaged_video_stops_cleanly_with_the_index(tmp_path, monkeypatch, damage):
   data = pathlib.Path(write_video(tmp_path / "clip.avi", moving_frames(12, rgb=True)))

@@ -535,7 +535,7 @@ def _annotated_writer(cfg: DetectConfig, fps: float):
     return None, None
   codec, extension = video_io.pick_output_format()
   video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
-  return video_io.VideoWriter(video_path, fps=fps, codec=codec), video_path
+  return video_io.VideoWriter(video_path, fps=fps, codec=codec, fit_size=True), video_path
 
 
 def run_detection(cfg: DetectConfig) -> DetectionSummary:

@@ -180,7 +180,8 @@ class CameraRecorder(detection.FrameRecorder):
     writer = None
     if annotated_video is not None:
       codec, _ = video_io.pick_output_format()
-      writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1], codec=codec)
+      writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1], codec=codec,
+                                     fit_size=True)
     super().__init__(output_dir, camera, state, plot_window, writer, sinks)
     if annotated_video is not None:
       self.annotated_video = annotated_video[0]
