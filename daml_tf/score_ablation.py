@@ -11,7 +11,6 @@ The fusion scores are standardised by their parts' statistics on the run's calib
 per run and score; smoothing and metrics are host-side NumPy on the collected scores.
 """
 
-import dataclasses
 import json
 
 from absl import app
@@ -54,10 +53,7 @@ def metrics_row(raw_per_video, labels_per_video, smoothing: smoothing_lib.Smooth
 
 def ablate_run(model_dir: str, data_dir: str, score_names, smoothings):
   """{"score|smoothing": metrics row} of one run, plus its normal frames' mean score."""
-  cfg = run_dir.load_config(model_dir)
-  if data_dir:
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=data_dir))
-  model = run_dir.restore_model(cfg, model_dir)
+  cfg, model = run_dir.restore_run(model_dir, data_dir)
   background = model.background.numpy()
   videos, labels = evaluation.test_split(cfg)
   calibration_videos, _ = calibration.calibration_videos(cfg)

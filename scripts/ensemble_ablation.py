@@ -11,7 +11,6 @@ A script, not a package feature: ensembles were measured and not adopted (README
 levers on UCSD Ped2").
 """
 
-import dataclasses
 import json
 import os
 
@@ -32,10 +31,7 @@ flags.DEFINE_string("output", None, "JSON file of results.")
 
 def member_scores(model_dir: str, data_dir: str):
   """({video: (scored frame indices, standardised scores, labels of those frames)})."""
-  cfg = run_dir.load_config(model_dir)
-  if data_dir:
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=data_dir))
-  model = run_dir.restore_model(cfg, model_dir)
+  cfg, model = run_dir.restore_run(model_dir, data_dir)
   calibration_videos, _ = calibration.calibration_videos(cfg)
   normal = calibration.normal_scores(model, cfg.data, calibration_videos, cfg.eval.batch_size)
   scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)

@@ -12,7 +12,6 @@ recipe only: a recipe whose latent loss also trains the encoder (--latent_loss_t
 can lower the error by shrinking the codes, not by predicting better.
 """
 
-import dataclasses
 import json
 import os
 
@@ -31,10 +30,7 @@ flags.DEFINE_string("output", "", "Also write the ranking as JSON here.")
 
 def normal_error(model_dir: str, data_dir: str):
   """(mean, 99.5% quantile, frames) of the run's scores on its calibration frames."""
-  cfg = run_dir.load_config(model_dir)
-  if data_dir:
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=data_dir))
-  model = run_dir.restore_model(cfg, model_dir)
+  cfg, model = run_dir.restore_run(model_dir, data_dir)
   videos, _ = calibration.calibration_videos(cfg)
   scores = calibration.normal_scores(model, cfg.data, videos, cfg.eval.batch_size,
                                      cfg.eval.score)
