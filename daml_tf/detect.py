@@ -14,7 +14,7 @@ the current frame, every file complete, exit status 0). The threshold is --thres
 <model_dir>/threshold.json (or the one recorded in an export); with neither only scores are
 written. See daml_tf.inference.detection.run_detection.
 
-A live --input (rtsp://, http(s)://, udp://, tcp://, srt://, ... or a V4L2 device such as
+A live --input (rtsp://, http(s)://, udp://, tcp://, ... or a V4L2 device such as
 /dev/video0) is reopened with exponential backoff (--reconnect_initial_s, --reconnect_max_s)
 when it ends, fails or sends nothing for --read_timeout_s; the detector starts over after each
 gap. With --max_reconnects or --give_up_after_s it gives up at last: the files are complete
@@ -52,7 +52,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_multi_string("input", None, "A video file (.avi, .mp4, .mkv, ...), a folder "
                             "of frames in natural order, a stream URL (rtsp://, http(s)://, "
-                            "udp://, tcp://, srt://, ...) or a V4L2 camera (/dev/video0); "
+                            "udp://, tcp://, ...) or a V4L2 camera (/dev/video0); "
                             "repeat it for several cameras, scored together by one model.",
                             flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where scores.csv, events.jsonl, scores.png and the "

@@ -90,7 +90,7 @@ class DetectConfig:
     model_dir: a training run's directory, or a serving or LiteRT export (see
       backends.open_model).
     inputs: the cameras' inputs, one each (a list is made a tuple): video files, folders of
-      frames, stream URLs (rtsp://, http(s)://, udp://, tcp://, srt://, ...) or V4L2 devices
+      frames, stream URLs (rtsp://, http(s)://, udp://, tcp://, ...) or V4L2 devices
       (/dev/video0); see sources.open_source. With one, every output goes directly in
       output_dir (run_detection); with several, each camera's go in `<output_dir>/<camera>/`
       (multicamera.run_multi_detection).
