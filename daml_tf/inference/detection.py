@@ -529,12 +529,11 @@ def camera_name_of(input_path: str) -> str:
   return name or "camera"
 
 
-def _annotated_writer(cfg: DetectConfig, fps: float):
-  """(writer, path) of the annotated video, or (None, None) without cfg.annotate."""
-  if not cfg.annotate:
-    return None, None
+def annotated_writer(output_dir: str, fps: float) -> Tuple[video_io.VideoWriter, str]:
+  """(writer, path) of a camera's annotated video in output_dir: annotated.mp4 (or .avi, by
+  the encoders FFmpeg has); frames of another size than the first are resized to it."""
   codec, extension = video_io.pick_output_format()
-  video_path = os.path.join(cfg.output_dir, ANNOTATED_BASENAME + extension)
+  video_path = os.path.join(output_dir, ANNOTATED_BASENAME + extension)
   return video_io.VideoWriter(video_path, fps=fps, codec=codec, fit_size=True), video_path
 
 
@@ -590,7 +589,8 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
     with stop_on_signals() as stop:
       # Opened last: a live stream's frames would otherwise queue up while the model loads.
       source = sources.open_source(cfg.input_path, cfg.source_options, stop)
-      writer, video_path = _annotated_writer(cfg, source.fps)
+      writer, video_path = (annotated_writer(cfg.output_dir, source.fps) if cfg.annotate
+                            else (None, None))
       try:
         summary = detect_frames(
             detector, source, cfg.output_dir, camera, writer, max_frames=cfg.max_frames,

@@ -37,7 +37,6 @@ from absl import logging
 import tensorflow as tf
 
 from daml_tf import errors
-from daml_tf import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import mqtt as mqtt_lib
@@ -168,23 +167,21 @@ class CameraRecorder(detection.FrameRecorder):
     camera: its name (events, plot title).
     state: its stream state in the detector (threshold and smoothing shown).
     plot_window: frames shown in scores.png.
-    annotated_video: (path, fps) of the annotated video, or None.
+    annotate_fps: the frame rate of the camera's annotated video (detection.annotated_writer),
+      or None for none.
     sinks: where the alarm events go besides events.jsonl (not closed here).
   """
 
   def __init__(self, output_dir: str, camera: str, state: StreamState,
                plot_window: int = detection.DEFAULT_PLOT_WINDOW,
-               annotated_video: Optional[Tuple[str, float]] = None,
+               annotate_fps: Optional[float] = None,
                sinks: Sequence[events_lib.EventSink] = ()):
     tf.io.gfile.makedirs(output_dir)
-    writer = None
-    if annotated_video is not None:
-      codec, _ = video_io.pick_output_format()
-      writer = video_io.VideoWriter(annotated_video[0], fps=annotated_video[1], codec=codec,
-                                     fit_size=True)
+    writer = video_path = None
+    if annotate_fps is not None:
+      writer, video_path = detection.annotated_writer(output_dir, annotate_fps)
     super().__init__(output_dir, camera, state, plot_window, writer, sinks)
-    if annotated_video is not None:
-      self.annotated_video = annotated_video[0]
+    self.annotated_video = video_path
 
   def close(self, stop_reason: str, elapsed: float,
             stopped_at: Optional[int] = None) -> detection.DetectionSummary:
@@ -336,15 +333,11 @@ def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
   cameras = {}
   for name, path, (source, source_stop) in zip(cfg.cameras, cfg.inputs, _open_sources(cfg)):
     output_dir = os.path.join(cfg.output_dir, name)
-    video = None
-    if cfg.annotate:
-      _, extension = video_io.pick_output_format()
-      video = (os.path.join(output_dir, detection.ANNOTATED_BASENAME + extension), source.fps)
     # A file: every frame, in order; a live input: the newest frame (see the module doc).
     reader = FrameReader(source, name, capacity=1 if source.live else FILE_QUEUE_FRAMES,
                          keep_newest=source.live, arrived=arrived, source_stop=source_stop)
-    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window, video,
-                              sinks)
+    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window,
+                              source.fps if cfg.annotate else None, sinks)
     cameras[name] = _Camera(path, reader, recorder)
   return cameras
 
