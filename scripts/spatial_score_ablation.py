@@ -1,0 +1,166 @@
+"""Frame scores that use where in the picture the latent error is, measured on a trained run.
+
+    PYTHONPATH=. .venv/bin/python scripts/spatial_score_ablation.py --data_dir=~/datasets \
+        --model_dir=pretrained/ped2_cpu --output=docs/ablation/spatial_scores.json
+
+A fixed camera sees normal motion in some places and not in others, and a small object is one
+blob of the picture; these scores try to use that, each from normal training frames only:
+- `cell_z_*`, `cell_ratio_*`, `cell_exceed99`: each grid cell's error standardised by that cell's
+  mean and spread (or divided by its mean, or what exceeds its 99% quantile) on training frames;
+- `knn_*`: each cell's distance to its nearest training vector at the same place (3x3 cells
+  around it, every 2nd training frame), for the prediction residual (z_hat - z) or for
+  appearance and motion (z, z - z_last_input);
+- `fg_mean_q*`: the mean error over foreground cells only (background-subtracted intensity above
+  a quantile of the training frames'), so that a crowd does not count as many anomalies;
+  `fg_blob_q*`: the highest mean error of a foreground blob (>= 4 cells).
+Reported with the paper's per-video min-max (micro, macro, EER, and with `gauss:3`) and raw
+pooled (online). Host-side NumPy on error maps collected once; not part of the package because
+none of them beat the paper's `latent_mean` (README, "Accuracy levers").
+"""
+
+import json
+
+from absl import app
+from absl import flags
+import numpy as np
+from scipy import ndimage
+import tensorflow as tf
+
+from daml_tf import evaluation
+from daml_tf import metrics as metrics_lib
+from daml_tf import run_dir
+from daml_tf import smoothing as smoothing_lib
+from daml_tf.data import layout
+from daml_tf.data import pipeline
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A training run directory (or pretrained/ped2_cpu).")
+flags.DEFINE_string("data_dir", "", "Where the run's dataset is (default: as trained).")
+flags.DEFINE_string("output", None, "The JSON file of results.")
+
+
+def collect(model, cfg, videos):
+  """Per scored frame: observed code, predicted code, last input's code, foreground map."""
+  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  motion = tf.function(lambda past: model.motion(past, training=False))
+  background = model.background.numpy()
+  out = {"z": [], "pred": [], "last": [], "fg": [], "video": [], "index": []}
+  for number, video in enumerate(videos):
+    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
+    codes = scorer.encode(frames)[-1].numpy()
+    clips = pipeline.clip_indices(len(frames), cfg.data.time_steps, cfg.data.interval,
+                                  cfg.data.delta)
+    pred = np.concatenate([motion(codes[clips[s:s + 64, :-1]]).numpy()
+                           for s in range(0, len(clips), 64)])
+    grid_h, grid_w = codes.shape[1:3]
+    # Foreground: mean absolute background-subtracted intensity of each grid cell's pixels.
+    magnitude = np.abs(frames[clips[:, -1]]).mean(-1)
+    fg = magnitude.reshape(len(clips), grid_h, magnitude.shape[1] // grid_h, grid_w,
+                           magnitude.shape[2] // grid_w).mean((2, 4))
+    for key, value in (("z", codes[clips[:, -1]]), ("pred", pred), ("last", codes[clips[:, -2]]),
+                       ("fg", fg), ("video", np.full(len(clips), number)),
+                       ("index", clips[:, -1])):
+      out[key].append(value)
+  return {key: np.concatenate(value) for key, value in out.items()}
+
+
+def top_mean(maps, fraction):
+  flat = maps.reshape(len(maps), -1)
+  count = max(1, int(round(fraction * flat.shape[1])))
+  return np.sort(flat, axis=1)[:, -count:].mean(1)
+
+
+def knn_local_map(train_vectors, test_vectors, radius=1, stride=2):
+  """[N, h, w] squared distance of each test cell to the nearest training vector near it."""
+  bank_frames = train_vectors[::stride]
+  n, grid_h, grid_w, _ = test_vectors.shape
+  out = np.zeros((n, grid_h, grid_w), np.float32)
+  for i in range(grid_h):
+    for j in range(grid_w):
+      bank = bank_frames[:, max(0, i - radius):i + radius + 1,
+                         max(0, j - radius):j + radius + 1].reshape(-1, bank_frames.shape[-1])
+      query = test_vectors[:, i, j]
+      distances = ((query * query).sum(1)[:, None] - 2 * query @ bank.T +
+                   (bank * bank).sum(1)[None])
+      out[:, i, j] = np.maximum(distances.min(1), 0)
+  return out
+
+
+def blob_max_mean(error_maps, masks, min_cells=4):
+  values = np.zeros(len(error_maps))
+  for n, (error_map, mask) in enumerate(zip(error_maps, masks)):
+    blobs, count = ndimage.label(mask)
+    if not count:
+      continue
+    ids = np.arange(1, count + 1)
+    sizes = ndimage.sum(np.ones_like(error_map), blobs, ids)
+    means = ndimage.mean(error_map, blobs, ids)
+    if (sizes >= min_cells).any():
+      values[n] = means[sizes >= min_cells].max()
+  return values
+
+
+def variants(train, test):
+  """{name: [N] frame scores of the test frames}."""
+  err_train = np.square(train["pred"] - train["z"]).mean(-1)
+  err_test = np.square(test["pred"] - test["z"]).mean(-1)
+  mean, std = err_train.mean(0), err_train.std(0)
+  cell_z = (err_test - mean) / (std + 1e-3 * std.mean())
+  cell_ratio = err_test / (mean + 1e-2 * mean.mean())
+  scores = {
+      "latent_mean": err_test.mean((1, 2)),
+      "cell_z_mean": cell_z.mean((1, 2)),
+      "cell_z_max": cell_z.reshape(len(cell_z), -1).max(1),
+      "cell_z_top5": top_mean(cell_z, 0.05),
+      "cell_ratio_mean": cell_ratio.mean((1, 2)),
+      "cell_ratio_top5": top_mean(cell_ratio, 0.05),
+      "cell_exceed99": np.clip(err_test - np.quantile(err_train, 0.99, axis=0), 0,
+                               None).sum((1, 2)),
+  }
+  descriptors = {
+      "resid": lambda d: d["pred"] - d["z"],
+      "z_dz": lambda d: np.concatenate([d["z"], d["z"] - d["last"]], -1),
+  }
+  for name, describe in descriptors.items():
+    distances = knn_local_map(describe(train), describe(test))
+    scores[f"knn_{name}_mean"] = distances.mean((1, 2))
+    scores[f"knn_{name}_top5"] = top_mean(distances, 0.05)
+    scores[f"knn_{name}_max"] = distances.reshape(len(distances), -1).max(1)
+  for quantile in (0.9, 0.95, 0.99):
+    masks = test["fg"] > np.quantile(train["fg"], quantile)
+    scores[f"fg_mean_q{quantile}"] = ((err_test * masks).sum((1, 2)) /
+                                      np.maximum(masks.sum((1, 2)), 1))
+    scores[f"fg_blob_q{quantile}"] = blob_max_mean(err_test, masks)
+  return scores
+
+
+def metrics(values, test, labels):
+  videos = np.unique(test["video"])
+  per_video = [values[test["video"] == v].astype(np.float64) for v in videos]
+  video_labels = [labels[v][test["index"][test["video"] == v]] for v in videos]
+  row = metrics_lib.evaluate_scores(per_video, video_labels, "per_video")
+  gauss = [smoothing_lib.smooth(x, smoothing_lib.parse("gauss:3")) for x in per_video]
+  return {"micro_auc": round(float(row["micro_auc"]), 4),
+          "macro_auc": round(float(row["macro_auc"]), 4), "eer": round(float(row["eer"]), 4),
+          "micro_auc_gauss3": round(float(
+              metrics_lib.evaluate_scores(gauss, video_labels, "per_video")["micro_auc"]), 4),
+          "online_auc": round(float(metrics_lib.micro_auc(per_video, video_labels)), 4)}
+
+
+def main(argv):
+  del argv
+  cfg, model = run_dir.restore_run(FLAGS.model_dir, FLAGS.data_dir)
+  _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
+  test_videos, labels = evaluation.test_split(cfg)
+  train, test = collect(model, cfg, train_videos), collect(model, cfg, test_videos)
+  results = {name: metrics(values, test, labels)
+             for name, values in variants(train, test).items()}
+  for name, row in results.items():
+    print(f"{name:20s} {row}", flush=True)
+  with open(FLAGS.output, "w") as f:
+    json.dump({"model_dir": FLAGS.model_dir, "scores": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["model_dir", "output"])
+  app.run(main)
