@@ -12,7 +12,10 @@ blob of the picture; these scores try to use that, each from normal training fra
   appearance and motion (z, z - z_last_input);
 - `fg_mean_q*`: the mean error over foreground cells only (background-subtracted intensity above
   a quantile of the training frames'), so that a crowd does not count as many anomalies;
-  `fg_blob_q*`: the highest mean error of a foreground blob (>= 4 cells).
+  `fg_blob_q*`: the highest mean error of a foreground blob (>= 4 cells);
+- `fg_*_expected_*`: the error divided by (or minus) the error a normal frame with as much
+  foreground has, from a line fitted on the training frames;
+- `mirror_*`: test-time augmentation with the mirror image of each frame.
 Reported with the paper's per-video min-max (micro, macro, EER, and with `gauss:3`) and raw
 pooled (online). Host-side NumPy on error maps collected once; not part of the package because
 none of them beat the paper's `latent_mean` (README, "Accuracy levers").
@@ -131,7 +134,30 @@ def variants(train, test):
     scores[f"fg_mean_q{quantile}"] = ((err_test * masks).sum((1, 2)) /
                                       np.maximum(masks.sum((1, 2)), 1))
     scores[f"fg_blob_q{quantile}"] = blob_max_mean(err_test, masks)
+  # How much error a normal frame has given how much foreground it has (a line fitted on the
+  # training frames): a crowd raises the error of every frame it is in.
+  for name, amount in (("fg_mean", lambda d: d["fg"].mean((1, 2))),
+                       ("fg_area90", lambda d: (d["fg"] > np.quantile(train["fg"], 0.9)
+                                                ).mean((1, 2)))):
+    slope, intercept = np.polyfit(amount(train), err_train.mean((1, 2)), 1)
+    expected = intercept + slope * amount(test)
+    scores[f"{name}_expected_ratio"] = err_test.mean((1, 2)) / np.maximum(expected, 1e-4)
+    scores[f"{name}_expected_resid"] = err_test.mean((1, 2)) - expected
   return scores
+
+
+def mirrored_scores(model, cfg, videos):
+  """Test-time augmentation: the mean of the paper's score of each frame and of its mirror
+  image (background subtracted first, so the mirrored background is subtracted too)."""
+  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  background = model.background.numpy()
+  plain, mirrored = [], []
+  for video in videos:
+    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
+    plain.append(scorer.score(frames)[1])
+    mirrored.append(scorer.score(np.ascontiguousarray(frames[:, :, ::-1]))[1])
+  plain, mirrored = np.concatenate(plain), np.concatenate(mirrored)
+  return {"mirror_only": mirrored, "mirror_tta_mean": (plain + mirrored) / 2}
 
 
 def metrics(values, test, labels):
@@ -153,8 +179,8 @@ def main(argv):
   _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
   test_videos, labels = evaluation.test_split(cfg)
   train, test = collect(model, cfg, train_videos), collect(model, cfg, test_videos)
-  results = {name: metrics(values, test, labels)
-             for name, values in variants(train, test).items()}
+  scores = dict(variants(train, test), **mirrored_scores(model, cfg, test_videos))
+  results = {name: metrics(values, test, labels) for name, values in scores.items()}
   for name, row in results.items():
     print(f"{name:20s} {row}", flush=True)
   with open(FLAGS.output, "w") as f:
