@@ -1,7 +1,7 @@
 """Frame scores that use where in the picture the latent error is, measured on a trained run.
 
     PYTHONPATH=. .venv/bin/python scripts/spatial_score_ablation.py --data_dir=~/datasets \
-        --model_dir=pretrained/ped2_cpu --output=docs/ablation/spatial_scores.json
+        --model_dirs=pretrained/ped2_cpu --output=docs/ablation/spatial_scores.json
 
 A fixed camera sees normal motion in some places and not in others, and a small object is one
 blob of the picture; these scores try to use that, each from normal training frames only:
@@ -37,9 +37,12 @@ from daml_tf.data import layout
 from daml_tf.data import pipeline
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A training run directory (or pretrained/ped2_cpu).")
+flags.DEFINE_list("model_dirs", None, "Training run directories (or pretrained/ped2_cpu).")
 flags.DEFINE_string("data_dir", "", "Where the run's dataset is (default: as trained).")
 flags.DEFINE_string("output", None, "The JSON file of results.")
+flags.DEFINE_bool("knn", True, "Also the nearest-neighbour scores (about 2 min per run).")
+flags.DEFINE_list("fg_quantiles", ["0.9", "0.95", "0.99"],
+                  "Foreground thresholds, as quantiles of the training frames' foreground.")
 
 
 def collect(model, cfg, videos):
@@ -103,7 +106,7 @@ def blob_max_mean(error_maps, masks, min_cells=4):
   return values
 
 
-def variants(train, test):
+def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
   """{name: [N] frame scores of the test frames}."""
   err_train = np.square(train["pred"] - train["z"]).mean(-1)
   err_test = np.square(test["pred"] - test["z"]).mean(-1)
@@ -124,12 +127,12 @@ def variants(train, test):
       "resid": lambda d: d["pred"] - d["z"],
       "z_dz": lambda d: np.concatenate([d["z"], d["z"] - d["last"]], -1),
   }
-  for name, describe in descriptors.items():
+  for name, describe in (descriptors.items() if knn else ()):
     distances = knn_local_map(describe(train), describe(test))
     scores[f"knn_{name}_mean"] = distances.mean((1, 2))
     scores[f"knn_{name}_top5"] = top_mean(distances, 0.05)
     scores[f"knn_{name}_max"] = distances.reshape(len(distances), -1).max(1)
-  for quantile in (0.9, 0.95, 0.99):
+  for quantile in fg_quantiles:
     masks = test["fg"] > np.quantile(train["fg"], quantile)
     scores[f"fg_mean_q{quantile}"] = ((err_test * masks).sum((1, 2)) /
                                       np.maximum(masks.sum((1, 2)), 1))
@@ -173,20 +176,26 @@ def metrics(values, test, labels):
           "online_auc": round(float(metrics_lib.micro_auc(per_video, video_labels)), 4)}
 
 
-def main(argv):
-  del argv
-  cfg, model = run_dir.restore_run(FLAGS.model_dir, FLAGS.data_dir)
+def ablate_run(model_dir):
+  cfg, model = run_dir.restore_run(model_dir, FLAGS.data_dir)
   _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
   test_videos, labels = evaluation.test_split(cfg)
   train, test = collect(model, cfg, train_videos), collect(model, cfg, test_videos)
-  scores = dict(variants(train, test), **mirrored_scores(model, cfg, test_videos))
+  scores = dict(variants(train, test, FLAGS.knn, [float(q) for q in FLAGS.fg_quantiles]),
+                **mirrored_scores(model, cfg, test_videos))
   results = {name: metrics(values, test, labels) for name, values in scores.items()}
   for name, row in results.items():
-    print(f"{name:20s} {row}", flush=True)
+    print(f"{model_dir} {name:20s} {row}", flush=True)
+  return results
+
+
+def main(argv):
+  del argv
+  results = {model_dir: ablate_run(model_dir) for model_dir in FLAGS.model_dirs}
   with open(FLAGS.output, "w") as f:
-    json.dump({"model_dir": FLAGS.model_dir, "scores": results}, f, indent=1)
+    json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["model_dir", "output"])
+  flags.mark_flags_as_required(["model_dirs", "output"])
   app.run(main)
