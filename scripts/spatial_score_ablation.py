@@ -37,12 +37,20 @@ from daml_tf.data import layout
 from daml_tf.data import pipeline
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("model_dirs", None, "Training run directories (or pretrained/ped2_cpu).")
-flags.DEFINE_string("data_dir", "", "Where the run's dataset is (default: as trained).")
-flags.DEFINE_string("output", None, "The JSON file of results.")
-flags.DEFINE_bool("knn", True, "Also the nearest-neighbour scores (about 2 min per run).")
-flags.DEFINE_list("fg_quantiles", ["0.9", "0.95", "0.99"],
-                  "Foreground thresholds, as quantiles of the training frames' foreground.")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_list("model_dirs", None, "Training run directories (or pretrained/ped2_cpu).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("data_dir", "", "Where the runs' dataset is (default: as trained).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", None, "The JSON file of results.", flag_values=flag_values)
+  flags.DEFINE_bool("knn", True, "Also the nearest-neighbour scores (about 2 min per run).",
+                    flag_values=flag_values)
+  flags.DEFINE_list("fg_quantiles", ["0.9", "0.95", "0.99"],
+                    "Foreground thresholds, as quantiles of the training frames' foreground.",
+                    flag_values=flag_values)
+  flags.mark_flags_as_required(["model_dirs", "output"], flag_values=flag_values)
 
 
 def collect(model, cfg, videos):
@@ -197,5 +205,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["model_dirs", "output"])
+  define_flags()
   app.run(main)
