@@ -30,8 +30,8 @@ from scipy import ndimage
 import tensorflow as tf
 
 from daml_tf import evaluation
-from daml_tf import metrics as metrics_lib
 from daml_tf import run_dir
+from daml_tf import score_ablation
 from daml_tf import smoothing as smoothing_lib
 from daml_tf.data import layout
 from daml_tf.data import pipeline
@@ -172,16 +172,14 @@ def mirrored_scores(model, cfg, videos):
 
 
 def metrics(values, test, labels):
+  """score_ablation's row (micro, macro, EER, online) plus the micro AUC under gauss:3."""
   videos = np.unique(test["video"])
   per_video = [values[test["video"] == v].astype(np.float64) for v in videos]
   video_labels = [labels[v][test["index"][test["video"] == v]] for v in videos]
-  row = metrics_lib.evaluate_scores(per_video, video_labels, "per_video")
-  gauss = [smoothing_lib.smooth(x, smoothing_lib.parse("gauss:3")) for x in per_video]
-  return {"micro_auc": round(float(row["micro_auc"]), 4),
-          "macro_auc": round(float(row["macro_auc"]), 4), "eer": round(float(row["eer"]), 4),
-          "micro_auc_gauss3": round(float(
-              metrics_lib.evaluate_scores(gauss, video_labels, "per_video")["micro_auc"]), 4),
-          "online_auc": round(float(metrics_lib.micro_auc(per_video, video_labels)), 4)}
+  row = score_ablation.metrics_row(per_video, video_labels, smoothing_lib.parse("none"))
+  row["micro_auc_gauss3"] = score_ablation.metrics_row(
+      per_video, video_labels, smoothing_lib.parse("gauss:3"))["micro_auc"]
+  return row
 
 
 def ablate_run(model_dir):
