@@ -158,17 +158,15 @@ def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
 
 
 def mirrored_scores(model, cfg, videos):
-  """Test-time augmentation: the mean of the paper's score of each frame and of its mirror
-  image (background subtracted first, so the mirrored background is subtracted too)."""
+  """The paper's score of each test frame's mirror image (background subtracted first, so the
+  mirrored background is subtracted too), in the order `collect` gives the frames."""
   scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
   background = model.background.numpy()
-  plain, mirrored = [], []
+  mirrored = []
   for video in videos:
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
-    plain.append(scorer.score(frames)[1])
     mirrored.append(scorer.score(np.ascontiguousarray(frames[:, :, ::-1]))[1])
-  plain, mirrored = np.concatenate(plain), np.concatenate(mirrored)
-  return {"mirror_only": mirrored, "mirror_tta_mean": (plain + mirrored) / 2}
+  return np.concatenate(mirrored)
 
 
 def metrics(values, test, labels):
@@ -187,8 +185,10 @@ def ablate_run(model_dir):
   _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
   test_videos, labels = evaluation.test_split(cfg)
   train, test = collect(model, cfg, train_videos), collect(model, cfg, test_videos)
-  scores = dict(variants(train, test, FLAGS.knn, [float(q) for q in FLAGS.fg_quantiles]),
-                **mirrored_scores(model, cfg, test_videos))
+  scores = variants(train, test, FLAGS.knn, [float(q) for q in FLAGS.fg_quantiles])
+  # Test-time augmentation: the frame's score (collected above) and its mirror image's, averaged.
+  scores["mirror_only"] = mirrored_scores(model, cfg, test_videos)
+  scores["mirror_tta_mean"] = (scores["latent_mean"] + scores["mirror_only"]) / 2
   results = {name: metrics(values, test, labels) for name, values in scores.items()}
   for name, row in results.items():
     print(f"{model_dir} {name:20s} {row}", flush=True)
