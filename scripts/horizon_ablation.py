@@ -1,0 +1,218 @@
+"""How far ahead should the motion model predict? Measured on trained runs' frozen codes.
+
+    PYTHONPATH=. .venv/bin/python scripts/horizon_ablation.py --data_dir=~/datasets \
+        --model_dirs=pretrained/ped2_cpu,<runs> --output=docs/ablation/horizons.json
+
+With the latent loss kept out of the encoder (`--nolatent_loss_trains_encoder`, every shipped
+config), the appearance model never sees the motion model's horizon, so the horizon can be
+compared on one run's encoder: for each run, fresh motion models (the package's `MotionModel`,
+the run's k and interval) are trained on its frozen training codes for each target distance
+`--horizons` (the `--delta` flag), and every variant scores the same test frames (those every
+horizon can predict). This pairs the comparison on the encoder, whose seed moves the AUC by as
+much as 0.05 (README, "Accuracy levers"), and costs about 30 s per motion model instead of a
+training run per row. The run's own motion model (`own`) is scored on the same frames; a sum
+like `4+8` adds the latent errors of two horizons' models: an ensemble of motion models on
+shared codes, which would cost a second motion model per frame and no second encoder.
+
+Reported per variant, with `latent_mean` and `latent_top5`: the paper's per-video min-max
+(micro, macro, EER; micro under `ema:0.3` and `gauss:3`) and raw pooled (online, also under
+`ema:0.3`); `summary` gives the mean over runs and in how many runs each variant beat the fresh
+model at the runs' own horizon. Host-side NumPy after collecting codes, like
+`scripts/spatial_score_ablation.py`.
+"""
+
+import json
+from typing import Dict, List, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from daml_tf import evaluation
+from daml_tf import run_dir
+from daml_tf import score_ablation
+from daml_tf import smoothing as smoothing_lib
+from daml_tf.data import layout
+from daml_tf.data import pipeline
+from daml_tf.models import motion as motion_lib
+from daml_tf.models import scores as scores_lib
+
+FLAGS = flags.FLAGS
+SCORES = ("latent_mean", "latent_top5")
+SMOOTHINGS = ("none", "ema:0.3", "gauss:3")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_list("model_dirs", None, "Training run directories (or pretrained/ped2_cpu).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("data_dir", "", "Where the runs' dataset is (default: as trained).",
+                      flag_values=flag_values)
+  flags.DEFINE_list("horizons", ["4", "8", "12", "16"],
+                    "Target distances (frames after the last input) to train motion models for.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("sums", ["4+8"], "Sums of horizons' latent errors to score as well.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("epochs", 5, "Epochs per motion model; the last at a tenth of the rate.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the CPU configs' rate).",
+                     flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Seed of the motion models' initialisation and batches.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output", None, "The JSON file of results.", flag_values=flag_values)
+  flags.mark_flags_as_required(["model_dirs", "output"], flag_values=flag_values)
+
+
+def clips_from(num_frames: int, time_steps: int, interval: int, delta: int,
+               first_target: int) -> np.ndarray:
+  """`pipeline.clip_indices` restricted to the clips whose target is >= first_target, so that
+  every horizon scores the same frames."""
+  clips = pipeline.clip_indices(num_frames, time_steps, interval, delta)
+  return clips[clips[:, -1] >= first_target]
+
+
+def stacked_clips(lengths: Sequence[int], time_steps: int, interval: int,
+                  delta: int) -> np.ndarray:
+  """The clips of several videos as rows into their codes concatenated in order."""
+  offsets = np.cumsum([0] + list(lengths[:-1]))
+  return np.concatenate([pipeline.clip_indices(n, time_steps, interval, delta) + offset
+                         for n, offset in zip(lengths, offsets)])
+
+
+def fit_motion(codes: Sequence[np.ndarray], time_steps: int, interval: int, delta: int,
+               weight_decay: float, epochs: int, learning_rate: float, seed: int,
+               batch_size: int = 8) -> keras.Model:
+  """A fresh MotionModel trained on frozen codes (one array [n, h, w, c] per video) with the
+  finetune phase's loss: the latent SSE plus the L2 weight penalty."""
+  keras.utils.set_random_seed(seed)
+  all_codes = tf.constant(np.concatenate(codes))
+  clips = tf.constant(stacked_clips([len(c) for c in codes], time_steps, interval, delta))
+  model = motion_lib.MotionModel(time_steps=time_steps, latent_shape=codes[0].shape[1:],
+                                 weight_decay=weight_decay)
+  optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-4)
+
+  @tf.function
+  def step(rows):
+    batch = tf.gather(clips, rows)
+    past, target = tf.gather(all_codes, batch[:, :-1]), tf.gather(all_codes, batch[:, -1])
+    with tf.GradientTape() as tape:
+      sse = tf.reduce_sum(tf.square(model(past, training=True) - target), axis=[1, 2, 3])
+      penalty = tf.add_n(model.losses) if model.losses else 0.0
+      loss = tf.reduce_mean(sse) + penalty
+    optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+  rng = np.random.default_rng(seed)
+  num_clips = int(clips.shape[0])
+  for epoch in range(epochs):
+    optimizer.learning_rate.assign(learning_rate * (0.1 if epoch == epochs - 1 else 1.0))
+    order = rng.permutation(num_clips)
+    for start in range(0, num_clips - batch_size + 1, batch_size):
+      step(tf.constant(order[start:start + batch_size]))
+  return model
+
+
+def clip_scores(motion: keras.Model, codes: np.ndarray, clips: np.ndarray,
+                batch_size: int = 64) -> Dict[str, np.ndarray]:
+  """{score name: [n]} of the clips' targets, by the package's host scorers."""
+  predict = tf.function(lambda past: motion(past, training=False), reduce_retracing=True)
+  scorers = {name: scores_lib.host_scorer(name) for name in SCORES}
+  out = {name: [] for name in SCORES}
+  for start in range(0, len(clips), batch_size):
+    rows = clips[start:start + batch_size]
+    predicted = predict(tf.constant(codes[rows[:, :-1]])).numpy()
+    for name, scorer in scorers.items():
+      out[name].append(scorer(predicted, codes[rows[:, -1]])[0])
+  return {name: np.concatenate(values).astype(np.float64) for name, values in out.items()}
+
+
+def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, float]:
+  row = score_ablation.metrics_row(per_video, labels, smoothing_lib.parse("none"))
+  for spec in SMOOTHINGS[1:]:
+    smoothed = score_ablation.metrics_row(per_video, labels, smoothing_lib.parse(spec))
+    row[f"micro_auc|{spec}"] = smoothed["micro_auc"]
+    if "online_auc" in smoothed:
+      row[f"online_auc|{spec}"] = smoothed["online_auc"]
+  return row
+
+
+def encode(model, cfg, videos) -> List[np.ndarray]:
+  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  background = model.background.numpy()
+  return [scorer.encode(pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
+                                            background))[-1].numpy() for video in videos]
+
+
+def ablate_run(model_dir: str, horizons: Sequence[int], sums: Sequence[Sequence[int]]):
+  cfg, model = run_dir.restore_run(model_dir, FLAGS.data_dir)
+  data = cfg.data
+  _, train_videos = layout.find_videos(data.dataset, data.data_dir, "training")
+  train_videos, _ = layout.split_holdout(train_videos, cfg.train.calibration_holdout,
+                                         data.clip_span)
+  test_videos, labels = evaluation.test_split(cfg)
+  train_codes, test_codes = encode(model, cfg, train_videos), encode(model, cfg, test_videos)
+  first_target = data.interval * (data.time_steps - 1) + max(list(horizons) + [data.delta])
+  test_labels = [video_labels[first_target:] for video_labels in labels]
+
+  def scored(motion, delta):
+    per_video = [clip_scores(motion, codes, clips_from(len(codes), data.time_steps,
+                                                       data.interval, delta, first_target))
+                 for codes in test_codes]
+    return {name: [video[name] for video in per_video] for name in SCORES}
+
+  raw = {"own": scored(model.motion, data.delta)}
+  for horizon in horizons:
+    motion = fit_motion(train_codes, data.time_steps, data.interval, horizon,
+                        cfg.model.weight_decay, FLAGS.epochs, FLAGS.learning_rate, FLAGS.seed)
+    raw[f"d{horizon}"] = scored(motion, horizon)
+    logging.info("%s: motion model at horizon %d trained and scored", model_dir, horizon)
+  for parts in sums:
+    raw["+".join(map(str, parts))] = {
+        name: [sum(video) for video in zip(*(raw[f"d{h}"][name] for h in parts))]
+        for name in SCORES}
+  results = {}
+  for variant, by_score in raw.items():
+    for name, per_video in by_score.items():
+      results[f"{variant}|{name}"] = metrics(per_video, test_labels)
+      logging.info("%s %s|%s %s", model_dir, variant, name, results[f"{variant}|{name}"])
+  return results, data.delta
+
+
+def summarize(results: Dict[str, Dict[str, Dict[str, float]]], reference: str):
+  """{variant: {metric: [mean over runs, runs where it beat `reference`]}}."""
+  runs = list(results)
+  summary = {}
+  for variant in results[runs[0]]:
+    summary[variant] = {}
+    for metric in results[runs[0]][variant]:
+      values = np.array([results[run][variant][metric] for run in runs])
+      base = np.array([results[run][reference][metric] for run in runs])
+      # EER: lower is better.
+      wins = (values < base) if metric == "eer" else (values > base)
+      summary[variant][metric] = [round(float(values.mean()), 4), int(wins.sum())]
+  return summary
+
+
+def main(argv):
+  del argv
+  horizons = [int(h) for h in FLAGS.horizons]
+  sums = [[int(h) for h in spec.split("+")] for spec in FLAGS.sums]
+  missing = sorted({h for parts in sums for h in parts} - set(horizons))
+  if missing:
+    raise app.UsageError(f"--sums uses horizons not in --horizons: {missing}")
+  results = {}
+  for model_dir in FLAGS.model_dirs:
+    results[model_dir], own_delta = ablate_run(model_dir, horizons, sums)
+    # The reference: the paper's score from a fresh model at the horizon the run was trained
+    # with (trained like the other variants, unlike `own`).
+    reference = f"d{own_delta}|latent_mean" if own_delta in horizons else "own|latent_mean"
+    # Written after every run: a long list of runs can be stopped and still leave its results.
+    with open(FLAGS.output, "w") as f:
+      json.dump({"runs": results, "reference": reference,
+                 "summary": summarize(results, reference)}, f, indent=1)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
