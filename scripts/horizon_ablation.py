@@ -6,13 +6,15 @@
 With the latent loss kept out of the encoder (`--nolatent_loss_trains_encoder`, every shipped
 config), the appearance model never sees the motion model's horizon, so the horizon can be
 compared on one run's encoder: for each run, fresh motion models (the package's `MotionModel`,
-the run's k and interval) are trained on its frozen training codes for each target distance
-`--horizons` (the `--delta` flag), and every variant scores the same test frames (those every
-horizon can predict). This pairs the comparison on the encoder, whose seed moves the AUC by as
-much as 0.05 (README, "Accuracy levers"), and costs about 30 s per motion model instead of a
-training run per row. The run's own motion model (`own`) is scored on the same frames; a sum
-like `4+8` adds the latent errors of two horizons' models: an ensemble of motion models on
-shared codes, which would cost a second motion model per frame and no second encoder.
+the run's interval) are trained on its frozen training codes, one per `--variants` entry
+(`d8`: target 8 frames after the last input, the `--delta` flag; `k6d4`: 6 inputs; `d4s1`: a
+second seed), and every variant scores the same test frames (those every variant can predict).
+This pairs the comparison on the encoder, whose seed moves the AUC by as much as 0.05 (README,
+"Accuracy levers"), and costs about 30 s per motion model instead of a training run per row. The
+run's own motion model (`own`) is scored on the same frames; a sum like `d4+d8` adds the latent
+errors of two variants' models: an ensemble of motion models on shared codes, which would cost a
+second motion model per frame and no second encoder (`d4+d4s1`, two seeds at one horizon, tells
+the ensemble's effect from the horizons').
 
 Reported per variant, with `latent_mean` and `latent_top5`: the paper's per-video min-max
 (micro, macro, EER; micro under `ema:0.3` and `gauss:3`) and raw pooled (online, also under
@@ -22,7 +24,8 @@ model at the runs' own horizon. Host-side NumPy after collecting codes, like
 """
 
 import json
-from typing import Dict, List, Sequence
+import re
+from typing import Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -50,11 +53,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                     flag_values=flag_values)
   flags.DEFINE_string("data_dir", "", "Where the runs' dataset is (default: as trained).",
                       flag_values=flag_values)
-  flags.DEFINE_list("horizons", ["4", "8", "12", "16"],
-                    "Target distances (frames after the last input) to train motion models for.",
-                    flag_values=flag_values)
-  flags.DEFINE_list("sums", ["4+8"], "Sums of horizons' latent errors to score as well.",
-                    flag_values=flag_values)
+  flags.DEFINE_list(
+      "variants", ["d4", "d8", "d12", "d16", "d4s1", "k6d4"],
+      "Motion models to train, `[k<inputs>]d<horizon>[s<seed offset>]`: the horizon is the "
+      "target's distance in frames after the last input (--delta), the inputs default to the "
+      "run's k, the seed offset to 0.", flag_values=flag_values)
+  flags.DEFINE_list("sums", ["d4+d8", "d4+d4s1"],
+                    "Sums of variants' latent errors to score as well.", flag_values=flag_values)
   flags.DEFINE_integer("epochs", 5, "Epochs per motion model; the last at a tenth of the rate.",
                        flag_values=flag_values)
   flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the CPU configs' rate).",
@@ -144,7 +149,16 @@ def encode(model, cfg, videos) -> List[np.ndarray]:
                                             background))[-1].numpy() for video in videos]
 
 
-def ablate_run(model_dir: str, horizons: Sequence[int], sums: Sequence[Sequence[int]]):
+def parse_variant(key: str, time_steps: int) -> Tuple[int, int, int]:
+  """`[k<K>]d<H>[s<S>]` -> (inputs K (default: the run's), horizon H, seed offset S (default 0))."""
+  match = re.fullmatch(r"(?:k(\d+))?d(\d+)(?:s(\d+))?", key)
+  if not match:
+    raise app.UsageError(f"Not a motion model variant: {key!r} (e.g. d8, d4s1, k6d4).")
+  steps, horizon, seed_offset = match.groups()
+  return int(steps or time_steps), int(horizon), int(seed_offset or 0)
+
+
+def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[str]]):
   cfg, model = run_dir.restore_run(model_dir, FLAGS.data_dir)
   data = cfg.data
   _, train_videos = layout.find_videos(data.dataset, data.data_dir, "training")
@@ -152,31 +166,34 @@ def ablate_run(model_dir: str, horizons: Sequence[int], sums: Sequence[Sequence[
                                          data.clip_span)
   test_videos, labels = evaluation.test_split(cfg)
   train_codes, test_codes = encode(model, cfg, train_videos), encode(model, cfg, test_videos)
-  first_target = data.interval * (data.time_steps - 1) + max(list(horizons) + [data.delta])
+  geometries = {key: parse_variant(key, data.time_steps) for key in variants}
+  first_target = max(data.interval * (steps - 1) + horizon
+                     for steps, horizon, _ in list(geometries.values()) +
+                     [(data.time_steps, data.delta, 0)])
   test_labels = [video_labels[first_target:] for video_labels in labels]
 
-  def scored(motion, delta):
-    per_video = [clip_scores(motion, codes, clips_from(len(codes), data.time_steps,
-                                                       data.interval, delta, first_target))
+  def scored(motion, steps, delta):
+    per_video = [clip_scores(motion, codes, clips_from(len(codes), steps, data.interval, delta,
+                                                       first_target))
                  for codes in test_codes]
     return {name: [video[name] for video in per_video] for name in SCORES}
 
-  raw = {"own": scored(model.motion, data.delta)}
-  for horizon in horizons:
-    motion = fit_motion(train_codes, data.time_steps, data.interval, horizon,
-                        cfg.model.weight_decay, FLAGS.epochs, FLAGS.learning_rate, FLAGS.seed)
-    raw[f"d{horizon}"] = scored(motion, horizon)
-    logging.info("%s: motion model at horizon %d trained and scored", model_dir, horizon)
+  raw = {"own": scored(model.motion, data.time_steps, data.delta)}
+  for key, (steps, horizon, seed_offset) in geometries.items():
+    motion = fit_motion(train_codes, steps, data.interval, horizon, cfg.model.weight_decay,
+                        FLAGS.epochs, FLAGS.learning_rate, FLAGS.seed + seed_offset)
+    raw[key] = scored(motion, steps, horizon)
+    logging.info("%s: motion model %s trained and scored", model_dir, key)
   for parts in sums:
-    raw["+".join(map(str, parts))] = {
-        name: [sum(video) for video in zip(*(raw[f"d{h}"][name] for h in parts))]
+    raw["+".join(parts)] = {
+        name: [sum(video) for video in zip(*(raw[key][name] for key in parts))]
         for name in SCORES}
   results = {}
   for variant, by_score in raw.items():
     for name, per_video in by_score.items():
       results[f"{variant}|{name}"] = metrics(per_video, test_labels)
       logging.info("%s %s|%s %s", model_dir, variant, name, results[f"{variant}|{name}"])
-  return results, data.delta
+  return results, f"d{data.delta}"
 
 
 def summarize(results: Dict[str, Dict[str, Dict[str, float]]], reference: str):
@@ -196,17 +213,17 @@ def summarize(results: Dict[str, Dict[str, Dict[str, float]]], reference: str):
 
 def main(argv):
   del argv
-  horizons = [int(h) for h in FLAGS.horizons]
-  sums = [[int(h) for h in spec.split("+")] for spec in FLAGS.sums]
-  missing = sorted({h for parts in sums for h in parts} - set(horizons))
+  sums = [spec.split("+") for spec in FLAGS.sums]
+  missing = sorted({key for parts in sums for key in parts} - set(FLAGS.variants))
   if missing:
-    raise app.UsageError(f"--sums uses horizons not in --horizons: {missing}")
+    raise app.UsageError(f"--sums uses variants not in --variants: {missing}")
   results = {}
   for model_dir in FLAGS.model_dirs:
-    results[model_dir], own_delta = ablate_run(model_dir, horizons, sums)
+    results[model_dir], own_horizon = ablate_run(model_dir, FLAGS.variants, sums)
     # The reference: the paper's score from a fresh model at the horizon the run was trained
     # with (trained like the other variants, unlike `own`).
-    reference = f"d{own_delta}|latent_mean" if own_delta in horizons else "own|latent_mean"
+    reference = (f"{own_horizon}|latent_mean" if own_horizon in FLAGS.variants else
+                 "own|latent_mean")
     # Written after every run: a long list of runs can be stopped and still leave its results.
     with open(FLAGS.output, "w") as f:
       json.dump({"runs": results, "reference": reference,

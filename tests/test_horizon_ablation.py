@@ -4,7 +4,9 @@ hand-computed values, and one short fit of a motion model on frozen codes."""
 import importlib.util
 import os
 
+from absl import app
 import numpy as np
+import pytest
 
 _PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "horizon_ablation.py")
 _SPEC = importlib.util.spec_from_file_location("horizon_ablation", _PATH)
@@ -24,6 +26,14 @@ def test_stacked_clips_index_the_concatenated_codes_without_crossing_videos():
       horizon.stacked_clips([6, 7], time_steps=2, interval=1, delta=2),
       [[0, 1, 3], [1, 2, 4], [2, 3, 5],
        [6, 7, 9], [7, 8, 10], [8, 9, 11], [9, 10, 12]])
+
+
+def test_parse_variant_reads_inputs_horizon_and_seed_offset():
+  assert horizon.parse_variant("d8", time_steps=4) == (4, 8, 0)
+  assert horizon.parse_variant("k6d4", time_steps=4) == (6, 4, 0)
+  assert horizon.parse_variant("d4s1", time_steps=4) == (4, 4, 1)
+  with pytest.raises(app.UsageError):
+    horizon.parse_variant("8", time_steps=4)
 
 
 def test_summarize_averages_runs_and_counts_wins_lower_eer_being_better():
