@@ -42,7 +42,10 @@ _HELP = {
     "motion_bottleneck": ("Width of the motion model's Conv3D blocks (0: the latent code's "
                           "channels, as in the paper); smaller adds 1x1 reduce/expand convs."),
     "motion": ("Motion model, by its name in daml_tf.models.build.MOTION_MODELS (conv3d: the "
-               "paper's Conv3D blocks)."),
+               "paper's Conv3D blocks; two_horizon: two of them, on the newest and the oldest "
+               "codes, their errors added)."),
+    "motion_head_steps": ("Codes per head of --motion=two_horizon (0: --time_steps - 2); the far "
+                          "head predicts (time_steps - head_steps) * interval frames further."),
     "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
     "train_epochs": "Epochs of the train phase.",
     "finetune_epochs": "Epochs of the finetune phase.",

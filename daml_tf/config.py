@@ -108,7 +108,9 @@ class ModelConfig:
       latent code's channels, a smaller value adds a 1x1 reduction before and a 1x1 expansion
       after them (see MotionModel).
     motion: the motion model, a name registered in daml_tf.models.build.MOTION_MODELS
-      ("conv3d": the paper's Conv3D blocks).
+      ("conv3d": the paper's Conv3D blocks; "two_horizon": two of them, on the newest and on
+      the oldest codes, see TwoHorizonMotion).
+    motion_head_steps: codes per head of a two_horizon motion model; 0 means time_steps - 2.
   """
 
   levels: int = 3
@@ -119,6 +121,7 @@ class ModelConfig:
   latent_loss_trains_encoder: bool = True
   motion_bottleneck: int = 0
   motion: str = "conv3d"
+  motion_head_steps: int = 0
 
   def __post_init__(self):
     _require(2 <= self.levels <= 6, f"--levels must be in [2, 6], got {self.levels}.")
@@ -132,6 +135,8 @@ class ModelConfig:
     # The name is checked against the registry when the model is built (daml_tf.models.build):
     # the registry holds Keras classes, which configs do not import.
     _require(bool(self.motion), "--motion must name a motion model.")
+    _require(self.motion_head_steps >= 0,
+             f"--motion_head_steps must be >= 0, got {self.motion_head_steps}.")
 
 
 @dataclasses.dataclass(frozen=True)

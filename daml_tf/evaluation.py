@@ -59,7 +59,8 @@ class VideoScorer:
 
   def _score_clips(self, past, target, last_skips, target_frames, with_maps=False):
     predicted = self._model.motion(past, training=False)
-    predicted_frame = (self._model.decoder([predicted] + list(last_skips), training=False)
+    predicted_frame = (self._model.decoder([self._model.first_head(predicted)] +
+                                           list(last_skips), training=False)
                        if self._score.needs_frames else None)
     inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames)
     values = scores.compute(self._score.name, inputs, self._stats)

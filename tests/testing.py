@@ -37,18 +37,19 @@ STEPS_PER_EPOCH = 3
 
 
 def tiny_config(data_dir="", model_dir="unused", data: Optional[dict] = None,
-                **train) -> config_lib.Config:
+                model: Optional[dict] = None, **train) -> config_lib.Config:
   """The tiny run: 32x48 gray frames, k=3, a 2-level U-Net of 4 root channels.
 
   Args:
     data_dir: the dataset root.
     model_dir: the run's directory.
     data: DataConfig fields that differ from TINY_DATA.
+    model: ModelConfig fields that differ from TINY_MODEL.
     **train: TrainConfig fields (its defaults otherwise).
   """
   return config_lib.Config(
       data=config_lib.DataConfig(**dict(TINY_DATA, data_dir=str(data_dir), **(data or {}))),
-      model=config_lib.ModelConfig(**TINY_MODEL),
+      model=config_lib.ModelConfig(**dict(TINY_MODEL, **(model or {}))),
       train=config_lib.TrainConfig(model_dir=str(model_dir), **train))
 
 
@@ -91,19 +92,21 @@ def write_frames_dataset(root: str,
   return root
 
 
-def make_run(model_dir, threshold, seed=0):
+def make_run(model_dir, threshold, seed=0, data: Optional[dict] = None,
+             model: Optional[dict] = None):
   """A run directory (config.json, one checkpoint, threshold.json) and its model.
 
   The model is untrained (random weights, BatchNorm statistics moved away from (0, 1) so no
   layer is an identity): export numerics do not depend on training, and building it takes a
-  second.
+  second. `data` and `model` override fields of the tiny config (interval 2 unless given).
   """
   # Deferred: dataset-only tests import this module without loading Keras.
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from daml_tf import run_dir  # pylint: disable=g-import-not-at-top
   from daml_tf.models import build  # pylint: disable=g-import-not-at-top
-  cfg = tiny_config(model_dir=model_dir, data=dict(interval=2))
+  cfg = tiny_config(model_dir=model_dir, data=dict(dict(interval=2), **(data or {})),
+                    model=model)
   keras.utils.set_random_seed(seed)
   model = build.build_model(cfg)
   rng = np.random.default_rng(seed)

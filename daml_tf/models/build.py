@@ -2,7 +2,8 @@
 
 A new motion model is one new module with a Keras model class and one line in
 `MOTION_MODELS`; `--motion=<name>` then selects it. The class must:
-  - take k codes [B, k, h, w, c] and return the predicted code [B, h, w, c] in float32;
+  - take k codes [B, k, h, w, c] and return the predicted code [B, h, w, c] in float32, or H
+    predictions of it stacked on channels [B, h, w, H*c] (daml_tf.models.scores.heads_of);
   - have a `time_steps` attribute (k) and be registered with
     `keras.saving.register_keras_serializable` (DAML.get_config stores its config);
   - name its layers, so a rebuilt copy (float32_copy) has the same weight paths;
@@ -21,10 +22,12 @@ from daml_tf.models.daml import DAML
 from daml_tf.models.decoder import AppearanceDecoder
 from daml_tf.models.encoder import AppearanceEncoder
 from daml_tf.models.motion import MotionModel
+from daml_tf.models.two_horizon_motion import TwoHorizonMotion
 
 # --motion name -> motion model class.
 MOTION_MODELS = {
     "conv3d": MotionModel,
+    "two_horizon": TwoHorizonMotion,
 }
 
 

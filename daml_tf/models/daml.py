@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from daml_tf.models.scores import latent_error
+from daml_tf.models.scores import latent_sse
 
 
 def map_frames(function, clip):
@@ -54,7 +55,9 @@ class DAML(keras.Model):
       being the latent code).
     decoder: an AppearanceDecoder of the same geometry.
     motion: a motion model: k codes [B, k, h, w, c] -> the predicted code [B, h, w, c] in
-      float32; it has a `time_steps` attribute (k).
+      float32 (or H predictions of it stacked on channels, [B, h, w, H*c]: the latent loss and
+      the scores then compare each with the target, see scores.heads_of); it has a
+      `time_steps` attribute (k).
     latent_loss_trains_encoder: when True (the paper's joint training) the latent loss also
       updates the encoder; when False the codes are constants for the latent loss, so the
       encoder learns appearance only from the reconstruction loss and cannot trade the anomaly
@@ -111,6 +114,11 @@ class DAML(keras.Model):
     self.lambda_r.assign(lambda_r)
     self.lambda_p.assign(lambda_p)
 
+  def first_head(self, predicted_latent):
+    """The first prediction of a multi-head motion model's output (all of a one-head one): the
+    code the decoder can turn into a frame."""
+    return predicted_latent[..., :self.latent_shape[-1]]
+
   def set_background(self, background) -> None:
     self.background.assign(tf.convert_to_tensor(background, tf.float32))
 
@@ -162,8 +170,8 @@ class DAML(keras.Model):
     targets = tf.cast(clip[:, 1:self.time_steps], tf.float32)
     pixel_error = tf.square(tf.cast(outputs["reconstructions"], tf.float32) - targets)
     recon_loss = tf.reduce_mean(tf.reduce_sum(pixel_error, axis=[2, 3, 4]))
-    latent_sq = tf.square(outputs["predicted_latent"] - outputs["target_latent"])
-    latent_loss = tf.reduce_mean(tf.reduce_sum(latent_sq, axis=[1, 2, 3]))
+    latent_loss = tf.reduce_mean(latent_sse(outputs["predicted_latent"],
+                                            outputs["target_latent"]))
     reg_loss = tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) if self.losses else 0.0
     reg_loss = tf.convert_to_tensor(reg_loss, tf.float32)
     total_loss = self.lambda_r * recon_loss + self.lambda_p * latent_loss + reg_loss
@@ -187,7 +195,7 @@ class DAML(keras.Model):
     latents = tf.stop_gradient(self._encode_clip(clip, training=False)[-1])
     predicted = self.motion(latents[:, :self.time_steps], training=True)
     target = tf.cast(latents[:, self.time_steps], tf.float32)
-    per_clip_sse = tf.reduce_sum(tf.square(predicted - target), axis=[1, 2, 3])
+    per_clip_sse = latent_sse(predicted, target)
     motion_reg = [tf.cast(l, tf.float32) for l in self.motion.losses]
     return {
         "recon_loss": tf.constant(0.0),
@@ -199,8 +207,8 @@ class DAML(keras.Model):
   def _all_losses(self, clip) -> Dict[str, tf.Tensor]:
     outputs = self.forward(clip, training=True)
     losses = self.compute_losses(clip, outputs)
-    losses["per_clip_latent_sse"] = tf.reduce_sum(
-        tf.square(outputs["predicted_latent"] - outputs["target_latent"]), axis=[1, 2, 3])
+    losses["per_clip_latent_sse"] = latent_sse(outputs["predicted_latent"],
+                                               outputs["target_latent"])
     return losses
 
   def pseudo_anomaly_loss(self, pseudo_clip, normal_sse, margin: float, training: bool):
@@ -214,8 +222,7 @@ class DAML(keras.Model):
     """
     latents = tf.stop_gradient(self._encode_clip(pseudo_clip, training=training)[-1])
     predicted = self.motion(latents[:, :self.time_steps], training=True)
-    sse = tf.reduce_sum(
-        tf.square(predicted - tf.cast(latents[:, self.time_steps], tf.float32)), axis=[1, 2, 3])
+    sse = latent_sse(predicted, latents[:, self.time_steps])
     floor = margin * tf.stop_gradient(tf.reduce_mean(normal_sse))
     return tf.reduce_mean(tf.nn.relu(floor - sse)), tf.reduce_mean(sse)
 
@@ -270,7 +277,8 @@ class DAML(keras.Model):
     """
     outputs = self.forward(clip, training=False)
     last_skips = [f[:, self.time_steps - 1] for f in outputs["features"][:-1]]
-    predicted_frame = self.decoder([outputs["predicted_latent"]] + last_skips, training=False)
+    predicted_frame = self.decoder([self.first_head(outputs["predicted_latent"])] + last_skips,
+                                   training=False)
     background = self.background
     return {
         "inputs": tf.cast(clip, tf.float32) + background,

@@ -26,10 +26,11 @@ class ScoreInputs:
   """What a score may look at, for a batch of B target frames.
 
   Attributes:
-    predicted_latent: [B, h, w, c] the motion model's code of the target frame.
+    predicted_latent: [B, h, w, c] the motion model's code of the target frame ([B, h, w, H*c]
+      for a model of H prediction heads, see `heads_of`).
     observed_latent: [B, h, w, c] the target frame's own code.
-    predicted_frame: [B, H, W, C] the predicted code decoded with the skips of the last input
-      frame (background subtracted), or None when the score does not need it.
+    predicted_frame: [B, H, W, C] the predicted code (the first head's) decoded with the skips
+      of the last input frame (background subtracted), or None when the score does not need it.
     observed_frame: [B, H, W, C] the target frame, background subtracted, or None.
   """
 
@@ -39,10 +40,34 @@ class ScoreInputs:
   observed_frame: Optional[tf.Tensor] = None
 
 
+def heads_of(predicted_latent, observed_latent) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(predicted, observed) in float32, the observed code repeated once per prediction head.
+
+  A motion model may stack H predictions of the target's code on the channel axis
+  ([B, h, w, H*c], e.g. TwoHorizonMotion); each is compared with the same observed code, so the
+  errors below are means (or sums) over every head's elements. With one head nothing changes.
+  """
+  predicted = tf.cast(predicted_latent, tf.float32)
+  observed = tf.cast(observed_latent, tf.float32)
+  heads = tf.shape(predicted)[-1] // tf.shape(observed)[-1]
+  return predicted, tf.tile(observed, tf.concat([tf.ones([tf.rank(observed) - 1], tf.int32),
+                                                  [heads]], axis=0))
+
+
+def squared_error(predicted_latent, observed_latent) -> tf.Tensor:
+  """(z_hat - z)^2 of every element, every head's prediction against the observed code."""
+  predicted, observed = heads_of(predicted_latent, observed_latent)
+  return tf.square(predicted - observed)
+
+
+def latent_sse(predicted_latent, observed_latent) -> tf.Tensor:
+  """[B]: the latent loss's sum of squared errors over the code (and the heads) of each clip."""
+  return tf.reduce_sum(squared_error(predicted_latent, observed_latent), axis=[1, 2, 3])
+
+
 def latent_error_map(predicted_latent, observed_latent) -> tf.Tensor:
-  """[B, h, w]: the squared latent error of each grid cell, averaged over channels."""
-  error = tf.square(tf.cast(predicted_latent, tf.float32) - tf.cast(observed_latent, tf.float32))
-  return tf.reduce_mean(error, axis=-1)
+  """[B, h, w]: the squared latent error of each grid cell, averaged over channels (and heads)."""
+  return tf.reduce_mean(squared_error(predicted_latent, observed_latent), axis=-1)
 
 
 def _flat_map(inputs: ScoreInputs) -> tf.Tensor:
@@ -51,8 +76,9 @@ def _flat_map(inputs: ScoreInputs) -> tf.Tensor:
 
 
 def latent_error(predicted_latent, observed_latent) -> tf.Tensor:
-  """The paper's score, [B, h, w, c] x 2 -> [B]: the mean of (z_hat - z)^2 over all elements."""
-  error = tf.square(tf.cast(predicted_latent, tf.float32) - tf.cast(observed_latent, tf.float32))
+  """The paper's score, [B, h, w, c] x 2 -> [B]: the mean of (z_hat - z)^2 over all elements
+  (and over the heads of a multi-head prediction, see `heads_of`)."""
+  error = squared_error(predicted_latent, observed_latent)
   return tf.reduce_mean(error, axis=tf.range(1, tf.rank(error)))
 
 
@@ -84,10 +110,11 @@ def latent_top(fraction: float) -> Callable[[ScoreInputs], tf.Tensor]:
 
 
 def cosine_distance(inputs: ScoreInputs) -> tf.Tensor:
-  """1 - cos(predicted, observed) over the flattened codes."""
-  batch = tf.shape(inputs.predicted_latent)[0]
-  predicted = tf.reshape(tf.cast(inputs.predicted_latent, tf.float32), [batch, -1])
-  observed = tf.reshape(tf.cast(inputs.observed_latent, tf.float32), [batch, -1])
+  """1 - cos(predicted, observed) over the flattened codes (every head's, see `heads_of`)."""
+  predicted, observed = heads_of(inputs.predicted_latent, inputs.observed_latent)
+  batch = tf.shape(predicted)[0]
+  predicted = tf.reshape(predicted, [batch, -1])
+  observed = tf.reshape(observed, [batch, -1])
   cosine = tf.reduce_sum(predicted * observed, axis=1) / tf.maximum(
       tf.norm(predicted, axis=1) * tf.norm(observed, axis=1), 1e-12)
   return 1.0 - cosine

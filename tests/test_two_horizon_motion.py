@@ -1,0 +1,129 @@
+"""TwoHorizonMotion: each head reads only its codes; the latent loss and the scores add both
+heads' errors; the evaluation, the streaming runtimes and both exports give the same scores.
+
+Tolerances: the Keras runtime and the SavedModel export run the same float32 ops as the
+evaluation (1e-5 relative); the float32 LiteRT flatbuffers 1e-4 relative on scores (their codes
+agree to ~1e-7 absolute, tests/test_litert.py).
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import testing
+from testing import moving_frames, write_pngs
+from daml_tf import evaluation
+from daml_tf import video_io
+from daml_tf.data import layout
+from daml_tf.data import pipeline
+from daml_tf.inference import backends
+from daml_tf.inference import streaming
+from daml_tf.models import build
+from daml_tf.models import scores
+from daml_tf.models.two_horizon_motion import TwoHorizonMotion
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LATENT = (2, 3, 4)
+TWO_HORIZON = dict(motion="two_horizon")
+# k = 4 codes, heads of k - 2 = 2: horizons delta and delta + 2 * interval.
+GEOMETRY = dict(time_steps=4)
+
+
+def test_each_head_reads_only_its_own_codes():
+  motion = TwoHorizonMotion(time_steps=5, latent_shape=LATENT, head_steps=3)
+  codes = np.random.default_rng(0).normal(size=(2, 5) + LATENT).astype("float32")
+  predicted = motion(codes).numpy()
+  assert predicted.shape == (2,) + LATENT[:2] + (2 * LATENT[2],)
+  channels = LATENT[2]
+  oldest_changed, newest_changed = codes.copy(), codes.copy()
+  oldest_changed[:, 0] += 1.0
+  newest_changed[:, -1] += 1.0
+  # The near head (first channels) sees codes 2..4, the far head codes 0..2.
+  np.testing.assert_array_equal(motion(oldest_changed).numpy()[..., :channels],
+                                predicted[..., :channels])
+  assert not np.allclose(motion(oldest_changed).numpy()[..., channels:], predicted[..., channels:])
+  np.testing.assert_array_equal(motion(newest_changed).numpy()[..., channels:],
+                                predicted[..., channels:])
+  assert not np.allclose(motion(newest_changed).numpy()[..., :channels], predicted[..., :channels])
+
+
+def test_config_round_trip_and_head_steps_checked():
+  motion = TwoHorizonMotion(time_steps=6, latent_shape=LATENT, head_steps=4, name="motion")
+  again = TwoHorizonMotion.from_config(motion.get_config())
+  assert again.get_config() == motion.get_config()
+  assert [w.shape for w in again.weights] == [w.shape for w in motion.weights]
+  for head_steps in (1, 6):
+    with pytest.raises(ValueError, match="head_steps"):
+      TwoHorizonMotion(time_steps=6, latent_shape=LATENT, head_steps=head_steps)
+
+
+def test_the_config_builds_it_with_k_minus_two_codes_per_head():
+  cfg = testing.tiny_config(data=GEOMETRY, model=TWO_HORIZON)
+  model = build.build_model(cfg)
+  assert isinstance(model.motion, TwoHorizonMotion) and model.motion.head_steps == 2
+
+
+def test_latent_loss_and_score_add_both_heads_errors():
+  cfg = testing.tiny_config(data=GEOMETRY, model=TWO_HORIZON)
+  model = build.build_model(cfg)
+  clip = tf.constant(np.random.default_rng(1).normal(
+      size=(2, 5, testing.HEIGHT, testing.WIDTH, 1)).astype("float32"))
+  outputs = model.forward(clip)
+  predicted, target = outputs["predicted_latent"].numpy(), outputs["target_latent"].numpy()
+  channels = target.shape[-1]
+  near, far = predicted[..., :channels], predicted[..., channels:]
+  per_clip_sse = ((near - target)**2).sum((1, 2, 3)) + ((far - target)**2).sum((1, 2, 3))
+  losses = model.compute_losses(clip, outputs)
+  np.testing.assert_allclose(losses["latent_loss"].numpy(), per_clip_sse.mean(), rtol=1e-5)
+  np.testing.assert_allclose(model(clip).numpy(), per_clip_sse / (2 * target[0].size),
+                             rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """A two-horizon run directory and its serving and LiteRT exports, by the export CLI."""
+  model_dir = tmp_path_factory.mktemp("run")
+  cfg, model = testing.make_run(model_dir, {"threshold": 0.5, "quantile": 0.99}, seed=2,
+                                data=GEOMETRY, model=TWO_HORIZON)
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
+       f"--export_dir={model_dir / 'export'}", "--tflite"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return cfg, model, model_dir
+
+
+@pytest.mark.parametrize("where,rtol", [("", 1e-5), ("export", 1e-5), ("export/litert", 1e-4)])
+def test_every_runtime_scores_as_the_evaluation(exported, tmp_path, where, rtol):
+  cfg, model, model_dir = exported
+  folder = write_pngs(tmp_path / "video", moving_frames(24))
+  video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
+  frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
+                               model.background.numpy())
+  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8).score(frames)
+
+  opened = backends.open_model(str(model_dir / where) if where else str(model_dir))
+  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg)
+  results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
+  assert [r.index for r in results if r.score is not None] == list(indices)
+  np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,
+                             rtol=rtol, atol=1e-8)
+  assert np.ptp(expected) > 0  # The comparison is not between constants.
+
+
+def test_heads_of_repeats_the_observed_code_per_head():
+  predicted = np.array([[[[1.0, 3.0]]]], np.float32)  # two heads of a 1-channel code
+  observed = np.array([[[[1.0]]]], np.float32)
+  # Errors 0 and 4: mean 2, sum 4; cosine of (1, 3) with (1, 1): 4 / sqrt(20).
+  np.testing.assert_allclose(scores.latent_error(predicted, observed).numpy(), [2.0])
+  np.testing.assert_allclose(scores.latent_sse(predicted, observed).numpy(), [4.0])
+  np.testing.assert_allclose(scores.latent_error_map(predicted, observed).numpy(), [[[2.0]]])
+  np.testing.assert_allclose(
+      scores.cosine_distance(scores.ScoreInputs(predicted, observed)).numpy(),
+      [1.0 - 4.0 / np.sqrt(20.0)], rtol=1e-6)
+  # One head: the paper's score, unchanged.
+  np.testing.assert_allclose(scores.latent_error(predicted[..., :1], observed).numpy(), [0.0])
