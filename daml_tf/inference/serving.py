@@ -9,6 +9,7 @@ Signatures (k = time_steps, [h, w, c] = the latent code's shape):
   serving_default: clip uint8 [B, k+1, H0, W0, C0] -> score float32 [B]
   encode: frames uint8 [N, H0, W0, C0] -> latent float32 [N, h, w, c]
   predict_latent: past_latents float32 [B, k, h, w, c] -> predicted_latent float32 [B, h, w, c]
+    ([B, h, w, H*c] for a motion model of H heads, e.g. --motion=two_horizon)
   score_latents: latents float32 [B, k+1, h, w, c] -> score float32 [B]
 
 Frames come at camera resolution: H0 and W0 are free and the graph resizes them. C0 is free too
