@@ -45,6 +45,14 @@ def test_ped2_flagfile_has_paper_settings():
   assert cfg.data.batch_size == 10 and cfg.train.mixed_precision == "mixed_float16"
 
 
+def test_two_horizon_flagfile_layers_on_ped2_cpu():
+  cfg = parse("--flagfile=configs/ped2_cpu_two_horizon.cfg")
+  assert (cfg.model.motion, cfg.model.motion_head_steps) == ("two_horizon", 0)
+  assert (cfg.data.time_steps, cfg.data.interval, cfg.data.delta) == (6, 2, 4)
+  assert (cfg.model.levels, cfg.model.feature_root) == (2, 8)  # From ped2_cpu.cfg.
+  assert cfg.train.finetune_trains == "motion"
+
+
 def test_zero_means_dataset_default():
   cfg = parse("--dataset=avenue")
   spec = registry.get_spec("avenue")

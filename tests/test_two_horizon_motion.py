@@ -10,12 +10,14 @@ import pathlib
 import subprocess
 import sys
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import testing
 from testing import moving_frames, write_pngs
+from daml_tf import cli_flags
 from daml_tf import evaluation
 from daml_tf import video_io
 from daml_tf.data import layout
@@ -65,6 +67,20 @@ def test_the_config_builds_it_with_k_minus_two_codes_per_head():
   cfg = testing.tiny_config(data=GEOMETRY, model=TWO_HORIZON)
   model = build.build_model(cfg)
   assert isinstance(model.motion, TwoHorizonMotion) and model.motion.head_steps == 2
+
+
+def test_the_ped2_flagfile_predicts_four_and_eight_frames_ahead(monkeypatch):
+  # Flagfiles include each other by paths relative to the repository root.
+  monkeypatch.chdir(REPO)
+  flag_values = flags.FlagValues()
+  cli_flags.define_flags(flag_values)
+  flag_values(["prog", "--flagfile=configs/ped2_cpu_two_horizon.cfg"])
+  cfg = cli_flags.config_from_flags(flag_values)
+  motion = build.build_model(cfg).motion
+  # Heads of k - 2 = 4 codes; the far head's last input is 2 inputs (4 frames) before the
+  # near head's, so its target is delta + 4 = 8 frames ahead.
+  assert (motion.time_steps, motion.head_steps) == (6, 4)
+  assert cfg.data.delta + (motion.time_steps - motion.head_steps) * cfg.data.interval == 8
 
 
 def test_latent_loss_and_score_add_both_heads_errors():
