@@ -49,6 +49,9 @@ def heads_of(predicted_latent, observed_latent) -> Tuple[tf.Tensor, tf.Tensor]:
   """
   predicted = tf.cast(predicted_latent, tf.float32)
   observed = tf.cast(observed_latent, tf.float32)
+  if predicted.shape[-1] is not None and predicted.shape[-1] == observed.shape[-1]:
+    # One head, known when the graph is built: no extra ops on the streaming path.
+    return predicted, observed
   heads = tf.shape(predicted)[-1] // tf.shape(observed)[-1]
   return predicted, tf.tile(observed, tf.concat([tf.ones([tf.rank(observed) - 1], tf.int32),
                                                   [heads]], axis=0))
