@@ -25,7 +25,7 @@ model at the runs' own horizon. Host-side NumPy after collecting codes, like
 
 import json
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -103,7 +103,7 @@ def fit_motion(codes: Sequence[np.ndarray], time_steps: int, interval: int, delt
     batch = tf.gather(clips, rows)
     past, target = tf.gather(all_codes, batch[:, :-1]), tf.gather(all_codes, batch[:, -1])
     with tf.GradientTape() as tape:
-      sse = tf.reduce_sum(tf.square(model(past, training=True) - target), axis=[1, 2, 3])
+      sse = scores_lib.latent_sse(model(past, training=True), target)
       penalty = tf.add_n(model.losses) if model.losses else 0.0
       loss = tf.reduce_mean(sse) + penalty
     optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
@@ -118,18 +118,25 @@ def fit_motion(codes: Sequence[np.ndarray], time_steps: int, interval: int, delt
   return model
 
 
-def clip_scores(motion: keras.Model, codes: np.ndarray, clips: np.ndarray,
-                batch_size: int = 64) -> Dict[str, np.ndarray]:
-  """{score name: [n]} of the clips' targets, by the package's host scorers."""
+def clip_scorer(motion: keras.Model, batch_size: int = 64
+                ) -> Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]]:
+  """(codes, clips) -> {score name: [n]} of the clips' targets, by the package's host scorers.
+
+  The graphs are built once per motion model and reused for every video.
+  """
   predict = tf.function(lambda past: motion(past, training=False), reduce_retracing=True)
   scorers = {name: scores_lib.host_scorer(name) for name in SCORES}
-  out = {name: [] for name in SCORES}
-  for start in range(0, len(clips), batch_size):
-    rows = clips[start:start + batch_size]
-    predicted = predict(tf.constant(codes[rows[:, :-1]])).numpy()
-    for name, scorer in scorers.items():
-      out[name].append(scorer(predicted, codes[rows[:, -1]])[0])
-  return {name: np.concatenate(values).astype(np.float64) for name, values in out.items()}
+
+  def score(codes: np.ndarray, clips: np.ndarray) -> Dict[str, np.ndarray]:
+    out = {name: [] for name in SCORES}
+    for start in range(0, len(clips), batch_size):
+      rows = clips[start:start + batch_size]
+      predicted = predict(tf.constant(codes[rows[:, :-1]])).numpy()
+      for name, scorer in scorers.items():
+        out[name].append(scorer(predicted, codes[rows[:, -1]])[0])
+    return {name: np.concatenate(values).astype(np.float64) for name, values in out.items()}
+
+  return score
 
 
 def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, float]:
@@ -173,8 +180,8 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
   test_labels = [video_labels[first_target:] for video_labels in labels]
 
   def scored(motion, steps, delta):
-    per_video = [clip_scores(motion, codes, clips_from(len(codes), steps, data.interval, delta,
-                                                       first_target))
+    score = clip_scorer(motion)
+    per_video = [score(codes, clips_from(len(codes), steps, data.interval, delta, first_target))
                  for codes in test_codes]
     return {name: [video[name] for video in per_video] for name in SCORES}
 

@@ -56,7 +56,7 @@ def test_fit_motion_learns_to_predict_a_static_scene():
   clips = horizon.clips_from(12, time_steps=2, interval=1, delta=1, first_target=0)
 
   def error(model):
-    return horizon.clip_scores(model, codes[0], clips)["latent_mean"].mean()
+    return horizon.clip_scorer(model)(codes[0], clips)["latent_mean"].mean()
 
   untrained = horizon.fit_motion(codes, 2, 1, 1, weight_decay=0.0, epochs=0,
                                  learning_rate=1e-2, seed=0, batch_size=4)
