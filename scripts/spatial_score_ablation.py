@@ -15,7 +15,16 @@ blob of the picture; these scores try to use that, each from normal training fra
   `fg_blob_q*`: the highest mean error of a foreground blob (>= 4 cells);
 - `fg_*_expected_*`: the error divided by (or minus) the error a normal frame with as much
   foreground has, from a line fitted on the training frames;
-- `mirror_*`: test-time augmentation with the mirror image of each frame.
+- `mirror_*`: test-time augmentation with the mirror image of each frame;
+- `pooled_code_p*`: the squared error after average-pooling (z_hat - z) over p x p cells, a
+  tolerance to small misplacements (a walker's stride) that a bike's should outgrow;
+- `relative_sse`: the error divided by how far the observed code is from the training codes'
+  mean (a crowd-free scale);
+- `fusion_mean_top5`: `latent_mean` and `latent_top5`, each standardised by its mean and spread
+  on the training frames, added;
+- `recon_mse`, `fusion_recon`: the appearance model's own error (the target frame decoded from
+  its code with the skips of the frame `interval` before it, pixel MSE), alone and standardised
+  and added to `latent_mean`.
 Reported with the paper's per-video min-max (micro, macro, EER, and with `gauss:3`) and raw
 pooled (online). Host-side NumPy on error maps collected once; not part of the package because
 none of them beat the paper's `latent_mean` (README, "Accuracy levers").
@@ -55,27 +64,39 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def collect(model, cfg, videos):
   """Per scored frame: observed code, predicted code, last input's code, foreground map."""
-  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
   motion = tf.function(lambda past: model.motion(past, training=False))
   background = model.background.numpy()
-  out = {"z": [], "pred": [], "last": [], "fg": [], "video": [], "index": []}
+  out = {"z": [], "pred": [], "last": [], "fg": [], "recon": [], "video": [], "index": []}
   for number, video in enumerate(videos):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
-    codes = scorer.encode(frames)[-1].numpy()
+    features = [np.concatenate(level) for level in zip(*(
+        [f.numpy() for f in model.encode(frames[s:s + 64])] for s in range(0, len(frames), 64)))]
+    codes = features[-1]
     clips = pipeline.clip_indices(len(frames), cfg.data.time_steps, cfg.data.interval,
                                   cfg.data.delta)
     pred = np.concatenate([motion(codes[clips[s:s + 64, :-1]]).numpy()
                            for s in range(0, len(clips), 64)])
+    recon = np.concatenate([reconstruction_mse(model, features, frames, targets, cfg.data.interval)
+                            for targets in np.array_split(clips[:, -1], max(1, len(clips) // 64))])
     grid_h, grid_w = codes.shape[1:3]
     # Foreground: mean absolute background-subtracted intensity of each grid cell's pixels.
     magnitude = np.abs(frames[clips[:, -1]]).mean(-1)
     fg = magnitude.reshape(len(clips), grid_h, magnitude.shape[1] // grid_h, grid_w,
                            magnitude.shape[2] // grid_w).mean((2, 4))
     for key, value in (("z", codes[clips[:, -1]]), ("pred", pred), ("last", codes[clips[:, -2]]),
-                       ("fg", fg), ("video", np.full(len(clips), number)),
+                       ("fg", fg), ("recon", recon), ("video", np.full(len(clips), number)),
                        ("index", clips[:, -1])):
       out[key].append(value)
   return {key: np.concatenate(value) for key, value in out.items()}
+
+
+def reconstruction_mse(model, features, frames, targets, interval):
+  """[n] pixel MSE of the target frames decoded from their own codes with the skips of the
+  frames `interval` before them (how the appearance model was trained)."""
+  decoded = model.decoder([features[-1][targets]] + [level[targets - interval]
+                                                     for level in features[:-1]],
+                          training=False).numpy()
+  return np.square(decoded - frames[targets]).mean((1, 2, 3))
 
 
 def top_mean(maps, fraction):
@@ -114,6 +135,26 @@ def blob_max_mean(error_maps, masks, min_cells=4):
   return values
 
 
+def pooled_code_error(predicted, observed, pool):
+  """[N] mean squared error of (predicted - observed) averaged over pool x pool cells."""
+  n, grid_h, grid_w, channels = predicted.shape
+  diff = (predicted - observed)[:, :grid_h // pool * pool, :grid_w // pool * pool]
+  diff = diff.reshape(n, grid_h // pool, pool, grid_w // pool, pool, channels).mean((2, 4))
+  return np.square(diff).mean((1, 2, 3))
+
+
+def relative_sse(predicted, observed, mean_code):
+  """[N] sum of squared errors over the observed code's squared distance to `mean_code`."""
+  return (np.square(predicted - observed).sum((1, 2, 3)) /
+          np.maximum(np.square(observed - mean_code).sum((1, 2, 3)), 1e-12))
+
+
+def standardised_sum(train_parts, test_parts):
+  """Each test score minus its training mean, over its training spread, added up."""
+  return sum((test - train.mean()) / max(train.std(), 1e-12)
+             for train, test in zip(train_parts, test_parts))
+
+
 def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
   """{name: [N] frame scores of the test frames}."""
   err_train = np.square(train["pred"] - train["z"]).mean(-1)
@@ -130,7 +171,13 @@ def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
       "cell_ratio_top5": top_mean(cell_ratio, 0.05),
       "cell_exceed99": np.clip(err_test - np.quantile(err_train, 0.99, axis=0), 0,
                                None).sum((1, 2)),
+      "relative_sse": relative_sse(test["pred"], test["z"], train["z"].mean(0)),
+      "fusion_mean_top5": standardised_sum(
+          [err_train.mean((1, 2)), top_mean(err_train, 0.05)],
+          [err_test.mean((1, 2)), top_mean(err_test, 0.05)]),
   }
+  for pool in (2, 4, 8):
+    scores[f"pooled_code_p{pool}"] = pooled_code_error(test["pred"], test["z"], pool)
   descriptors = {
       "resid": lambda d: d["pred"] - d["z"],
       "z_dz": lambda d: np.concatenate([d["z"], d["z"] - d["last"]], -1),
@@ -154,6 +201,9 @@ def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
     expected = intercept + slope * amount(test)
     scores[f"{name}_expected_ratio"] = err_test.mean((1, 2)) / np.maximum(expected, 1e-4)
     scores[f"{name}_expected_resid"] = err_test.mean((1, 2)) - expected
+  scores["recon_mse"] = test["recon"]
+  scores["fusion_recon"] = standardised_sum([err_train.mean((1, 2)), train["recon"]],
+                                            [err_test.mean((1, 2)), test["recon"]])
   return scores
 
 

@@ -39,3 +39,27 @@ def test_blob_max_mean_ignores_blobs_under_the_minimum_size():
   np.testing.assert_allclose(spatial.blob_max_mean(error, mask, min_cells=4), [1.5])
   np.testing.assert_allclose(spatial.blob_max_mean(error, mask, min_cells=1), [9.0])
   np.testing.assert_allclose(spatial.blob_max_mean(error, ~np.ones_like(mask)), [0.0])
+
+
+def test_pooled_code_error_averages_the_difference_before_squaring():
+  predicted = np.zeros((1, 2, 2, 1), np.float32)
+  # A misplacement: +1 in one cell, -1 in its neighbour; 3 in one cell of another frame.
+  observed = np.array([[[[1.0], [-1.0]], [[0.0], [0.0]]]], np.float32)
+  np.testing.assert_allclose(spatial.pooled_code_error(predicted, observed, 1), [0.5])
+  np.testing.assert_allclose(spatial.pooled_code_error(predicted, observed, 2), [0.0])
+  observed = np.array([[[[3.0], [0.0]], [[0.0], [0.0]]]], np.float32)
+  np.testing.assert_allclose(spatial.pooled_code_error(predicted, observed, 2), [0.5625])
+
+
+def test_relative_sse_divides_by_the_distance_to_the_mean_code():
+  predicted = np.full((1, 1, 2, 1), 1.0)
+  observed = np.array([[[[2.0], [3.0]]]])
+  # Errors 1 + 4 = 5 over distances to the mean code 1: (2-1)^2 + (3-1)^2 = 5.
+  np.testing.assert_allclose(spatial.relative_sse(predicted, observed, np.ones((1, 2, 1))), [1.0])
+
+
+def test_standardised_sum_uses_the_training_statistics():
+  train_parts = [np.array([1.0, 3.0]), np.array([10.0, 30.0])]
+  test_parts = [np.array([4.0]), np.array([10.0])]
+  # (4 - 2) / 1 + (10 - 20) / 10 = 1.
+  np.testing.assert_allclose(spatial.standardised_sum(train_parts, test_parts), [1.0])
