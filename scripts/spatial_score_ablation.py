@@ -20,6 +20,8 @@ blob of the picture; these scores try to use that, each from normal training fra
   tolerance to small misplacements (a walker's stride) that a bike's should outgrow;
 - `relative_sse`: the error divided by how far the observed code is from the training codes'
   mean (a crowd-free scale);
+- `row_ratio_*`: each cell's error divided by its grid row's mean training error (plus a floor,
+  a share of the overall mean): perspective, since a far walker is smaller and so is its error;
 - `fusion_mean_top5`: `latent_mean` and `latent_top5`, each standardised by its mean and spread
   on the training frames, added;
 - `recon_mse`, `fusion_recon`: the appearance model's own error (the target frame decoded from
@@ -149,6 +151,17 @@ def relative_sse(predicted, observed, mean_code):
           np.maximum(np.square(observed - mean_code).sum((1, 2, 3)), 1e-12))
 
 
+def row_ratio_map(train_maps, test_maps, floor):
+  """[N, h, w] test error maps over their grid row's mean training error plus `floor` times the
+  mean training error.
+
+  Perspective: a far walker is smaller, so its error is too; each row's training error (every
+  row, unlike every cell, has had walkers) sets that row's scale.
+  """
+  row_mean = train_maps.mean((0, 2))[None, :, None]
+  return test_maps / (row_mean + floor * train_maps.mean())
+
+
 def standardised_sum(train_parts, test_parts):
   """Each test score minus its training mean, over its training spread, added up."""
   return sum((test - train.mean()) / max(train.std(), 1e-12)
@@ -176,6 +189,10 @@ def variants(train, test, knn=True, fg_quantiles=(0.9, 0.95, 0.99)):
           [err_train.mean((1, 2)), top_mean(err_train, 0.05)],
           [err_test.mean((1, 2)), top_mean(err_test, 0.05)]),
   }
+  for floor in (0.1, 1.0):
+    row_ratio = row_ratio_map(err_train, err_test, floor)
+    scores[f"row_ratio_{floor}_mean"] = row_ratio.mean((1, 2))
+    scores[f"row_ratio_{floor}_top5"] = top_mean(row_ratio, 0.05)
   for pool in (2, 4, 8):
     scores[f"pooled_code_p{pool}"] = pooled_code_error(test["pred"], test["z"], pool)
   descriptors = {

@@ -63,3 +63,12 @@ def test_standardised_sum_uses_the_training_statistics():
   test_parts = [np.array([4.0]), np.array([10.0])]
   # (4 - 2) / 1 + (10 - 20) / 10 = 1.
   np.testing.assert_allclose(spatial.standardised_sum(train_parts, test_parts), [1.0])
+
+
+def test_row_ratio_map_scales_each_row_by_its_training_error():
+  # Training errors: row 0 averages 1, row 1 averages 3; overall 2.
+  train = np.array([[[0.0, 2.0], [3.0, 3.0]]])
+  test = np.array([[[2.0, 2.0], [6.0, 0.0]]])
+  np.testing.assert_allclose(spatial.row_ratio_map(train, test, 0.0), [[[2.0, 2.0], [2.0, 0.0]]])
+  # A floor of half the overall mean adds 1 to every row's scale.
+  np.testing.assert_allclose(spatial.row_ratio_map(train, test, 0.5), [[[1.0, 1.0], [1.5, 0.0]]])
