@@ -63,6 +63,8 @@ _HELP = {
     "sync_batchnorm": "Synchronise BatchNorm batch statistics across replicas.",
     "checkpoint_every_steps": ("Also checkpoint every N steps within an epoch (0: at epoch "
                                "ends only)."),
+    "checkpoints_to_keep": ("Newest checkpoints kept (0: all, e.g. every epoch's with "
+                            "--checkpoint_every_steps=0)."),
     "calibration_holdout": ("Share of each training video's last frames held out of training "
                             "to calibrate the alarm threshold (0: none; calibrate on training "
                             "frames)."),

@@ -160,6 +160,8 @@ class TrainConfig:
       statistics instead of each replica's).
     checkpoint_every_steps: also checkpoint every N steps inside an epoch (0: at epoch ends
       only), so a killed run loses at most N steps.
+    checkpoints_to_keep: how many of the newest checkpoints to keep (0: every one, e.g. each
+      epoch's, to score the learning curve with scripts/checkpoint_ablation.py).
     image_summary_steps: write input/reconstruction/prediction images every N steps (0: never).
     log_every_steps: scalar summaries every N steps.
     export: write the scorer SavedModel at the end.
@@ -200,6 +202,7 @@ class TrainConfig:
   strategy: str = "default"
   sync_batchnorm: bool = False
   checkpoint_every_steps: int = 200
+  checkpoints_to_keep: int = 3
   image_summary_steps: int = 200
   log_every_steps: int = 10
   export: bool = True
@@ -254,6 +257,8 @@ class TrainConfig:
              f"--log_every_steps must be >= 1, got {self.log_every_steps}.")
     _require(self.checkpoint_every_steps >= 0,
              f"--checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}.")
+    _require(self.checkpoints_to_keep >= 0,
+             f"--checkpoints_to_keep must be >= 0, got {self.checkpoints_to_keep}.")
     _require(0 <= self.calibration_holdout < 1,
              f"--calibration_holdout must be in [0, 1), got {self.calibration_holdout}.")
     _require(0 < self.calibration_quantile <= 1,

@@ -374,7 +374,8 @@ class _Checkpoints:
   resume from the chief's checkpoints, the only ones kept.
   """
 
-  def __init__(self, model: DAML, model_dir: str, role: distributed.WorkerRole):
+  def __init__(self, model: DAML, model_dir: str, role: distributed.WorkerRole,
+               to_keep: int = 3):
     self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
     self.epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
                                         name="epoch_steps_done")
@@ -384,7 +385,7 @@ class _Checkpoints:
     self._checkpoint = make_checkpoint(model, self.epochs_done, self.epoch_steps_done)
     self._manager = tf.train.CheckpointManager(
         self._checkpoint, run_dir.checkpoint_dir(distributed.own_dir(model_dir, role)),
-        max_to_keep=3)
+        max_to_keep=to_keep or None)
 
   def restore(self) -> bool:
     """Restores the run's newest checkpoint; returns whether there was one."""
@@ -490,7 +491,7 @@ def train(cfg: config_lib.Config,
   with strategy.scope(), build.dtype_policy(cfg.train.mixed_precision):
     model = build.build_model(cfg)
     compile_model(model, cfg.train)
-    checkpoints = _Checkpoints(model, model_dir, role)
+    checkpoints = _Checkpoints(model, model_dir, role, cfg.train.checkpoints_to_keep)
   if not checkpoints.restore() and init_path:
     init_weights(model, cfg, init_path)
   # The background is data, not a learned weight: the one just computed or loaded wins.

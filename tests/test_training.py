@@ -56,6 +56,20 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
   assert training.train(longer).metrics["global_step"] == 3 * STEPS_PER_EPOCH
 
 
+def test_checkpoints_to_keep_zero_keeps_every_epoch(tiny_data, tmp_path):
+  """The learning curve of scripts/checkpoint_ablation.py needs each epoch's weights."""
+  def kept(name, to_keep):
+    cfg = short_run_config(tiny_data, tmp_path / name, train_epochs=3, export=False,
+                           calibrate=False, checkpoint_every_steps=0,
+                           checkpoints_to_keep=to_keep)
+    training.train(cfg)
+    state = tf.train.get_checkpoint_state(os.path.join(cfg.train.model_dir, "checkpoints"))
+    return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+  assert kept("all", 0) == [STEPS_PER_EPOCH * epoch for epoch in (1, 2, 3, 4)]
+  assert kept("two", 2) == [STEPS_PER_EPOCH * 3, STEPS_PER_EPOCH * 4]
+
+
 def test_resume_restores_optimizer_state(trained):
   cfg, _ = trained
   model = build.build_model(cfg)

@@ -1,0 +1,51 @@
+"""scripts/checkpoint_ablation.py: its checkpoint listing, and its scores of a short run's last
+checkpoint against that run's evaluation."""
+
+import importlib.util
+import os
+
+import numpy as np
+
+from daml_tf import evaluation
+from daml_tf import metrics as metrics_lib
+from daml_tf import run_dir
+from daml_tf.data import layout
+
+_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "checkpoint_ablation.py")
+_SPEC = importlib.util.spec_from_file_location("checkpoint_ablation", _PATH)
+checkpoint_ablation = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(checkpoint_ablation)
+
+
+def test_checkpoints_of_sorts_by_step_not_by_name(tmp_path):
+  folder = tmp_path / "checkpoints"
+  folder.mkdir()
+  for step in (1000, 200, 30):
+    (folder / f"ckpt-{step}.index").write_text("")
+    (folder / f"ckpt-{step}.data-00000-of-00001").write_text("")
+  found = checkpoint_ablation.checkpoints_of(str(tmp_path))
+  assert [step for step, _ in found] == [30, 200, 1000]
+  assert found[0][1] == str(folder / "ckpt-30")
+
+
+def test_last_checkpoint_own_scores_are_the_runs_evaluation(trained):
+  cfg, _ = trained
+  model_dir = cfg.train.model_dir
+  step, prefix = checkpoint_ablation.checkpoints_of(model_dir)[-1]
+  _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
+  test_videos, labels = evaluation.test_split(cfg)
+  rows = checkpoint_ablation.score_checkpoint(cfg, prefix, train_videos, test_videos, labels,
+                                              fresh=True)
+  assert set(rows) == {"own|latent_mean", "own|latent_top5", "fresh|latent_mean",
+                       "fresh|latent_top5"}
+  # The run's own scores, as daml_tf.evaluate computes them.
+  _, model = run_dir.restore_run(model_dir)
+  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
+  raw, scored_labels = [], []
+  for _, frame_indices, video_raw, video_labels, _ in evaluation.score_videos(
+      scorer, test_videos, labels, cfg, model.background.numpy()):
+    raw.append(video_raw.astype(np.float64))
+    scored_labels.append(video_labels[frame_indices])
+  expected = metrics_lib.evaluate_scores(raw, scored_labels, "per_video")["micro_auc"]
+  assert step == int(os.path.basename(prefix).split("-")[1])
+  np.testing.assert_allclose(rows["own|latent_mean"]["micro_auc"], expected, atol=1e-4)
