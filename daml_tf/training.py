@@ -375,7 +375,7 @@ class _Checkpoints:
   """
 
   def __init__(self, model: DAML, model_dir: str, role: distributed.WorkerRole,
-               to_keep: int = 3):
+               to_keep: int):
     self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
     self.epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
                                         name="epoch_steps_done")
@@ -385,7 +385,7 @@ class _Checkpoints:
     self._checkpoint = make_checkpoint(model, self.epochs_done, self.epoch_steps_done)
     self._manager = tf.train.CheckpointManager(
         self._checkpoint, run_dir.checkpoint_dir(distributed.own_dir(model_dir, role)),
-        max_to_keep=to_keep or None)
+        max_to_keep=to_keep or None)  # 0 (--checkpoints_to_keep): keep every one
 
   def restore(self) -> bool:
     """Restores the run's newest checkpoint; returns whether there was one."""

@@ -65,7 +65,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def collect(model, cfg, videos):
-  """Per scored frame: observed code, predicted code, last input's code, foreground map."""
+  """Per scored frame: observed code, predicted code, last input's code, foreground map and the
+  appearance model's reconstruction error."""
   motion = tf.function(lambda past: model.motion(past, training=False))
   background = model.background.numpy()
   out = {"z": [], "pred": [], "last": [], "fg": [], "recon": [], "video": [], "index": []}
