@@ -178,12 +178,18 @@ def restore_model(cfg: config_lib.Config, model_dir: Optional[str] = None) -> DA
   return model
 
 
-def restore_run(model_dir: str, data_dir: str = "") -> Tuple[config_lib.Config, DAML]:
-  """(the run's config, its restored float32 model); `data_dir` replaces the dataset folder
-  the run was trained on (the data may have moved since)."""
+def load_run_config(model_dir: str, data_dir: str = "") -> config_lib.Config:
+  """The run's config; `data_dir` replaces the dataset folder the run was trained on (the data
+  may have moved since)."""
   cfg = load_config(model_dir)
   if data_dir:
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=data_dir))
+  return cfg
+
+
+def restore_run(model_dir: str, data_dir: str = "") -> Tuple[config_lib.Config, DAML]:
+  """(the run's config as `load_run_config` gives it, its restored float32 model)."""
+  cfg = load_run_config(model_dir, data_dir)
   return cfg, restore_model(cfg, model_dir)
 
 

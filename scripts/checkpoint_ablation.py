@@ -15,7 +15,6 @@ tells the encoder's progress from the motion model's. Scored from the first fram
 predict, like `daml_tf.evaluate`, so the last checkpoint's `own` row is the run's evaluation.
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -89,9 +88,7 @@ def main(argv):
   del argv
   results = {}
   for model_dir in FLAGS.model_dirs:
-    cfg = run_dir.load_config(model_dir)
-    if FLAGS.data_dir:
-      cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=FLAGS.data_dir))
+    cfg = run_dir.load_run_config(model_dir, FLAGS.data_dir)
     _, train_videos = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
     train_videos, _ = layout.split_holdout(train_videos, cfg.train.calibration_holdout,
                                            cfg.data.clip_span)
