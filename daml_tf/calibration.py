@@ -94,9 +94,15 @@ def calibration_videos(cfg: config_lib.Config, data_dir: Optional[str] = None
                        ) -> Tuple[List[layout.Video], bool]:
   """The videos a run's threshold is calibrated on: its held-out tails, else its training
   videos. Returns (videos, held_out)."""
-  _, videos = layout.find_videos(cfg.data.dataset, data_dir or cfg.data.data_dir, "training")
-  heads, tails = layout.split_holdout(videos, cfg.train.calibration_holdout, cfg.data.clip_span)
+  heads, tails = training_and_holdout(cfg, data_dir)
   return (tails, True) if tails else (heads, False)
+
+
+def training_and_holdout(cfg: config_lib.Config, data_dir: Optional[str] = None
+                         ) -> Tuple[List[layout.Video], List[layout.Video]]:
+  """(the training videos without their held-out tails, the tails) as the run split them."""
+  _, videos = layout.find_videos(cfg.data.dataset, data_dir or cfg.data.data_dir, "training")
+  return layout.split_holdout(videos, cfg.train.calibration_holdout, cfg.data.clip_span)
 
 
 def calibrate_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.Video],

@@ -30,6 +30,7 @@ CHECKPOINT_SUBDIR = "checkpoints"
 BACKGROUND_FILE = "background.npy"
 THRESHOLD_FILE = "threshold.json"
 SCORE_STATS_FILE = "score_stats.json"
+SPEEDUP_CHECK_FILE = "speedup_check.json"
 SUMMARY_SUBDIR = "train"
 EVAL_SUBDIR = "eval"
 # Inside an evaluation's output directory.
@@ -221,6 +222,20 @@ def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
                            f"daml_tf.calibrate --model_dir={model_dir} --score=<the fusion>.")
   with tf.io.gfile.GFile(path) as f:
     return {name: (float(m), float(s)) for name, (m, s) in json.load(f).items()}
+
+
+def save_speedup_check(model_dir: str, values: Dict) -> str:
+  """Writes `<model_dir>/speedup_check.json` (daml_tf.speedup_check's result); returns it."""
+  return _write_json(os.path.join(model_dir, SPEEDUP_CHECK_FILE), values)
+
+
+def load_speedup_check(model_dir: str) -> Optional[Dict]:
+  """The contents of `<model_dir>/speedup_check.json`, or None if there is none."""
+  path = os.path.join(model_dir, SPEEDUP_CHECK_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def load_threshold(model_dir: str) -> Optional[Dict[str, float]]:

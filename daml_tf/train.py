@@ -1,7 +1,7 @@
 """Trains a DAML model: `python -m daml_tf.train --flagfile=configs/demo.cfg [--model_dir=...]`.
 
-Training (`training.train`) is followed by the alarm threshold's calibration and the serving
-export, as --calibrate and --export ask.
+Training (`training.train`) is followed by the alarm threshold's calibration with the speed-up
+check (daml_tf.speedup_check), and the serving export, as --calibrate and --export ask.
 """
 
 from absl import app
@@ -14,12 +14,14 @@ from daml_tf import cli_flags
 from daml_tf import config as config_lib
 from daml_tf import distributed
 from daml_tf import run_dir
+from daml_tf import speedup_check
 from daml_tf import training
 from daml_tf.inference import serving
 
 
 def calibrate_and_export(cfg: config_lib.Config, trained: training.TrainedRun) -> None:
-  """What follows training: the threshold (chief only), the serving export, scratch clean-up.
+  """What follows training: the threshold and the speed-up check (chief only), the serving
+  export, scratch clean-up.
 
   Every worker takes part in the export (saving may run collective ops); non-chiefs write into
   their scratch folders, which are removed at the end.
@@ -29,6 +31,8 @@ def calibrate_and_export(cfg: config_lib.Config, trained: training.TrainedRun) -
   if trained.role.is_chief and cfg.train.calibrate:
     threshold = calibration.calibrate_after_training(cfg, trained.model, trained.data.videos,
                                                      trained.data.holdout_videos)
+    speedup_check.check_after_training(cfg, trained.model, trained.data.videos,
+                                       trained.data.holdout_videos)
   if cfg.train.export:
     # The export carries the threshold, so a deployed model raises the same alarms.
     stored = None if threshold is None else run_dir.load_threshold(model_dir)
