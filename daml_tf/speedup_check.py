@@ -108,23 +108,27 @@ def speedup_check(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.V
 
 
 def check_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.Video],
-                   held_out: bool, output_dir: str,
+                   held_out: bool, output_dir: str = "",
                    speedup: int = DEFAULT_SPEEDUP) -> SpeedupCheck:
-  """`speedup_check`, written to <output_dir>/speedup_check.json and logged."""
-  stats = (run_dir.load_score_stats(output_dir)
+  """`speedup_check`, logged and, with an output_dir, written to its speedup_check.json.
+
+  A fusion score's part statistics are read from output_dir, else from cfg.train.model_dir.
+  """
+  stats = (run_dir.load_score_stats(output_dir or cfg.train.model_dir)
            if scores_lib.get_score(cfg.eval.score).parts else None)
   result = speedup_check(model, cfg, videos, held_out, speedup, stats)
-  path = run_dir.save_speedup_check(output_dir, dataclasses.asdict(result))
+  path = (run_dir.save_speedup_check(output_dir, dataclasses.asdict(result)) if output_dir
+          else "not written")
   logging.info("Speed-up check: %s tells %dx sped-up clips from normal ones with AUC %.4f "
-               "(%d and %d clips of %s footage); written to %s. Compare it across seeds of one "
-               "recipe: higher tends to detect better.", result.score, speedup, result.auc,
+               "(%d and %d clips of %s footage); %s. Compare it across seeds of one recipe: "
+               "higher tends to detect better.", result.score, speedup, result.auc,
                result.sped_up_clips, result.normal_clips,
                "held-out" if held_out else "training", path)
   return result
 
 
 def check_footage(model: DAML, cfg: config_lib.Config, training_videos: Sequence[layout.Video],
-                  holdout_videos: Sequence[layout.Video], output_dir: str,
+                  holdout_videos: Sequence[layout.Video], output_dir: str = "",
                   speedup: int = DEFAULT_SPEEDUP) -> Optional[SpeedupCheck]:
   """`check_and_save` on the footage the threshold is calibrated on (the held-out tails, else
   the training videos); on the training videos when the tails are too short for a sped-up clip
