@@ -83,6 +83,9 @@ _HELP = {
                   "exponential) or gauss:S (centred, offline; not with --normalize=none)."),
     "finetune_trains": ("Finetune phase: all (every weight) or motion (the motion model only, "
                         "U-Net frozen; the reference code)."),
+    "finetune_candidates": ("Run the finetune phase N times from the same start (each on "
+                            "other batches) and keep the one whose speed-up check on the "
+                            "calibration footage is highest; 1: once (the paper)."),
     "pseudo_anomaly_weight": ("Weight of the skip-frame pseudo-anomaly hinge (times "
                               "lambda_p; 0: off)."),
     "pseudo_anomaly_margin": ("Pseudo-anomalous clips' latent error is pushed above this "

@@ -31,6 +31,7 @@ BACKGROUND_FILE = "background.npy"
 THRESHOLD_FILE = "threshold.json"
 SCORE_STATS_FILE = "score_stats.json"
 SPEEDUP_CHECK_FILE = "speedup_check.json"
+FINETUNE_CANDIDATES_FILE = "finetune_candidates.json"
 SUMMARY_SUBDIR = "train"
 EVAL_SUBDIR = "eval"
 # Inside an evaluation's output directory.
@@ -227,6 +228,12 @@ def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
 def save_speedup_check(model_dir: str, values: Dict) -> str:
   """Writes `<model_dir>/speedup_check.json` (daml_tf.speedup_check's result); returns it."""
   return _write_json(os.path.join(model_dir, SPEEDUP_CHECK_FILE), values)
+
+
+def save_finetune_candidates(model_dir: str, values: Dict) -> str:
+  """Writes `<model_dir>/finetune_candidates.json` (each candidate's speed-up check, the one
+  kept); returns it."""
+  return _write_json(os.path.join(model_dir, FINETUNE_CANDIDATES_FILE), values)
 
 
 def load_speedup_check(model_dir: str) -> Optional[Dict]:

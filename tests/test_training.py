@@ -4,6 +4,7 @@ The shared run (`trained` in conftest.py) is the one `python -m daml_tf.train` m
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 
@@ -12,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 from testing import STEPS_PER_EPOCH, make_run, short_run_config
+from daml_tf import calibration
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
+from daml_tf import speedup_check
 from daml_tf import training
 from daml_tf.inference import litert
 from daml_tf.inference import serving
@@ -160,6 +163,42 @@ def test_motion_only_finetune_run_keeps_the_unet(tiny_data, tmp_path):
   assert int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
   for before, after in zip(unet, model.encoder.weights + model.decoder.weights):
     np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_finetune_candidates_keep_the_one_with_the_best_check(tiny_data, tmp_path):
+  cfg = short_run_config(tiny_data, tmp_path / "model", export=False, calibrate=False,
+                         finetune_trains="motion", finetune_candidates=3)
+  model = training.train(cfg).model
+  with open(os.path.join(cfg.train.model_dir, run_dir.FINETUNE_CANDIDATES_FILE)) as f:
+    stored = json.load(f)
+  checks = stored["speedup_checks"]
+  assert len(checks) == 3 and stored["kept"] == int(np.argmax(checks))
+  # Each candidate trained on other batches, so they differ.
+  assert len(set(checks)) > 1
+  # Every candidate starts from the same optimizer state: one finetune epoch's steps in all.
+  assert int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
+  # The saved checkpoint holds the kept candidate.
+  heads, tails = calibration.training_and_holdout(cfg)
+  again = speedup_check.check_footage(run_dir.restore_model(cfg), cfg, heads, tails)
+  assert again.auc == pytest.approx(checks[stored["kept"]], abs=1e-6)
+
+
+@pytest.mark.parametrize("train_args, message", [
+    (dict(finetune_candidates=0), "finetune_candidates must be >= 1"),
+    (dict(finetune_candidates=2, finetune_epochs=0), "needs a finetune phase"),
+    (dict(finetune_candidates=2, strategy="multi_worker"), "not supported"),
+])
+def test_finetune_candidates_bad_settings(train_args, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    short_run_config("", "unused", **train_args)
+
+
+def test_finetune_candidates_need_footage_long_enough(frames_dataset, tmp_path):
+  root = frames_dataset(videos={"training": {"01": 6, "02": 6}, "testing": {"01": 6}})
+  cfg = short_run_config(root, tmp_path / "model", export=False, calibrate=False,
+                         finetune_candidates=2)
+  with pytest.raises(errors.ConfigError, match="twice as fast"):
+    training.train(cfg)
 
 
 def test_checkpoint_without_the_step_counter_resumes(tiny_data, tmp_path):
