@@ -21,6 +21,8 @@ printf 'model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' "$name"
 
 # The threshold first, so the exports carry it.
 "$py" -m daml_tf.calibrate --model_dir="$dest" --data_dir="$data_dir"
+# speedup_check.json: the label-free check the run would be ranked by.
+"$py" -m daml_tf.rank_runs --model_dirs="$dest" --data_dir="$data_dir"
 "$py" -m daml_tf.export --model_dir="$dest" --tflite
 "$py" -m daml_tf.evaluate --flagfile="$flagfile" --data_dir="$data_dir" --model_dir="$dest" \
   --output_dir="$dest/eval"
