@@ -183,6 +183,48 @@ def test_finetune_candidates_keep_the_one_with_the_best_check(tiny_data, tmp_pat
   assert again.auc == pytest.approx(checks[stored["kept"]], abs=1e-6)
 
 
+class _SameBatchesLoop:
+  """An epoch loop that feeds every epoch the same batches: candidates then differ in nothing."""
+
+  save_within_epochs = True
+
+  def __init__(self, step, batches):
+    self._step = step
+    self._batches = batches
+
+  def run(self, phase, epoch):
+    del phase, epoch
+    for batch in self._batches:
+      self._step(batch)
+    return {"total_loss": 0.0}
+
+
+def test_finetune_candidates_all_start_from_the_same_state(tiny_data, tmp_path):
+  """Fed the same batches, every candidate must end bit-identical: nothing of the first
+  candidate's training (weights, BatchNorm statistics, optimizer moments, step) leaks into the
+  next one's start."""
+  cfg = short_run_config(tiny_data, tmp_path / "model", export=False, calibrate=False,
+                         finetune_trains="motion", finetune_candidates=3)
+  data = training.prepare_training_data(cfg, cfg.train.model_dir)
+  model = build.build_model(cfg)
+  training.compile_model(model, cfg.train)
+  model.set_background(data.background)
+  strategy = tf.distribute.get_strategy()
+  step = training._step_function(strategy, model, "motion", cfg.train)  # pylint: disable=protected-access
+  clips = training.make_clip_data(cfg, data).dataset
+  batches = list(clips.take(STEPS_PER_EPOCH))
+  role = training.distributed.worker_role(strategy)
+  checkpoints = training._Checkpoints(model, cfg.train.model_dir, role, 3)  # pylint: disable=protected-access
+  candidates = training._FinetuneCandidates(cfg, model, data, role)  # pylint: disable=protected-access
+  finetune = [(training.phases(cfg.train)[1], 0)]
+  candidates.run(_SameBatchesLoop(step, batches), checkpoints, finetune)
+  with open(os.path.join(cfg.train.model_dir, run_dir.FINETUNE_CANDIDATES_FILE)) as f:
+    checks = json.load(f)["speedup_checks"]
+  assert checks[0] == checks[1] == checks[2]
+  assert int(model.optimizer.iterations.numpy()) == STEPS_PER_EPOCH
+  assert int(checkpoints.epochs_done.numpy()) == 1
+
+
 @pytest.mark.parametrize("train_args, message", [
     (dict(finetune_candidates=0), "finetune_candidates must be >= 1"),
     (dict(finetune_candidates=2, finetune_epochs=0), "needs a finetune phase"),
