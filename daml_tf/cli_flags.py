@@ -85,7 +85,7 @@ _HELP = {
                         "U-Net frozen; the reference code)."),
     "finetune_candidates": ("Run the finetune phase N times from the same start (each on "
                             "other batches) and keep the one whose speed-up check on the "
-                            "calibration footage is highest; 1: once (the paper)."),
+                            "training footage is highest; 1: once (the paper)."),
     "pseudo_anomaly_weight": ("Weight of the skip-frame pseudo-anomaly hinge (times "
                               "lambda_p; 0: off)."),
     "pseudo_anomaly_margin": ("Pseudo-anomalous clips' latent error is pushed above this "

@@ -3,7 +3,7 @@
 `python -m daml_tf.rank_runs --model_dirs=runs/s0,runs/s1,runs/s2 [--data_dir=...]
  [--output=ranking.json]`
 
-For each run: how well its configured score tells its calibration footage played twice as fast
+For each run: how well its configured score tells its training footage played twice as fast
 from the footage itself (daml_tf.speedup_check; higher first), and the mean and 99.5% quantile
 of its scores on the normal footage. The check is recomputed (and its speedup_check.json
 rewritten) rather than read, so runs trained before it existed, or whose data moved, rank the

@@ -556,7 +556,7 @@ class _FinetuneCandidates:
   Each candidate starts from the same weights and optimizer state (copied to host memory when
   the phase starts) and trains on the next batches of the one data stream, so the candidates
   differ in their batch order only. The kept one has the highest speed-up check
-  (daml_tf.speedup_check) on the calibration footage: on Ped2, the batch order of the finetune
+  (daml_tf.speedup_check) on the training footage: on Ped2, the batch order of the finetune
   epoch alone moved a run's micro AUC by up to 0.075, and picking the best of four orders by
   the check gained 0.017 micro and 0.022 pooled raw AUC on average over five encoders, better
   in all five (README "Several finetunes, keep the best").

@@ -82,15 +82,22 @@ def test_check_says_when_the_footage_is_too_short(cfg, model, frames_dataset):
     speedup_check.speedup_check(model, cfg, videos, held_out=False)
 
 
+def test_check_footage_prefers_the_training_videos_and_falls_back_to_the_tails(
+    cfg, model, frames_dataset):
+  root = frames_dataset(videos={"training": {"01": 20, "02": 8}}, size=(32, 48))
+  _, (long_video, short_video) = layout.find_videos("synthetic", root, "training")
+  both_long = speedup_check.check_footage(model, cfg, [long_video], [long_video])
+  assert not both_long.held_out
+  fallback = speedup_check.check_footage(model, cfg, [short_video], [long_video])
+  assert fallback.held_out and fallback.normal_clips == 20 - 5
+  assert speedup_check.check_footage(model, cfg, [short_video], []) is None
+
+
 def test_training_writes_the_check_next_to_the_threshold(trained):
   cfg, _ = trained
   stored = run_dir.load_speedup_check(cfg.train.model_dir)
   assert stored is not None and 0.0 <= stored["auc"] <= 1.0
-  tails, held_out = calibration.calibration_videos(cfg)
-  # The tiny run's held-out tails are too short for a clip at twice the speed: the check falls
-  # back to the training videos.
-  assert held_out and max(v.num_frames for v in tails) <= speedup_check.sped_up(
-      cfg.data, 2).clip_span
+  # On the training videos, without the tails held out for the threshold.
   assert not stored["held_out"]
   heads, _ = calibration.training_and_holdout(cfg)
   model = run_dir.restore_model(cfg)
