@@ -505,8 +505,8 @@ def train(cfg: config_lib.Config,
                     for trains in config_lib.FINETUNE_TRAINS_CHOICES}
   loop = _EpochLoop(model, step_functions, iter(dataset), steps_per_epoch, cfg,
                     summaries, strategy, checkpoints.epoch_steps_done, checkpoints.save)
-  candidates = _FinetuneCandidates(cfg, model, data, role) if cfg.train.finetune_candidates > 1 \
-      else None
+  candidates = (_FinetuneCandidates(cfg, model, data, role)
+                if cfg.train.finetune_candidates > 1 else None)
   try:
     metrics = _run_schedule(cfg, model, loop, checkpoints, candidates)
   finally:
