@@ -120,13 +120,13 @@ def check_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.
   stats = (run_dir.load_score_stats(output_dir or cfg.train.model_dir)
            if scores_lib.get_score(cfg.eval.score).parts else None)
   result = speedup_check(model, cfg, videos, held_out, speedup, stats)
-  path = (run_dir.save_speedup_check(output_dir, dataclasses.asdict(result)) if output_dir
-          else "not written")
+  written = ("written to " + run_dir.save_speedup_check(output_dir, dataclasses.asdict(result))
+             if output_dir else "not written")
   logging.info("Speed-up check: %s tells %dx sped-up clips from normal ones with AUC %.4f "
                "(%d and %d clips of %s footage); %s. Compare it across seeds of one recipe: "
                "higher tends to detect better.", result.score, speedup, result.auc,
                result.sped_up_clips, result.normal_clips,
-               "held-out" if held_out else "training", path)
+               "held-out" if held_out else "training", written)
   return result
 
 
