@@ -559,7 +559,8 @@ class _FinetuneCandidates:
   (daml_tf.speedup_check) on the training footage: on Ped2, the batch order of the finetune
   epoch alone moved a run's micro AUC by up to 0.075, and picking the best of four orders by
   the check gained 0.017 micro and 0.022 pooled raw AUC on average over five encoders, better
-  in all five (README "Several finetunes, keep the best").
+  in all five; in three seeds trained with it, though, the kept candidate was no better than
+  the first (README "Several finetunes, keep the best").
 
   No checkpoint is written while candidates run: a run killed among them resumes from the end
   of the train phase and runs all of them again (on other batches: the data stream restarts).
