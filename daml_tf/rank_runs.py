@@ -4,8 +4,8 @@
  [--output=ranking.json]`
 
 For each run: how well its configured score tells its training footage played twice as fast
-from the footage itself (daml_tf.speedup_check; higher first), and the mean and 99.5% quantile
-of its scores on the normal footage. The check is recomputed (and its speedup_check.json
+from the footage itself (daml_tf.speedup_check; higher first), with the mean scores of the
+normal and the sped-up clips. The check is recomputed (and its speedup_check.json
 rewritten) rather than read, so runs trained before it existed, or whose data moved, rank the
 same way.
 
@@ -70,13 +70,14 @@ def main(argv):
   rows = [cli.exit_on_expected_errors(check_run, os.path.expanduser(model_dir),
                                       os.path.expanduser(FLAGS.data_dir), FLAGS.speedup)
           for model_dir in FLAGS.model_dirs]
-  for position, row in enumerate(rank(rows), start=1):
+  ranked = rank(rows)
+  for position, row in enumerate(ranked, start=1):
     print(f"{position}. {row['model_dir']}: speed-up AUC {row['speedup_auc']:.4f}, normal "
           f"mean {row['normal_mean']:.5g} over {row['normal_clips']} "
           f"{'held-out' if row['held_out'] else 'training'} clips", flush=True)
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
-      json.dump(rank(rows), f, indent=2)
+      json.dump(ranked, f, indent=2)
     logging.info("Wrote %s", FLAGS.output)
   cli.finish()
 

@@ -24,7 +24,7 @@ written to <model_dir>/speedup_check.json.
 """
 
 import dataclasses
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -75,6 +75,13 @@ def sped_up(data_cfg: config_lib.DataConfig, speedup: int) -> config_lib.DataCon
                              delta=data_cfg.delta * speedup)
 
 
+def long_enough(videos: Sequence[layout.Video], data_cfg: config_lib.DataConfig,
+                speedup: int) -> List[layout.Video]:
+  """The videos long enough for at least one clip at `speedup` times the speed."""
+  span = sped_up(data_cfg, speedup).clip_span
+  return [v for v in videos if v.num_frames > span]
+
+
 def separation_auc(normal: np.ndarray, sped_up_scores: np.ndarray) -> float:
   """ROC AUC of `sped_up_scores` (positives) against `normal` (negatives); ties count half."""
   normal = np.asarray(normal, np.float64).ravel()
@@ -98,12 +105,12 @@ def speedup_check(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.V
   batch_size = cfg.eval.batch_size
   normal = calibration.normal_scores(model, cfg.data, videos, batch_size, score, score_stats)
   fast_cfg = sped_up(cfg.data, speedup)
-  long_enough = [v for v in videos if v.num_frames > fast_cfg.clip_span]
-  if not long_enough:
+  fast_videos = long_enough(videos, cfg.data, speedup)
+  if not fast_videos:
     raise errors.DataError(
-        f"No calibration video is long enough for a clip at {speedup}x speed (each needs more "
-        f"than {fast_cfg.clip_span} frames).")
-  fast = calibration.normal_scores(model, fast_cfg, long_enough, batch_size, score, score_stats)
+        f"No video is long enough for a clip at {speedup}x speed (each needs more than "
+        f"{fast_cfg.clip_span} frames).")
+  fast = calibration.normal_scores(model, fast_cfg, fast_videos, batch_size, score, score_stats)
   return SpeedupCheck(auc=separation_auc(normal, fast), speedup=speedup, score=score,
                       normal_clips=int(normal.size), sped_up_clips=int(fast.size),
                       normal_mean=float(normal.mean()), sped_up_mean=float(fast.mean()),

@@ -572,13 +572,14 @@ class _FinetuneCandidates:
     self._model = model
     self._data = data
     self._role = role
-    videos = list(data.holdout_videos) + list(data.videos)
-    span = speedup_check.sped_up(cfg.data, speedup_check.DEFAULT_SPEEDUP).clip_span
-    if not any(v.num_frames > span for v in videos):
+    speedup = speedup_check.DEFAULT_SPEEDUP
+    if not speedup_check.long_enough(list(data.videos) + list(data.holdout_videos), cfg.data,
+                                     speedup):
       raise errors.ConfigError(
           f"--finetune_candidates={cfg.train.finetune_candidates} compares candidates on the "
-          f"training footage played twice as fast, which needs a video of more than {span} "
-          "frames in the frames layout (not --tfrecord_dir).")
+          "training footage played twice as fast, which needs a video of more than "
+          f"{speedup_check.sped_up(cfg.data, speedup).clip_span} frames in the frames layout "
+          "(not --tfrecord_dir).")
     if scores.get_score(cfg.eval.score).parts:
       raise errors.ConfigError(
           f"--finetune_candidates compares candidates by their --score, and {cfg.eval.score} "

@@ -4,7 +4,7 @@ recipe, and what keeping the best of n runs by it gains.
     PYTHONPATH=. .venv/bin/python scripts/selection_ablation.py --data_dir=~/datasets \
         --model_dirs=<runs of one recipe, differing in seed> --output=selection.json
 
-For each run: the speed-up check at 2x and 3x (daml_tf.speedup_check, on the run's calibration
+For each run: the speed-up check at 2x and 3x (daml_tf.speedup_check, on the run's training
 footage; recomputed, and not written to the run) and the test micro AUC (per-video min-max) and
 online AUC (raw scores pooled) of the paper's score (daml_tf.score_ablation). Then, over the
 runs: the Spearman correlation of each check with each AUC, and for n = 2, 3, 5 the mean over
