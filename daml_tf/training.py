@@ -81,9 +81,13 @@ def epoch_schedule(train_cfg: config_lib.TrainConfig) -> List[Tuple[Phase, int]]
 
 
 def make_checkpoint(model: DAML, epochs_done: tf.Variable,
-                    epoch_steps_done: Optional[tf.Variable] = None) -> tf.train.Checkpoint:
-  """Weights, optimizer state (with the global step) and the position in the schedule."""
-  position = {} if epoch_steps_done is None else {"epoch_steps_done": epoch_steps_done}
+                    epoch_steps_done: Optional[tf.Variable] = None,
+                    batches_drawn: Optional[tf.Variable] = None) -> tf.train.Checkpoint:
+  """Weights, optimizer state (with the global step), the position in the schedule and the
+  position in the data stream (batches drawn so far, finetune candidates' included)."""
+  position = {name: variable for name, variable in (("epoch_steps_done", epoch_steps_done),
+                                                    ("batches_drawn", batches_drawn))
+              if variable is not None}
   return tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epochs_done,
                              **position)
 
@@ -138,19 +142,22 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
 
 
 def make_clip_data(cfg: config_lib.Config, data: TrainingData,
-                   input_context: Optional[tf.distribute.InputContext] = None
-                   ) -> pipeline.ClipData:
-  """The training clips, for one input pipeline of `input_context` (None: the only one).
+                   input_context: Optional[tf.distribute.InputContext] = None,
+                   batches_drawn: int = 0) -> pipeline.ClipData:
+  """The training clips, for one input pipeline of `input_context` (None: the only one),
+  continuing after the `batches_drawn` batches a resumed run already had.
 
   With several input pipelines (multi-worker), each gets a disjoint share of the data and
-  batches of the per-replica size.
+  batches of the per-replica size. TFRecords restart their stream (a fresh shuffle) instead:
+  their shuffle buffer holds decoded clips, so skipping would decode everything drawn before.
   """
   if cfg.data.tfrecord_dir:
     return tfrecord.training_dataset(cfg.data.tfrecord_dir, data.background, cfg.data,
                                      training=True, input_context=input_context)
   return pipeline.training_dataset(data.videos, data.background, cfg.data, training=True,
                                    input_context=input_context,
-                                   pseudo_speeds=cfg.train.pseudo_speeds)
+                                   pseudo_speeds=cfg.train.pseudo_speeds,
+                                   batches_drawn=batches_drawn)
 
 
 class _Summaries:
@@ -198,16 +205,23 @@ def _progress_values(values: Dict[str, float], clips_per_second: float):
               if name in values]
 
 
+# Counters added to the checkpoint after daml_tf first shipped one; older checkpoints lack them.
+_LATER_COUNTERS = ("epoch_steps_done", "batches_drawn")
+
+
 def _restore_one(checkpoint: tf.train.Checkpoint, path: str) -> None:
-  """Restores `path` into `checkpoint`, also when it predates the in-epoch step counter.
+  """Restores `path` into `checkpoint`, also when it predates a counter of _LATER_COUNTERS.
 
   Checkpoints of daml_tf before `epoch_steps_done` existed (the shipped pretrained/ped2_cpu)
-  hold whole epochs only; the counter then stays 0, which is what it meant for them.
+  hold whole epochs only; the counter then stays 0, which is what it meant for them. Before
+  `batches_drawn` existed a resumed run restarted the data stream, which a 0 also means.
   """
   names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-  if not any(name.startswith("epoch_steps_done") for name in names):
-    checkpoint = tf.train.Checkpoint(model=checkpoint.model, optimizer=checkpoint.optimizer,
-                                     epochs_done=checkpoint.epochs_done)
+  present = {counter: getattr(checkpoint, counter) for counter in _LATER_COUNTERS
+             if hasattr(checkpoint, counter) and
+             any(name.startswith(counter) for name in names)}
+  checkpoint = tf.train.Checkpoint(model=checkpoint.model, optimizer=checkpoint.optimizer,
+                                   epochs_done=checkpoint.epochs_done, **present)
   checkpoint.restore(path).assert_existing_objects_matched()
 
 
@@ -383,10 +397,12 @@ class _Checkpoints:
     self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
     self.epoch_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
                                         name="epoch_steps_done")
+    self.batches_drawn = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_drawn")
     self._model = model
     self._model_dir = model_dir
     self._role = role
-    self._checkpoint = make_checkpoint(model, self.epochs_done, self.epoch_steps_done)
+    self._checkpoint = make_checkpoint(model, self.epochs_done, self.epoch_steps_done,
+                                       self.batches_drawn)
     self._manager = tf.train.CheckpointManager(
         self._checkpoint, run_dir.checkpoint_dir(distributed.own_dir(model_dir, role)),
         max_to_keep=to_keep or None)  # 0 (--checkpoints_to_keep): keep every one
@@ -395,9 +411,11 @@ class _Checkpoints:
     """Restores the run's newest checkpoint; returns whether there was one."""
     restored = _restore_latest(self._checkpoint, run_dir.checkpoint_dir(self._model_dir))
     if restored:
-      logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d",
-                   restored, int(self.epochs_done.numpy()), int(self.epoch_steps_done.numpy()),
-                   int(self._model.optimizer.iterations.numpy()))
+      logging.info("Resuming from %s: %d epoch(s) and %d step(s) of the next done, step %d, "
+                   "%d batches drawn", restored, int(self.epochs_done.numpy()),
+                   int(self.epoch_steps_done.numpy()),
+                   int(self._model.optimizer.iterations.numpy()),
+                   int(self.batches_drawn.numpy()))
     return bool(restored)
 
   def save(self) -> None:
@@ -415,26 +433,30 @@ class _PipelineOfWorker:
   batch size; the epoch length comes from the global clip count, the same on every worker.
   """
 
-  def __init__(self, cfg: config_lib.Config, data: TrainingData):
+  def __init__(self, cfg: config_lib.Config, data: TrainingData, batches_drawn: int):
     self._cfg = cfg
     self._data = data
+    self._batches_drawn = batches_drawn
     self.clip_data = None
 
   def __call__(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-    self.clip_data = make_clip_data(self._cfg, self._data, input_context)
+    self.clip_data = make_clip_data(self._cfg, self._data, input_context, self._batches_drawn)
     return self.clip_data.dataset
 
 
 def _distribute_data(strategy: tf.distribute.Strategy, cfg: config_lib.Config,
-                     data: TrainingData, role: distributed.WorkerRole):
-  """(distributed dataset, global steps per epoch) of the training clips."""
+                     data: TrainingData, role: distributed.WorkerRole, batches_drawn: int = 0):
+  """(distributed dataset, global steps per epoch) of the training clips, continuing after
+  `batches_drawn` global batches."""
+  if batches_drawn and cfg.data.tfrecord_dir:
+    logging.info("Resumed on TFRecords: the data stream restarts with a fresh shuffle.")
   if distributed.is_multi_worker(strategy):
-    pipeline_of_worker = _PipelineOfWorker(cfg, data)
+    pipeline_of_worker = _PipelineOfWorker(cfg, data, batches_drawn)
     dataset = strategy.distribute_datasets_from_function(pipeline_of_worker)
     clip_data = pipeline_of_worker.clip_data
     num_clips = clip_data.total_clips
   else:
-    clip_data = make_clip_data(cfg, data)
+    clip_data = make_clip_data(cfg, data, batches_drawn=batches_drawn)
     dataset = strategy.experimental_distribute_dataset(clip_data.dataset)
     num_clips = clip_data.num_clips
   steps_per_epoch = clip_data.steps_per_epoch(cfg.data.clips_per_epoch)
@@ -491,20 +513,23 @@ def train(cfg: config_lib.Config,
   data = prepare_training_data(cfg, distributed.own_dir(model_dir, role))
   if role.is_chief:
     run_dir.save_config(cfg, model_dir)
-  dataset, steps_per_epoch = _distribute_data(strategy, cfg, data, role)
   with strategy.scope(), build.dtype_policy(cfg.train.mixed_precision):
     model = build.build_model(cfg)
     compile_model(model, cfg.train)
     checkpoints = _Checkpoints(model, model_dir, role, cfg.train.checkpoints_to_keep)
   if not checkpoints.restore() and init_path:
     init_weights(model, cfg, init_path)
+  # After the restore: the data stream continues where the checkpoint left it.
+  dataset, steps_per_epoch = _distribute_data(strategy, cfg, data, role,
+                                              int(checkpoints.batches_drawn.numpy()))
   # The background is data, not a learned weight: the one just computed or loaded wins.
   model.set_background(data.background)
   summaries = _Summaries(run_dir.summary_dir(model_dir), cfg.train, role.is_chief)
   step_functions = {trains: _step_function(strategy, model, trains, cfg.train)
                     for trains in config_lib.FINETUNE_TRAINS_CHOICES}
   loop = _EpochLoop(model, step_functions, iter(dataset), steps_per_epoch, cfg,
-                    summaries, strategy, checkpoints.epoch_steps_done, checkpoints.save)
+                    summaries, strategy, checkpoints.epoch_steps_done, checkpoints.batches_drawn,
+                    checkpoints.save)
   candidates = (_FinetuneCandidates(cfg, model, data, role)
                 if cfg.train.finetune_candidates > 1 else None)
   try:
@@ -563,7 +588,8 @@ class _FinetuneCandidates:
   the first (README "Several finetunes, keep the best").
 
   No checkpoint is written while candidates run: a run killed among them resumes from the end
-  of the train phase and runs all of them again (on other batches: the data stream restarts).
+  of the train phase and runs all of them again, on the same batches (the data stream resumes
+  where that checkpoint left it).
   """
 
   def __init__(self, cfg: config_lib.Config, model: DAML, data: "TrainingData",
@@ -633,7 +659,7 @@ class _EpochLoop:
   """Runs the steps of one epoch (or what is left of it after a resume)."""
 
   def __init__(self, model, step_functions, iterator, steps, cfg, summaries, strategy,
-               epoch_steps_done, save_checkpoint):
+               epoch_steps_done, batches_drawn, save_checkpoint):
     self._model = model
     # "all" / "motion" -> its distributed step function; each phase uses its own.
     self._step_functions = step_functions
@@ -643,6 +669,7 @@ class _EpochLoop:
     self._summaries = summaries
     self._strategy = strategy
     self._epoch_steps_done = epoch_steps_done
+    self._batches_drawn = batches_drawn
     self._save_checkpoint = save_checkpoint
     # Off while finetune candidates run: their mid-epoch state is not a point to resume from.
     self.save_within_epochs = True
@@ -652,8 +679,8 @@ class _EpochLoop:
     every = cfg.train.checkpoint_every_steps
     first = int(self._epoch_steps_done.numpy())
     if first:
-      # The data order restarts with a fresh shuffle; the epoch is completed with as many
-      # batches as it still had to run.
+      # The data stream continues where the checkpoint left it (TFRecords: a fresh shuffle);
+      # the epoch is completed with as many batches as it still had to run.
       logging.info("Continuing phase %s epoch %d at batch %d of %d", phase.name, epoch + 1,
                    first + 1, steps)
     model.reset_metrics()
@@ -666,6 +693,7 @@ class _EpochLoop:
     for step_in_epoch in range(first, steps):
       step_start = time.perf_counter()
       batch = next(self._iterator)
+      self._batches_drawn.assign_add(1)
       fetched = time.perf_counter()
       try:
         outputs = self._step_functions[phase.trains](batch)

@@ -59,6 +59,50 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
   assert training.train(longer).metrics["global_step"] == 3 * STEPS_PER_EPOCH
 
 
+def _weights(model):
+  # By position: a second model in one process gets uniquified names.
+  return [(weight.path, weight.numpy()) for weight in model.weights]
+
+
+def _copy_checkpoint(source_dir, killed_after_step, model_dir):
+  """A model directory holding only the newest checkpoint of source_dir written by step
+  `killed_after_step`: the run as a kill right after that step would have left it."""
+  source = run_dir.checkpoint_dir(str(source_dir))
+  target = run_dir.checkpoint_dir(str(model_dir))
+  tf.io.gfile.makedirs(target)
+  step = max(number for number in (
+      int(path.rsplit("-", 1)[1]) for path in
+      tf.train.get_checkpoint_state(source).all_model_checkpoint_paths)
+             if number <= killed_after_step)
+  for path in tf.io.gfile.glob(os.path.join(source, f"ckpt-{step}.*")):
+    tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)))
+  tf.compat.v1.train.update_checkpoint_state(target, os.path.join(target, f"ckpt-{step}"))
+
+
+@pytest.mark.parametrize("train_args", [
+    dict(), dict(pseudo_anomaly_weight=1.0), dict(finetune_candidates=2)],
+    ids=["plain", "pseudo_anomalies", "finetune_candidates"])
+@pytest.mark.parametrize("killed_after_step", [2, STEPS_PER_EPOCH + 1])
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_data, tmp_path,
+                                                               train_args, killed_after_step):
+  """Killed in the middle of an epoch (of the train or the finetune phase) and started again,
+  a run draws the batches it would have drawn (a short epoch is not a whole pass over the
+  clips, so the stream position is more than the step within the epoch), and ends with the
+  uninterrupted run's weights, bit for bit. Finetune candidates write no checkpoint, so a kill
+  among them resumes from the train phase's end and runs them again on the same batches."""
+  def run(model_dir):
+    cfg = short_run_config(tiny_data, model_dir, export=False, calibrate=False,
+                           checkpoint_every_steps=1, checkpoints_to_keep=0, **train_args)
+    return training.train(cfg).model
+
+  uninterrupted = _weights(run(tmp_path / "uninterrupted"))
+  _copy_checkpoint(tmp_path / "uninterrupted", killed_after_step, tmp_path / "resumed")
+  resumed = _weights(run(tmp_path / "resumed"))
+  assert len(uninterrupted) == len(resumed)
+  for (name, value), (_, resumed_value) in zip(uninterrupted, resumed):
+    np.testing.assert_array_equal(resumed_value, value, err_msg=name)
+
+
 def test_checkpoints_to_keep_zero_keeps_every_epoch(tiny_data, tmp_path):
   """The learning curve of scripts/checkpoint_ablation.py needs each epoch's weights."""
   def kept(name, to_keep):

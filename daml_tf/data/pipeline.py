@@ -462,14 +462,20 @@ def batch_size_for(data_cfg, input_context: Optional[tf.distribute.InputContext]
 
 def _clip_batches(table: np.ndarray, paths: Sequence[str], frames: Optional[tf.Tensor],
                   background: np.ndarray, data_cfg, batch_size: int, training: bool,
-                  seed: int) -> tf.data.Dataset:
-  """Batches of the clips of an index table, gathered from the frame cache or decoded."""
+                  seed: int, batches_drawn: int = 0) -> tf.data.Dataset:
+  """Batches of the clips of an index table, gathered from the frame cache or decoded; in
+  training, the stream continues after its first `batches_drawn` batches."""
   clips = tf.data.Dataset.from_tensor_slices(table)
   if training:
     # Clip rows are a few int64s, so the buffer holds all of them: a perfect shuffle for the
     # price of num_clips * (k+1) * 8 bytes.
     clips = clips.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
     clips = clips.repeat()
+    if batches_drawn:
+      # Skipped as index rows, before any frame is gathered or decoded: a resumed run draws
+      # the batches an uninterrupted one would have drawn next, for the price of counting
+      # through the indices of the passes already done.
+      clips = clips.skip(batches_drawn * batch_size)
   if data_cfg.frame_cache == "memory":
     return (clips.batch(batch_size, drop_remainder=training)
             # Gathering a whole batch of index rows copies each frame once.
@@ -492,7 +498,7 @@ def _clip_batches(table: np.ndarray, paths: Sequence[str], frames: Optional[tf.T
 def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
                      training: bool = True,
                      input_context: Optional[tf.distribute.InputContext] = None,
-                     pseudo_speeds: Sequence[int] = ()) -> ClipData:
+                     pseudo_speeds: Sequence[int] = (), batches_drawn: int = 0) -> ClipData:
   """Builds the clip dataset of the given videos.
 
   With data_cfg.frame_cache == "memory" every frame is decoded once (here, eagerly) into one
@@ -513,6 +519,9 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     pseudo_speeds: with speed-ups (training only), every batch is a pair (clips,
       pseudo-anomalous clips) of the same size; the latter are drawn at random from
       `pseudo_anomaly_clip_indices` of the same videos (of this pipeline's frames).
+    batches_drawn: (training only) batches an earlier part of the run already drew: the
+      dataset starts where that stream left off (same seed, same order), so a resumed run sees
+      the batches an uninterrupted one would have.
 
   Returns:
     ClipData.
@@ -551,8 +560,10 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     raise ValueError("Pseudo-anomalous clips are for training only.")
   frames = (_frame_cache(paths, image_size, channels, background)
             if data_cfg.frame_cache == "memory" else None)
+  if batches_drawn and not training:
+    raise ValueError("batches_drawn is for training only.")
   dataset = _clip_batches(table, paths, frames, background, data_cfg, batch_size, training,
-                          data_cfg.seed)
+                          data_cfg.seed, batches_drawn)
   if pseudo_speeds:
     pseudo_table = _video_clip_table(videos, data_cfg, pseudo_speeds)
     if shard:
@@ -564,7 +575,7 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
                       f"videos are shorter than {min(pseudo_speeds)} x {data_cfg.clip_span} "
                       "frames.")
     pseudo = _clip_batches(pseudo_table, paths, frames, background, data_cfg, batch_size,
-                           training, data_cfg.seed + 1)
+                           training, data_cfg.seed + 1, batches_drawn)
     dataset = tf.data.Dataset.zip((dataset, pseudo))
   dataset = dataset.prefetch(AUTOTUNE)
   logging.info("Clip dataset%s: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
