@@ -14,7 +14,10 @@ This pairs the comparison on the encoder, whose seed moves the AUC by as much as
 run's own motion model (`own`) is scored on the same frames; a sum like `d4+d8` adds the latent
 errors of two variants' models: an ensemble of motion models on shared codes, which would cost a
 second motion model per frame and no second encoder (`d4+d4s1`, two seeds at one horizon, tells
-the ensemble's effect from the horizons').
+the ensemble's effect from the horizons'). A variant may also predict another encoder level's
+features of the target frame (`l0d4`: the finest level, the first skip), the motion error on a
+finer grid; sums across levels need `--sum_scale=train_mean`, which divides each part by its
+mean over the training clips.
 
 Reported per variant, with `latent_mean` and `latent_top5`: the paper's per-video min-max
 (micro, macro, EER; micro under `ema:0.3` and `gauss:3`) and raw pooled (online, also under
@@ -55,11 +58,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_list(
       "variants", ["d4", "d8", "d12", "d16", "d4s1", "k6d4"],
-      "Motion models to train, `[k<inputs>]d<horizon>[s<seed offset>]`: the horizon is the "
-      "target's distance in frames after the last input (--delta), the inputs default to the "
-      "run's k, the seed offset to 0.", flag_values=flag_values)
+      "Motion models to train, `[l<level>][k<inputs>]d<horizon>[s<seed offset>]`: the horizon "
+      "is the target's distance in frames after the last input (--delta), the inputs default to "
+      "the run's k, the seed offset to 0; the level, the encoder level whose features the model "
+      "predicts (0: the finest, the first skip; default: the latent code).",
+      flag_values=flag_values)
   flags.DEFINE_list("sums", ["d4+d8", "d4+d4s1"],
                     "Sums of variants' latent errors to score as well.", flag_values=flag_values)
+  flags.DEFINE_enum("sum_scale", "raw", ["raw", "train_mean"],
+                    "How a sum weighs its parts: raw errors (parts on one code), or each part "
+                    "divided by its mean over the training clips (parts on different encoder "
+                    "levels, whose errors have different scales).", flag_values=flag_values)
   flags.DEFINE_integer("epochs", 5, "Epochs per motion model; the last at a tenth of the rate.",
                        flag_values=flag_values)
   flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the CPU configs' rate).",
@@ -139,6 +148,13 @@ def clip_scorer(motion: keras.Model, batch_size: int = 64
   return score
 
 
+def sum_of_parts(parts: Sequence[List[np.ndarray]], scales: Sequence[float]
+                 ) -> List[np.ndarray]:
+  """Per video, the sum over parts (each a list of per-video scores) of part / its scale."""
+  return [sum(video / scale for video, scale in zip(videos, scales))
+          for videos in zip(*parts)]
+
+
 def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, float]:
   row = score_ablation.metrics_row(per_video, labels, smoothing_lib.parse("none"))
   for spec in SMOOTHINGS[1:]:
@@ -149,20 +165,34 @@ def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, 
   return row
 
 
-def encode(model, cfg, videos) -> List[np.ndarray]:
-  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size)
+LATENT = -1
+
+
+def encode(model, cfg, videos, levels: Sequence[int] = (LATENT,)
+           ) -> Dict[int, List[np.ndarray]]:
+  """{level: one [n, h, w, c] array per video} of the encoder's features at those levels."""
+  # With a score that decodes frames the scorer keeps every level's features, not the code only.
+  score = "latent_mean" if set(levels) == {LATENT} else "frame_psnr"
+  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size, score=score)
   background = model.background.numpy()
-  return [scorer.encode(pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
-                                            background))[-1].numpy() for video in videos]
+  features = {level: [] for level in levels}
+  for video in videos:
+    per_level = scorer.encode(pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
+                                                  background))
+    for level in levels:
+      features[level].append(per_level[level].numpy())
+  return features
 
 
-def parse_variant(key: str, time_steps: int) -> Tuple[int, int, int]:
-  """`[k<K>]d<H>[s<S>]` -> (inputs K (default: the run's), horizon H, seed offset S (default 0))."""
-  match = re.fullmatch(r"(?:k(\d+))?d(\d+)(?:s(\d+))?", key)
+def parse_variant(key: str, time_steps: int) -> Tuple[int, int, int, int]:
+  """`[l<L>][k<K>]d<H>[s<S>]` -> (inputs K (default: the run's), horizon H, seed offset S
+  (default 0), encoder level L (default: the latent code))."""
+  match = re.fullmatch(r"(?:l(\d+))?(?:k(\d+))?d(\d+)(?:s(\d+))?", key)
   if not match:
-    raise app.UsageError(f"Not a motion model variant: {key!r} (e.g. d8, d4s1, k6d4).")
-  steps, horizon, seed_offset = match.groups()
-  return int(steps or time_steps), int(horizon), int(seed_offset or 0)
+    raise app.UsageError(f"Not a motion model variant: {key!r} (e.g. d8, d4s1, k6d4, l0d4).")
+  level, steps, horizon, seed_offset = match.groups()
+  return (int(steps or time_steps), int(horizon), int(seed_offset or 0),
+          LATENT if level is None else int(level))
 
 
 def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[str]]):
@@ -172,28 +202,41 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
   train_videos, _ = layout.split_holdout(train_videos, cfg.train.calibration_holdout,
                                          data.clip_span)
   test_videos, labels = evaluation.test_split(cfg)
-  train_codes, test_codes = encode(model, cfg, train_videos), encode(model, cfg, test_videos)
   geometries = {key: parse_variant(key, data.time_steps) for key in variants}
+  levels = tuple(sorted({LATENT} | {level for *_, level in geometries.values()}))
+  train_codes, test_codes = encode(model, cfg, train_videos, levels), encode(model, cfg,
+                                                                             test_videos, levels)
   first_target = max(data.interval * (steps - 1) + horizon
-                     for steps, horizon, _ in list(geometries.values()) +
-                     [(data.time_steps, data.delta, 0)])
+                     for steps, horizon, *_ in list(geometries.values()) +
+                     [(data.time_steps, data.delta)])
   test_labels = [video_labels[first_target:] for video_labels in labels]
 
-  def scored(motion, steps, delta):
+  def scored(motion, steps, delta, codes_of_videos):
     score = clip_scorer(motion)
     per_video = [score(codes, clips_from(len(codes), steps, data.interval, delta, first_target))
-                 for codes in test_codes]
+                 for codes in codes_of_videos]
     return {name: [video[name] for video in per_video] for name in SCORES}
 
-  raw = {"own": scored(model.motion, data.time_steps, data.delta)}
-  for key, (steps, horizon, seed_offset) in geometries.items():
-    motion = fit_motion(train_codes, steps, data.interval, horizon, cfg.model.weight_decay,
-                        FLAGS.epochs, FLAGS.learning_rate, FLAGS.seed + seed_offset)
-    raw[key] = scored(motion, steps, horizon)
+  raw = {"own": scored(model.motion, data.time_steps, data.delta, test_codes[LATENT])}
+  # Each variant's mean score over the training clips, the scale of --sum_scale=train_mean.
+  train_mean = {}
+  for key, (steps, horizon, seed_offset, level) in geometries.items():
+    motion = fit_motion(train_codes[level], steps, data.interval, horizon,
+                        cfg.model.weight_decay, FLAGS.epochs, FLAGS.learning_rate,
+                        FLAGS.seed + seed_offset)
+    raw[key] = scored(motion, steps, horizon, test_codes[level])
+    if FLAGS.sum_scale == "train_mean":
+      score = clip_scorer(motion)
+      on_training = [score(codes, pipeline.clip_indices(len(codes), steps, data.interval,
+                                                        horizon))
+                     for codes in train_codes[level]]
+      train_mean[key] = {name: float(np.concatenate([video[name] for video in on_training]
+                                                    ).mean()) for name in SCORES}
     logging.info("%s: motion model %s trained and scored", model_dir, key)
   for parts in sums:
     raw["+".join(parts)] = {
-        name: [sum(video) for video in zip(*(raw[key][name] for key in parts))]
+        name: sum_of_parts([raw[key][name] for key in parts],
+                           [train_mean[key][name] if train_mean else 1.0 for key in parts])
         for name in SCORES}
   results = {}
   for variant, by_score in raw.items():

@@ -28,12 +28,23 @@ def test_stacked_clips_index_the_concatenated_codes_without_crossing_videos():
        [6, 7, 9], [7, 8, 10], [8, 9, 11], [9, 10, 12]])
 
 
-def test_parse_variant_reads_inputs_horizon_and_seed_offset():
-  assert horizon.parse_variant("d8", time_steps=4) == (4, 8, 0)
-  assert horizon.parse_variant("k6d4", time_steps=4) == (6, 4, 0)
-  assert horizon.parse_variant("d4s1", time_steps=4) == (4, 4, 1)
+def test_parse_variant_reads_level_inputs_horizon_and_seed_offset():
+  latent = horizon.LATENT
+  assert horizon.parse_variant("d8", time_steps=4) == (4, 8, 0, latent)
+  assert horizon.parse_variant("k6d4", time_steps=4) == (6, 4, 0, latent)
+  assert horizon.parse_variant("d4s1", time_steps=4) == (4, 4, 1, latent)
+  assert horizon.parse_variant("l0d4", time_steps=4) == (4, 4, 0, 0)
+  assert horizon.parse_variant("l1k6d8s2", time_steps=4) == (6, 8, 2, 1)
   with pytest.raises(app.UsageError):
     horizon.parse_variant("8", time_steps=4)
+
+
+def test_sum_of_parts_divides_each_part_by_its_scale():
+  first = [np.array([1.0, 2.0]), np.array([4.0])]
+  second = [np.array([10.0, 30.0]), np.array([20.0])]
+  summed = horizon.sum_of_parts([first, second], [2.0, 10.0])
+  np.testing.assert_allclose(summed[0], [0.5 + 1.0, 1.0 + 3.0])
+  np.testing.assert_allclose(summed[1], [2.0 + 2.0])
 
 
 def test_summarize_averages_runs_and_counts_wins_lower_eer_being_better():
