@@ -232,6 +232,33 @@ def test_training_mode_shuffles_repeats_and_batches(frames_dataset):
     np.testing.assert_array_equal(next(iter(again.dataset)).numpy(), first[0])  # Seeded.
 
 
+@pytest.mark.parametrize("cache", ["memory", "none"])
+@pytest.mark.parametrize("pipelines, replicas", [(None, None), (2, 2), (1, 2)])
+def test_batches_drawn_continues_the_stream(frames_dataset, cache, pipelines, replicas):
+  """A resumed run's dataset yields what the uninterrupted stream yields after the batches
+  already drawn (across the end of a pass), whatever share of a step this pipeline feeds."""
+  root = frames_dataset()  # 7 + 5 clips: 4 global steps of 4 cross the end of the first pass.
+  videos = layout.list_videos(root, "training", SPEC)
+  background = np.zeros((16, 24, 1), np.float32)
+  context = _context(pipelines, 0, replicas) if pipelines else None
+  # With one pipeline feeding two replicas, a global step draws two per-replica batches.
+  per_step = 2 if (pipelines, replicas) == (1, 2) else 1
+
+  def batches(drawn, count):
+    data = pipeline.training_dataset(videos, background, _cfg(cache), training=True,
+                                     input_context=context, batches_drawn=drawn,
+                                     pseudo_speeds=(2,))
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.dataset.take(count)]
+
+  uninterrupted = batches(0, 6 * per_step)
+  resumed = batches(4, 2 * per_step)
+  for got, want in zip(resumed, uninterrupted[4 * per_step:]):
+    for got_part, want_part in zip(got, want):  # (clips, pseudo-anomalous clips)
+      np.testing.assert_array_equal(got_part, want_part)
+  with pytest.raises(ValueError, match="training only"):
+    pipeline.training_dataset(videos, background, _cfg(cache), training=False, batches_drawn=1)
+
+
 def _context(pipelines, pipeline_id, replicas):
   return tf.distribute.InputContext(num_input_pipelines=pipelines,
                                     input_pipeline_id=pipeline_id,

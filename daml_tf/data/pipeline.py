@@ -462,20 +462,20 @@ def batch_size_for(data_cfg, input_context: Optional[tf.distribute.InputContext]
 
 def _clip_batches(table: np.ndarray, paths: Sequence[str], frames: Optional[tf.Tensor],
                   background: np.ndarray, data_cfg, batch_size: int, training: bool,
-                  seed: int, batches_drawn: int = 0) -> tf.data.Dataset:
+                  seed: int, clips_drawn: int = 0) -> tf.data.Dataset:
   """Batches of the clips of an index table, gathered from the frame cache or decoded; in
-  training, the stream continues after its first `batches_drawn` batches."""
+  training, the stream continues after its first `clips_drawn` clips."""
   clips = tf.data.Dataset.from_tensor_slices(table)
   if training:
     # Clip rows are a few int64s, so the buffer holds all of them: a perfect shuffle for the
     # price of num_clips * (k+1) * 8 bytes.
     clips = clips.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
     clips = clips.repeat()
-    if batches_drawn:
+    if clips_drawn:
       # Skipped as index rows, before any frame is gathered or decoded: a resumed run draws
       # the batches an uninterrupted one would have drawn next, for the price of counting
       # through the indices of the passes already done.
-      clips = clips.skip(batches_drawn * batch_size)
+      clips = clips.skip(clips_drawn)
   if data_cfg.frame_cache == "memory":
     return (clips.batch(batch_size, drop_remainder=training)
             # Gathering a whole batch of index rows copies each frame once.
@@ -519,9 +519,9 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
     pseudo_speeds: with speed-ups (training only), every batch is a pair (clips,
       pseudo-anomalous clips) of the same size; the latter are drawn at random from
       `pseudo_anomaly_clip_indices` of the same videos (of this pipeline's frames).
-    batches_drawn: (training only) batches an earlier part of the run already drew: the
-      dataset starts where that stream left off (same seed, same order), so a resumed run sees
-      the batches an uninterrupted one would have.
+    batches_drawn: (training only) global steps' batches an earlier part of the run already
+      drew: the dataset starts where that stream left off (same seed, same order), so a resumed
+      run sees the batches an uninterrupted one would have.
 
   Returns:
     ClipData.
@@ -562,8 +562,12 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
             if data_cfg.frame_cache == "memory" else None)
   if batches_drawn and not training:
     raise ValueError("batches_drawn is for training only.")
+  # This pipeline's share of a global step: one batch per replica it feeds.
+  replicas_fed = (input_context.num_replicas_in_sync // input_context.num_input_pipelines
+                  if input_context is not None else 1)
+  clips_drawn = batches_drawn * batch_size * replicas_fed
   dataset = _clip_batches(table, paths, frames, background, data_cfg, batch_size, training,
-                          data_cfg.seed, batches_drawn)
+                          data_cfg.seed, clips_drawn)
   if pseudo_speeds:
     pseudo_table = _video_clip_table(videos, data_cfg, pseudo_speeds)
     if shard:
@@ -575,7 +579,7 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
                       f"videos are shorter than {min(pseudo_speeds)} x {data_cfg.clip_span} "
                       "frames.")
     pseudo = _clip_batches(pseudo_table, paths, frames, background, data_cfg, batch_size,
-                           training, data_cfg.seed + 1, batches_drawn)
+                           training, data_cfg.seed + 1, clips_drawn)
     dataset = tf.data.Dataset.zip((dataset, pseudo))
   dataset = dataset.prefetch(AUTOTUNE)
   logging.info("Clip dataset%s: %d videos, %d clips of %d frames (span %d), batch %d, cache %s, "
