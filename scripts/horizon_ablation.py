@@ -41,6 +41,7 @@ from daml_tf import evaluation
 from daml_tf import run_dir
 from daml_tf import score_ablation
 from daml_tf import smoothing as smoothing_lib
+from daml_tf import speedup_check
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.models import motion as motion_lib
@@ -65,6 +66,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
       flag_values=flag_values)
   flags.DEFINE_list("sums", ["d4+d8", "d4+d4s1"],
                     "Sums of variants' latent errors to score as well.", flag_values=flag_values)
+  flags.DEFINE_bool("speedup_check", False,
+                    "Also compute each variant's speed-up check (daml_tf.speedup_check: its "
+                    "latent_mean on the training clips played twice as fast against the clips "
+                    "themselves), to see whether the check, which needs no labels, ranks the "
+                    "variants as the test AUCs do.", flag_values=flag_values)
   flags.DEFINE_enum("sum_scale", "raw", ["raw", "train_mean"],
                     "How a sum weighs its parts: raw errors (parts on one code), or each part "
                     "divided by its mean over the training clips (parts on different encoder "
@@ -148,6 +154,22 @@ def clip_scorer(motion: keras.Model, batch_size: int = 64
   return score
 
 
+def variant_check(motion: keras.Model, codes: Sequence[np.ndarray], steps: int,
+                  interval: int, horizon: int) -> float:
+  """The speed-up check of one fresh motion model on frozen training codes: ROC AUC of its
+  `latent_mean` on clips with every gap doubled against the normal clips."""
+  score = clip_scorer(motion)
+  speedup = speedup_check.DEFAULT_SPEEDUP
+
+  def scores_at(factor):
+    return np.concatenate([
+        score(video, pipeline.clip_indices(len(video), steps, interval * factor,
+                                           horizon * factor))["latent_mean"]
+        for video in codes if len(video) > interval * factor * (steps - 1) + horizon * factor])
+
+  return speedup_check.separation_auc(scores_at(1), scores_at(speedup))
+
+
 def sum_of_parts(parts: Sequence[List[np.ndarray]], scales: Sequence[float]
                  ) -> List[np.ndarray]:
   """Per video, the sum over parts (each a list of per-video scores) of part / its scale."""
@@ -220,11 +242,14 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
   raw = {"own": scored(model.motion, data.time_steps, data.delta, test_codes[LATENT])}
   # Each variant's mean score over the training clips, the scale of --sum_scale=train_mean.
   train_mean = {}
+  checks = {}
   for key, (steps, horizon, seed_offset, level) in geometries.items():
     motion = fit_motion(train_codes[level], steps, data.interval, horizon,
                         cfg.model.weight_decay, FLAGS.epochs, FLAGS.learning_rate,
                         FLAGS.seed + seed_offset)
     raw[key] = scored(motion, steps, horizon, test_codes[level])
+    if FLAGS.speedup_check:
+      checks[key] = variant_check(motion, train_codes[level], steps, data.interval, horizon)
     if FLAGS.sum_scale == "train_mean":
       score = clip_scorer(motion)
       on_training = [score(codes, pipeline.clip_indices(len(codes), steps, data.interval,
@@ -243,7 +268,7 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
     for name, per_video in by_score.items():
       results[f"{variant}|{name}"] = metrics(per_video, test_labels)
       logging.info("%s %s|%s %s", model_dir, variant, name, results[f"{variant}|{name}"])
-  return results, f"d{data.delta}"
+  return results, f"d{data.delta}", checks
 
 
 def summarize(results: Dict[str, Dict[str, Dict[str, float]]], reference: str):
@@ -267,9 +292,10 @@ def main(argv):
   missing = sorted({key for parts in sums for key in parts} - set(FLAGS.variants))
   if missing:
     raise app.UsageError(f"--sums uses variants not in --variants: {missing}")
-  results = {}
+  results, checks = {}, {}
   for model_dir in FLAGS.model_dirs:
-    results[model_dir], own_horizon = ablate_run(model_dir, FLAGS.variants, sums)
+    results[model_dir], own_horizon, checks[model_dir] = ablate_run(model_dir, FLAGS.variants,
+                                                                    sums)
     # The reference: the paper's score from a fresh model at the horizon the run was trained
     # with (trained like the other variants, unlike `own`).
     reference = (f"{own_horizon}|latent_mean" if own_horizon in FLAGS.variants else
@@ -277,7 +303,8 @@ def main(argv):
     # Written after every run: a long list of runs can be stopped and still leave its results.
     with open(FLAGS.output, "w") as f:
       json.dump({"runs": results, "reference": reference,
-                 "summary": summarize(results, reference)}, f, indent=1)
+                 "summary": summarize(results, reference),
+                 **({"speedup_checks": checks} if FLAGS.speedup_check else {})}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,21 @@ def test_fit_motion_learns_to_predict_a_static_scene():
                                learning_rate=1e-2, seed=0, batch_size=4)
   assert tuple(trained(codes[0][None, :2]).shape) == (1, 2, 3, 4)
   assert error(trained) < 0.2 * error(untrained)
+
+
+def _last_input_model():
+  """A motion model that predicts the last input's code (so its error is the code's change)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  return keras.Sequential([keras.layers.Lambda(lambda past: past[:, -1])])
+
+
+def test_variant_check_is_the_speedup_auc_on_frozen_codes():
+  # Codes that grow by 1 per frame: the last input misses the target by the horizon, h = 2, on
+  # normal clips (error 4) and by 2h = 4 on sped-up ones (error 16): every sped-up clip above.
+  ramp = [np.arange(30, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1),
+                                                                         np.float32)]
+  model = _last_input_model()
+  assert horizon.variant_check(model, ramp, steps=2, interval=1, horizon=2) == 1.0
+  # A still scene: every error 0, ties count half.
+  still = [np.ones((30, 2, 3, 1), np.float32)]
+  assert horizon.variant_check(model, still, steps=2, interval=1, horizon=2) == 0.5
