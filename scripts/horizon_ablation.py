@@ -190,8 +190,13 @@ def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, 
 LATENT = -1
 
 
-def encode(model, cfg, videos, levels: Sequence[int] = (LATENT,)
-           ) -> Dict[int, List[np.ndarray]]:
+def encode(model, cfg, videos) -> List[np.ndarray]:
+  """The latent codes of the videos: one [n, h, w, c] array per video."""
+  return encode_levels(model, cfg, videos)[LATENT]
+
+
+def encode_levels(model, cfg, videos, levels: Sequence[int] = (LATENT,)
+                  ) -> Dict[int, List[np.ndarray]]:
   """{level: one [n, h, w, c] array per video} of the encoder's features at those levels."""
   # With a score that decodes frames the scorer keeps every level's features, not the code only.
   score = "latent_mean" if set(levels) == {LATENT} else "frame_psnr"
@@ -226,8 +231,8 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
   test_videos, labels = evaluation.test_split(cfg)
   geometries = {key: parse_variant(key, data.time_steps) for key in variants}
   levels = tuple(sorted({LATENT} | {level for *_, level in geometries.values()}))
-  train_codes, test_codes = encode(model, cfg, train_videos, levels), encode(model, cfg,
-                                                                             test_videos, levels)
+  train_codes = encode_levels(model, cfg, train_videos, levels)
+  test_codes = encode_levels(model, cfg, test_videos, levels)
   first_target = max(data.interval * (steps - 1) + horizon
                      for steps, horizon, *_ in list(geometries.values()) +
                      [(data.time_steps, data.delta)])
