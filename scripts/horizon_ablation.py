@@ -107,16 +107,17 @@ def fit_motion(codes: Sequence[np.ndarray], time_steps: int, interval: int, delt
   """A fresh MotionModel trained on frozen codes (one array [n, h, w, c] per video) with the
   finetune phase's loss: the latent SSE plus the L2 weight penalty."""
   keras.utils.set_random_seed(seed)
-  all_codes = tf.constant(np.concatenate(codes))
-  clips = tf.constant(stacked_clips([len(c) for c in codes], time_steps, interval, delta))
+  # Gathered on the host and passed in: codes captured by the step function as a constant
+  # (hundreds of MB at the first level) stayed alive after the fit, and 11 runs of 5 models
+  # filled the VM's 24 GB.
+  all_codes = np.concatenate(codes)
+  clips = stacked_clips([len(c) for c in codes], time_steps, interval, delta)
   model = motion_lib.MotionModel(time_steps=time_steps, latent_shape=codes[0].shape[1:],
                                  weight_decay=weight_decay)
   optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-4)
 
   @tf.function
-  def step(rows):
-    batch = tf.gather(clips, rows)
-    past, target = tf.gather(all_codes, batch[:, :-1]), tf.gather(all_codes, batch[:, -1])
+  def step(past, target):
     with tf.GradientTape() as tape:
       sse = scores_lib.latent_sse(model(past, training=True), target)
       penalty = tf.add_n(model.losses) if model.losses else 0.0
@@ -124,12 +125,13 @@ def fit_motion(codes: Sequence[np.ndarray], time_steps: int, interval: int, delt
     optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
 
   rng = np.random.default_rng(seed)
-  num_clips = int(clips.shape[0])
+  num_clips = len(clips)
   for epoch in range(epochs):
     optimizer.learning_rate.assign(learning_rate * (0.1 if epoch == epochs - 1 else 1.0))
     order = rng.permutation(num_clips)
     for start in range(0, num_clips - batch_size + 1, batch_size):
-      step(tf.constant(order[start:start + batch_size]))
+      batch = clips[order[start:start + batch_size]]
+      step(tf.constant(all_codes[batch[:, :-1]]), tf.constant(all_codes[batch[:, -1]]))
   return model
 
 
