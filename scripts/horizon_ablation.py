@@ -50,6 +50,8 @@ from daml_tf.models import scores as scores_lib
 FLAGS = flags.FLAGS
 SCORES = ("latent_mean", "latent_top5")
 SMOOTHINGS = ("none", "ema:0.3", "gauss:3")
+# The encoder level of the latent code in the list of an encoder's features.
+LATENT = -1
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -164,10 +166,12 @@ def variant_check(motion: keras.Model, codes: Sequence[np.ndarray], steps: int,
   speedup = speedup_check.DEFAULT_SPEEDUP
 
   def scores_at(factor):
-    return np.concatenate([
-        score(video, pipeline.clip_indices(len(video), steps, interval * factor,
-                                           horizon * factor))["latent_mean"]
-        for video in codes if len(video) > interval * factor * (steps - 1) + horizon * factor])
+    per_video = []
+    for video in codes:
+      clips = pipeline.clip_indices(len(video), steps, interval * factor, horizon * factor)
+      if len(clips):  # Videos too short for one clip at this speed have none.
+        per_video.append(score(video, clips)["latent_mean"])
+    return np.concatenate(per_video)
 
   return speedup_check.separation_auc(scores_at(1), scores_at(speedup))
 
@@ -187,9 +191,6 @@ def metrics(per_video: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, 
     if "online_auc" in smoothed:
       row[f"online_auc|{spec}"] = smoothed["online_auc"]
   return row
-
-
-LATENT = -1
 
 
 def encode(model, cfg, videos) -> List[np.ndarray]:

@@ -93,3 +93,13 @@ def test_variant_check_is_the_speedup_auc_on_frozen_codes():
   # A still scene: every error 0, ties count half.
   still = [np.ones((30, 2, 3, 1), np.float32)]
   assert horizon.variant_check(model, still, steps=2, interval=1, horizon=2) == 0.5
+
+
+def test_variant_check_leaves_out_videos_too_short_at_double_speed():
+  # 6 frames: one normal clip (span 3) but none at twice the speed (span 6 needs 7 frames);
+  # the check then comes from the 30-frame video alone.
+  ramp = np.arange(30, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1),
+                                                                        np.float32)
+  short = np.zeros((6, 2, 3, 1), np.float32)
+  assert horizon.variant_check(_last_input_model(), [ramp, short], steps=2, interval=1,
+                               horizon=2) == 1.0
