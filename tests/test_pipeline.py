@@ -241,8 +241,8 @@ def test_batches_drawn_continues_the_stream(frames_dataset, cache, pipelines, re
   videos = layout.list_videos(root, "training", SPEC)
   background = np.zeros((16, 24, 1), np.float32)
   context = _context(pipelines, 0, replicas) if pipelines else None
-  # With one pipeline feeding two replicas, a global step draws two per-replica batches.
-  per_step = 2 if (pipelines, replicas) == (1, 2) else 1
+  # A global step draws one per-replica batch for each replica this pipeline feeds.
+  per_step = replicas // pipelines if pipelines else 1
 
   def batches(drawn, count):
     data = pipeline.training_dataset(videos, background, _cfg(cache), training=True,

@@ -64,16 +64,19 @@ def _weights(model):
   return [(weight.path, weight.numpy()) for weight in model.weights]
 
 
+def _checkpoint_steps(checkpoint_dir):
+  """The global steps of the checkpoints a CheckpointManager keeps in checkpoint_dir."""
+  state = tf.train.get_checkpoint_state(str(checkpoint_dir))
+  return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
 def _copy_checkpoint(source_dir, killed_after_step, model_dir):
   """A model directory holding only the newest checkpoint of source_dir written by step
   `killed_after_step`: the run as a kill right after that step would have left it."""
   source = run_dir.checkpoint_dir(str(source_dir))
   target = run_dir.checkpoint_dir(str(model_dir))
   tf.io.gfile.makedirs(target)
-  step = max(number for number in (
-      int(path.rsplit("-", 1)[1]) for path in
-      tf.train.get_checkpoint_state(source).all_model_checkpoint_paths)
-             if number <= killed_after_step)
+  step = max(number for number in _checkpoint_steps(source) if number <= killed_after_step)
   for path in tf.io.gfile.glob(os.path.join(source, f"ckpt-{step}.*")):
     tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)))
   tf.compat.v1.train.update_checkpoint_state(target, os.path.join(target, f"ckpt-{step}"))
@@ -110,8 +113,7 @@ def test_checkpoints_to_keep_zero_keeps_every_epoch(tiny_data, tmp_path):
                            calibrate=False, checkpoint_every_steps=0,
                            checkpoints_to_keep=to_keep)
     training.train(cfg)
-    state = tf.train.get_checkpoint_state(os.path.join(cfg.train.model_dir, "checkpoints"))
-    return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+    return _checkpoint_steps(run_dir.checkpoint_dir(cfg.train.model_dir))
 
   assert kept("all", 0) == [STEPS_PER_EPOCH * epoch for epoch in (1, 2, 3, 4)]
   assert kept("two", 2) == [STEPS_PER_EPOCH * 3, STEPS_PER_EPOCH * 4]

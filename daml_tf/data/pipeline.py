@@ -558,10 +558,10 @@ def training_dataset(videos: Sequence[Video], background: np.ndarray, data_cfg,
 
   if pseudo_speeds and not training:
     raise ValueError("Pseudo-anomalous clips are for training only.")
-  frames = (_frame_cache(paths, image_size, channels, background)
-            if data_cfg.frame_cache == "memory" else None)
   if batches_drawn and not training:
     raise ValueError("batches_drawn is for training only.")
+  frames = (_frame_cache(paths, image_size, channels, background)
+            if data_cfg.frame_cache == "memory" else None)
   # This pipeline's share of a global step: one batch per replica it feeds.
   replicas_fed = (input_context.num_replicas_in_sync // input_context.num_input_pipelines
                   if input_context is not None else 1)
