@@ -123,7 +123,7 @@ def _make_steps(model):
   @tf.function
   def decoupled(frame, cache):
     # frame: [B, H, W, C], the newest frame; cache: [B, k, h, w, c], the codes already seen.
-    code = model.encoder(frame, training=False)[-1]
+    code = model.code_of(model.encoder(frame, training=False))
     predicted = model.motion(cache, training=False)
     score = scores.latent_error(predicted, code)
     # Rolling the cache is part of the per-frame work of a real stream.
@@ -133,7 +133,7 @@ def _make_steps(model):
   @tf.function
   def coupled(clip):
     # clip: [B, k+1, H, W, C]; every frame is encoded again for every scored frame.
-    codes = map_frames(lambda frames: model.encoder(frames, training=False)[-1], clip)
+    codes = map_frames(lambda frames: model.code_of(model.encoder(frames, training=False)), clip)
     predicted = model.motion(codes[:, :k], training=False)
     return scores.latent_error(predicted, codes[:, k])
 
@@ -196,6 +196,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
   height, width = cfg.data.image_size
   channels = cfg.data.channels
   latent_shape = tuple(int(d) for d in model.latent_shape)
+  code_shape = tuple(int(d) for d in model.code_shape)
   encoder_macs = count_macs(model.encoder)
   motion_macs = count_macs(model.motion)
   macs = {"decoupled": encoder_macs + motion_macs, "coupled": (k + 1) * encoder_macs + motion_macs}
@@ -205,7 +206,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
   results = []
   for batch in batch_sizes:
     frame = tf.constant(rng.standard_normal((batch, height, width, channels), np.float32))
-    cache = tf.constant(rng.standard_normal((batch, k) + latent_shape, np.float32))
+    cache = tf.constant(rng.standard_normal((batch, k) + code_shape, np.float32))
     clip = tf.constant(rng.standard_normal((batch, k + 1, height, width, channels), np.float32))
     calls = {
         # .numpy() waits for the result, so a call is timed to its end on any device.
@@ -236,6 +237,7 @@ def run_benchmark(cfg: config_lib.Config, runs: int, warmup: int,
           "feature_root": cfg.model.feature_root,
           "motion_bottleneck": cfg.model.motion_bottleneck,
           "latent_shape": list(latent_shape),
+          "code_shape": list(code_shape),
           "encoder_parameters": int(model.encoder.count_params()),
           "motion_parameters": int(model.motion.count_params()),
           "encoder_gmac_per_frame": encoder_macs / 1e9,

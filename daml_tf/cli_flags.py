@@ -43,9 +43,11 @@ _HELP = {
                           "channels, as in the paper); smaller adds 1x1 reduce/expand convs."),
     "motion": ("Motion model, by its name in daml_tf.models.build.MOTION_MODELS (conv3d: the "
                "paper's Conv3D blocks; two_horizon: two of them, on the newest and the oldest "
-               "codes, their errors added)."),
-    "motion_head_steps": ("Codes per head of --motion=two_horizon (0: --time_steps - 2); the far "
-                          "head predicts (time_steps - head_steps) * interval frames further."),
+               "codes, their errors added; two_level: one on the finest encoder level of the "
+               "newest codes, one on the latent codes of the oldest, their errors added)."),
+    "motion_head_steps": ("Codes per head of --motion=two_horizon or two_level (0: --time_steps "
+                          "- 2); the head on the oldest codes predicts (time_steps - head_steps) "
+                          "* interval frames further."),
     "model_dir": "Checkpoints, TensorBoard logs, background, resolved config and export.",
     "train_epochs": "Epochs of the train phase.",
     "finetune_epochs": "Epochs of the finetune phase.",

@@ -109,8 +109,11 @@ class ModelConfig:
       after them (see MotionModel).
     motion: the motion model, a name registered in daml_tf.models.build.MOTION_MODELS
       ("conv3d": the paper's Conv3D blocks; "two_horizon": two of them, on the newest and on
-      the oldest codes, see TwoHorizonMotion).
-    motion_head_steps: codes per head of a two_horizon motion model; 0 means time_steps - 2.
+      the oldest codes, see TwoHorizonMotion; "two_level": one on the finest encoder level's
+      features of the newest codes and one on the latent codes of the oldest, see
+      TwoLevelMotion).
+    motion_head_steps: codes per head of a two_horizon or two_level motion model; 0 means
+      time_steps - 2.
   """
 
   levels: int = 3

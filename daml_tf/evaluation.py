@@ -52,14 +52,18 @@ class VideoScorer:
           f"--score={score} needs the normal-frame statistics of its parts in "
           f"{run_dir.SCORE_STATS_FILE}: run python -m daml_tf.calibrate --score={score} first.")
     needs_frames = self._score.needs_frames
-    # The skips of every level are kept only for the scores that decode a frame.
-    first_level = 0 if needs_frames else -1
-    self._encode = tf.function(lambda frames: model.encode(frames, training=False)[first_level:])
+
+    def skips_and_code(frames):
+      features = model.encode(frames, training=False)
+      # The skips are kept only for the scores that decode a frame.
+      return (list(features[:-1]) if needs_frames else []) + [model.code_of(features)]
+
+    self._encode = tf.function(skips_and_code)
     self._score_batch = tf.function(self._score_clips)
 
   def _score_clips(self, past, target, last_skips, target_frames, with_maps=False):
     predicted = self._model.motion(past, training=False)
-    predicted_frame = (self._model.decoder([self._model.first_head(predicted)] +
+    predicted_frame = (self._model.decoder([self._model.predicted_latent_of(predicted)] +
                                            list(last_skips), training=False)
                        if self._score.needs_frames else None)
     inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames)
@@ -69,7 +73,8 @@ class VideoScorer:
     return values
 
   def encode(self, frames: np.ndarray) -> List[tf.Tensor]:
-    """Encoder features of every frame: the latent code last (alone unless frames are scored)."""
+    """Every frame's code (`DAML.code_of`: the latent code, unless the motion model reads other
+    levels too), last, after the skip features of every other level when frames are scored."""
     batches = [self._encode(frames[start:start + self._batch_size])
                for start in range(0, len(frames), self._batch_size)]
     return [tf.concat(level, axis=0) for level in zip(*batches)]
@@ -99,13 +104,13 @@ class VideoScorer:
       return (np.zeros([0], np.int64), np.zeros([0], np.float32),
               np.zeros([0, 0, 0], np.float32) if with_maps else None)
     features = self.encode(frames)
-    latents = features[-1]
+    codes = features[-1]
     values, maps = [], []
     for start in range(0, len(clips), self._batch_size):
       rows = clips[start:start + self._batch_size]
       last_skips = [tf.gather(level, rows[:, -2]) for level in features[:-1]]
       target_frames = tf.gather(frames, rows[:, -1]) if self._score.needs_frames else None
-      out = self._score_batch(tf.gather(latents, rows[:, :-1]), tf.gather(latents, rows[:, -1]),
+      out = self._score_batch(tf.gather(codes, rows[:, :-1]), tf.gather(codes, rows[:, -1]),
                               last_skips, target_frames, with_maps)
       if with_maps:
         out, batch_maps = out

@@ -206,7 +206,7 @@ def test_submodel_config_round_trip(cls, kwargs):
 
 
 @keras.saving.register_keras_serializable(package="daml_tf_tests")
-class MeanMotion(blocks.ArgsConfig, keras.Model):
+class MeanMotion(blocks.LatentCodeInputs, blocks.ArgsConfig, keras.Model):
   """A stand-in motion model: a 1x1 convolution of the mean of the k codes."""
 
   CONFIG_ARGS = ("time_steps", "latent_shape")
@@ -220,9 +220,9 @@ class MeanMotion(blocks.ArgsConfig, keras.Model):
     self._remember(time_steps=time_steps, latent_shape=latent_shape)
 
   @classmethod
-  def from_model_config(cls, model_cfg, time_steps, latent_shape, sync_batchnorm=False,
+  def from_model_config(cls, model_cfg, time_steps, feature_shapes, sync_batchnorm=False,
                         name="motion"):
-    return cls(time_steps, latent_shape, name=name)
+    return cls(time_steps, feature_shapes[-1], name=name)
 
 
 def test_a_new_motion_model_is_one_class_and_one_registry_line(monkeypatch):

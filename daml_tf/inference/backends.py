@@ -108,7 +108,7 @@ class KerasBackend:
       def encode(frames):
         # The serving export's preprocessing, which is pipeline._decode's.
         image = serving.preprocess_frames(frames, model.image_size, model.channels)
-        return model.encode(image - model.background, training=False)[-1]
+        return model.code_of(model.encode(image - model.background, training=False))
 
       self._encoders[key] = encode
     return self._encoders[key]

@@ -90,7 +90,7 @@ def _litert_metadata(export_metadata, saved_model_dir: str) -> Dict[str, object]
       encoder_files=litert.ENCODER_FILES,
       motion_files=litert.MOTION_FILES,
       encoder_input="float32 [N, H0, W0, channels] in [0, 1], any H0 x W0 (resized inside)",
-      motion_input="float32 [B, time_steps, *latent_shape]",
+      motion_input="float32 [B, time_steps, *code_shape]",
       background_file=litert.BACKGROUND_FILE,
       background_in_encoder=True,
   )

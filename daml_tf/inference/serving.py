@@ -4,7 +4,9 @@
 layout TF Serving watches: it loads the highest numeric version and ignores other names, so a
 version is written under a temporary name and renamed when complete (on local file systems).
 
-Signatures (k = time_steps, [h, w, c] = the latent code's shape):
+Signatures (k = time_steps, [h, w, c] = the shape of a frame's code: the latent code's, or for
+a motion model that reads finer levels too the code of `DAML.code_of`; "latent" names it all the
+same):
 
   serving_default: clip uint8 [B, k+1, H0, W0, C0] -> score float32 [B]
   encode: frames uint8 [N, H0, W0, C0] -> latent float32 [N, h, w, c]
@@ -105,7 +107,8 @@ class ServingModule(tf.Module):
     self._image_size = tuple(model.image_size)
     self._channels = int(model.channels)
     self._k = int(model.time_steps)
-    latent = tuple(int(d) for d in model.latent_shape)
+    # The code a frame is cached as: the latent code, or more (models.build, code_of).
+    latent = tuple(int(d) for d in model.code_shape)
     k = self._k
     self.serving_default = tf.function(self._score_clip, input_signature=[
         tf.TensorSpec([None, k + 1, None, None, None], tf.uint8, name="clip")])
@@ -123,7 +126,7 @@ class ServingModule(tf.Module):
     return {name: getattr(self, name) for name in SIGNATURES}
 
   def _latents(self, model_frames):
-    return self.encoder(model_frames - self.background, training=False)[-1]
+    return self.motion.code_of(self.encoder(model_frames - self.background, training=False))
 
   def _codes_of(self, frames):
     return self._latents(preprocess_frames(frames, self._image_size, self._channels))
@@ -168,6 +171,7 @@ def make_metadata(model: DAML, data_cfg=None,
       "channels": int(model.channels),
       "time_steps": int(model.time_steps),
       "latent_shape": [int(d) for d in model.latent_shape],
+      "code_shape": [int(d) for d in model.code_shape],
       "signatures": list(SIGNATURES),
       "threshold": dict(threshold) if threshold else None,
       "score": score,

@@ -53,3 +53,29 @@ class ArgsConfig:
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+class LatentCodeInputs:
+  """What a motion model reads of each frame, and how its prediction maps back to a code.
+
+  The default, for models that read the latent code alone: DAML, the evaluation, the streaming
+  runtimes and the exports turn a frame's encoder features (one tensor per U-Net level, the
+  latent code last) into the motion model's per-frame input with `code_of`, keep those inputs
+  (of shape `code_shape`) as the frame's cached code, and decode a predicted frame from
+  `predicted_latent_of(prediction)`. A motion model that reads other levels too
+  (TwoLevelMotion) overrides all three. Put it before keras.Model in the bases; the class must
+  set `latent_shape`.
+  """
+
+  def code_of(self, features):
+    """The code the motion model reads of frames: [N, *code_shape] from their features."""
+    return features[-1]
+
+  @property
+  def code_shape(self):
+    return tuple(self.latent_shape)
+
+  def predicted_latent_of(self, predicted):
+    """The latent code a prediction holds for the decoder (the first head's, when several
+    heads are stacked on channels)."""
+    return predicted[..., :self.latent_shape[-1]]

@@ -2,12 +2,15 @@
 
 A new motion model is one new module with a Keras model class and one line in
 `MOTION_MODELS`; `--motion=<name>` then selects it. The class must:
-  - take k codes [B, k, h, w, c] and return the predicted code [B, h, w, c] in float32, or H
-    predictions of it stacked on channels [B, h, w, H*c] (daml_tf.models.scores.heads_of);
+  - take k codes [B, k, *code_shape] and return the predicted code [B, *code_shape] in float32,
+    or H predictions of it stacked on channels [B, h, w, H*c] (daml_tf.models.scores.heads_of);
+  - say what a frame's code is: `blocks.LatentCodeInputs` in its bases (the latent code alone)
+    or its own `code_of`, `code_shape` and `predicted_latent_of` (TwoLevelMotion);
   - have a `time_steps` attribute (k) and be registered with
     `keras.saving.register_keras_serializable` (DAML.get_config stores its config);
   - name its layers, so a rebuilt copy (float32_copy) has the same weight paths;
-  - provide `from_model_config(model_cfg, time_steps, latent_shape, sync_batchnorm, name)`.
+  - provide `from_model_config(model_cfg, time_steps, feature_shapes, sync_batchnorm, name)`,
+    `feature_shapes` being the shape of every encoder level's features, the latent code last.
 """
 
 import contextlib
@@ -23,11 +26,13 @@ from daml_tf.models.decoder import AppearanceDecoder
 from daml_tf.models.encoder import AppearanceEncoder
 from daml_tf.models.motion import MotionModel
 from daml_tf.models.two_horizon_motion import TwoHorizonMotion
+from daml_tf.models.two_level_motion import TwoLevelMotion
 
 # --motion name -> motion model class.
 MOTION_MODELS = {
     "conv3d": MotionModel,
     "two_horizon": TwoHorizonMotion,
+    "two_level": TwoLevelMotion,
 }
 
 
@@ -53,10 +58,12 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def build_motion(model_cfg: config_lib.ModelConfig, time_steps: int,
-                 latent_shape: Sequence[int], sync_batchnorm: bool = False) -> keras.Model:
-  """The motion model named by `model_cfg.motion`."""
+                 feature_shapes: Sequence[Sequence[int]],
+                 sync_batchnorm: bool = False) -> keras.Model:
+  """The motion model named by `model_cfg.motion`, for an encoder of these level shapes."""
   return motion_class(model_cfg.motion).from_model_config(
-      model_cfg, time_steps=time_steps, latent_shape=tuple(latent_shape),
+      model_cfg, time_steps=time_steps,
+      feature_shapes=[tuple(int(d) for d in shape) for shape in feature_shapes],
       sync_batchnorm=sync_batchnorm, name="motion")
 
 
@@ -70,7 +77,7 @@ def build_model(cfg: config_lib.Config) -> DAML:
       sync_batchnorm=cfg.train.sync_batchnorm)
   encoder = AppearanceEncoder(name="encoder", **unet_args)
   decoder = AppearanceDecoder(name="decoder", **unet_args)
-  motion = build_motion(model_cfg, cfg.data.time_steps, encoder.latent_shape,
+  motion = build_motion(model_cfg, cfg.data.time_steps, encoder.feature_shapes,
                         cfg.train.sync_batchnorm)
   return DAML(encoder, decoder, motion,
               latent_loss_trains_encoder=model_cfg.latent_loss_trains_encoder)

@@ -114,10 +114,20 @@ class DAML(keras.Model):
     self.lambda_r.assign(lambda_r)
     self.lambda_p.assign(lambda_p)
 
-  def first_head(self, predicted_latent):
-    """The first prediction of a multi-head motion model's output (all of a one-head one): the
-    code the decoder can turn into a frame."""
-    return predicted_latent[..., :self.latent_shape[-1]]
+  @property
+  def code_shape(self):
+    """(h, w, c) of the code the motion model reads per frame (the latent code's, unless the
+    motion model reads other levels too)."""
+    return tuple(self.motion.code_shape)
+
+  def code_of(self, features):
+    """The code of frames, from their encoder features (`encode`): what the motion model reads,
+    the runtimes cache and the scores compare."""
+    return self.motion.code_of(features)
+
+  def predicted_latent_of(self, predicted_code):
+    """The latent code the decoder can turn into a frame, of the motion model's prediction."""
+    return self.motion.predicted_latent_of(predicted_code)
 
   def set_background(self, background) -> None:
     self.background.assign(tf.convert_to_tensor(background, tf.float32))
@@ -127,8 +137,14 @@ class DAML(keras.Model):
     return self.encoder(frames, training=training)
 
   def _encode_clip(self, clip, training):
-    """Encodes every frame of the clips once; returns features as [B, k+1, ...] per level."""
-    return map_frames(lambda frames: self.encode(frames, training=training), clip)
+    """Encodes every frame of the clips once: (features per level, codes), each [B, k+1, ...]."""
+
+    def features_and_code(frames):
+      features = self.encode(frames, training=training)
+      return list(features) + [self.code_of(features)]
+
+    outputs = map_frames(features_and_code, clip)
+    return outputs[:-1], outputs[-1]
 
   def _merge_time(self, x):
     return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
@@ -138,12 +154,13 @@ class DAML(keras.Model):
 
     Returns:
       reconstructions: [B, k-1, H, W, C] background-subtracted frames 2..k.
-      predicted_latent: [B, h, w, c] the motion model's estimate of the target's code.
-      target_latent: [B, h, w, c] the target's observed code.
+      predicted_latent: [B, *code_shape] the motion model's estimate of the target's code
+        (the latent code, unless the motion model reads other levels too: `code_of`).
+      target_latent: [B, *code_shape] the target's observed code.
       features: per U-Net level, the encoder features of every frame, [B, k+1, ...].
     """
     k = self.time_steps
-    features = self._encode_clip(clip, training)
+    features, codes = self._encode_clip(clip, training)
     latents = features[-1]
     # Frame j (j = 2..k) is decoded from its own code and the skips of frame j-1.
     skips = [self._merge_time(f[:, :k - 1]) for f in features[:-1]]
@@ -152,12 +169,12 @@ class DAML(keras.Model):
     reconstructions = tf.reshape(
         reconstructions, tf.concat([[-1, k - 1], tf.shape(reconstructions)[1:]], axis=0))
     if not self.latent_loss_trains_encoder:
-      latents = tf.stop_gradient(latents)
-    predicted_latent = self.motion(latents[:, :k], training=training)
+      codes = tf.stop_gradient(codes)
+    predicted_latent = self.motion(codes[:, :k], training=training)
     return {
         "reconstructions": reconstructions,
         "predicted_latent": predicted_latent,
-        "target_latent": tf.cast(latents[:, k], tf.float32),
+        "target_latent": tf.cast(codes[:, k], tf.float32),
         "features": features,
     }
 
@@ -192,9 +209,9 @@ class DAML(keras.Model):
     Its BatchNorm statistics therefore stay as they are, and the motion model learns to
     predict the codes it will be given at test time.
     """
-    latents = tf.stop_gradient(self._encode_clip(clip, training=False)[-1])
-    predicted = self.motion(latents[:, :self.time_steps], training=True)
-    target = tf.cast(latents[:, self.time_steps], tf.float32)
+    codes = tf.stop_gradient(self._encode_clip(clip, training=False)[1])
+    predicted = self.motion(codes[:, :self.time_steps], training=True)
+    target = tf.cast(codes[:, self.time_steps], tf.float32)
     per_clip_sse = latent_sse(predicted, target)
     motion_reg = [tf.cast(l, tf.float32) for l in self.motion.losses]
     return {
@@ -220,9 +237,9 @@ class DAML(keras.Model):
     Returns:
       (the hinge loss, the mean latent SSE of the pseudo-anomalous clips).
     """
-    latents = tf.stop_gradient(self._encode_clip(pseudo_clip, training=training)[-1])
-    predicted = self.motion(latents[:, :self.time_steps], training=True)
-    sse = latent_sse(predicted, latents[:, self.time_steps])
+    codes = tf.stop_gradient(self._encode_clip(pseudo_clip, training=training)[1])
+    predicted = self.motion(codes[:, :self.time_steps], training=True)
+    sse = latent_sse(predicted, codes[:, self.time_steps])
     floor = margin * tf.stop_gradient(tf.reduce_mean(normal_sse))
     return tf.reduce_mean(tf.nn.relu(floor - sse)), tf.reduce_mean(sse)
 
@@ -277,8 +294,8 @@ class DAML(keras.Model):
     """
     outputs = self.forward(clip, training=False)
     last_skips = [f[:, self.time_steps - 1] for f in outputs["features"][:-1]]
-    predicted_frame = self.decoder([self.first_head(outputs["predicted_latent"])] + last_skips,
-                                   training=False)
+    predicted_frame = self.decoder(
+        [self.predicted_latent_of(outputs["predicted_latent"])] + last_skips, training=False)
     background = self.background
     return {
         "inputs": tf.cast(clip, tf.float32) + background,

@@ -62,6 +62,11 @@ class AppearanceEncoder(blocks.ArgsConfig, keras.Model):
                    sync_batchnorm=sync_batchnorm)
 
   @property
+  def feature_shapes(self):
+    """(h, w, c) of every level's features, the latent code's last."""
+    return [tuple(output.shape[1:]) for output in self.outputs]
+
+  @property
   def latent_shape(self):
     """(h, w, c) of the latent code z."""
     return tuple(self.outputs[-1].shape[1:])

@@ -8,7 +8,7 @@ from daml_tf.models import blocks
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
-class MotionModel(blocks.ArgsConfig, keras.Model):
+class MotionModel(blocks.LatentCodeInputs, blocks.ArgsConfig, keras.Model):
   """Three [Conv3D 3x3x3 stride (2,1,1) -> BatchNorm -> LeakyReLU] blocks over time.
 
   The latent codes z1..zk are stacked on a time axis; each block halves the time axis (padding
@@ -76,10 +76,11 @@ class MotionModel(blocks.ArgsConfig, keras.Model):
                    sync_batchnorm=sync_batchnorm)
 
   @classmethod
-  def from_model_config(cls, model_cfg, time_steps: int, latent_shape: Sequence[int],
+  def from_model_config(cls, model_cfg, time_steps: int,
+                        feature_shapes: Sequence[Sequence[int]],
                         sync_batchnorm: bool = False, name: str = "motion") -> "MotionModel":
     """The motion model of a config.ModelConfig (see daml_tf.models.build.MOTION_MODELS)."""
-    return cls(time_steps=time_steps, latent_shape=latent_shape,
+    return cls(time_steps=time_steps, latent_shape=feature_shapes[-1],
                leaky_relu_slope=model_cfg.leaky_relu_slope, weight_decay=model_cfg.weight_decay,
                bottleneck_channels=model_cfg.motion_bottleneck, sync_batchnorm=sync_batchnorm,
                name=name)

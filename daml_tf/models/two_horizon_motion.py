@@ -10,7 +10,7 @@ from daml_tf.models.motion import MotionModel
 
 
 @keras.saving.register_keras_serializable(package="daml_tf")
-class TwoHorizonMotion(blocks.ArgsConfig, keras.Model):
+class TwoHorizonMotion(blocks.LatentCodeInputs, blocks.ArgsConfig, keras.Model):
   """Two MotionModel heads on the same k codes; their predictions stacked on channels.
 
   The near head sees the newest `head_steps` codes and predicts the target `delta` frames after
@@ -66,11 +66,12 @@ class TwoHorizonMotion(blocks.ArgsConfig, keras.Model):
                    sync_batchnorm=sync_batchnorm)
 
   @classmethod
-  def from_model_config(cls, model_cfg, time_steps: int, latent_shape: Sequence[int],
+  def from_model_config(cls, model_cfg, time_steps: int,
+                        feature_shapes: Sequence[Sequence[int]],
                         sync_batchnorm: bool = False,
                         name: str = "motion") -> "TwoHorizonMotion":
     """The motion model of a config.ModelConfig; `--motion_head_steps=0` means k - 2."""
-    return cls(time_steps=time_steps, latent_shape=latent_shape,
+    return cls(time_steps=time_steps, latent_shape=feature_shapes[-1],
                head_steps=model_cfg.motion_head_steps or time_steps - 2,
                leaky_relu_slope=model_cfg.leaky_relu_slope, weight_decay=model_cfg.weight_decay,
                bottleneck_channels=model_cfg.motion_bottleneck, sync_batchnorm=sync_batchnorm,
