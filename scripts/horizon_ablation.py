@@ -52,6 +52,8 @@ SCORES = ("latent_mean", "latent_top5")
 SMOOTHINGS = ("none", "ema:0.3", "gauss:3")
 # The encoder level of the latent code in the list of an encoder's features.
 LATENT = -1
+# encode_levels' key of the codes the run's own motion model reads.
+OWN_CODE = "own_code"
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -200,17 +202,27 @@ def encode(model, cfg, videos) -> List[np.ndarray]:
 
 def encode_levels(model, cfg, videos, levels: Sequence[int] = (LATENT,)
                   ) -> Dict[int, List[np.ndarray]]:
-  """{level: one [n, h, w, c] array per video} of the encoder's features at those levels."""
-  # With a score that decodes frames the scorer keeps every level's features, not the code only.
-  score = "latent_mean" if set(levels) == {LATENT} else "frame_psnr"
-  scorer = evaluation.VideoScorer(model, cfg.data, cfg.eval.batch_size, score=score)
+  """{level: one [n, h, w, c] array per video} of the encoder's features at those levels, and
+  under OWN_CODE the codes the run's own motion model reads (`DAML.code_of`: the latent code,
+  unless that model reads other levels too)."""
+  @tf.function
+  def features_and_code(frames):
+    features = model.encode(frames, training=False)
+    return list(features) + [model.code_of(features)]
+
   background = model.background.numpy()
-  features = {level: [] for level in levels}
+  batch = cfg.eval.batch_size
+  wanted = list(levels) + [OWN_CODE]
+  features = {level: [] for level in wanted}
   for video in videos:
-    per_level = scorer.encode(pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
-                                                  background))
+    frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
+    batches = [[output.numpy() for output in features_and_code(frames[start:start + batch])]
+               for start in range(0, len(frames), batch)]
+    per_level = [np.concatenate(level) for level in zip(*batches)]
     for level in levels:
-      features[level].append(per_level[level].numpy())
+      # Level indices count from the encoder's first level (LATENT = -1: its last).
+      features[level].append(per_level[:-1][level])
+    features[OWN_CODE].append(per_level[-1])
   return features
 
 
@@ -247,7 +259,7 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
                  for codes in codes_of_videos]
     return {name: [video[name] for video in per_video] for name in SCORES}
 
-  raw = {"own": scored(model.motion, data.time_steps, data.delta, test_codes[LATENT])}
+  raw = {"own": scored(model.motion, data.time_steps, data.delta, test_codes[OWN_CODE])}
   # Each variant's mean score over the training clips, the scale of --sum_scale=train_mean.
   train_mean = {}
   checks = {}
