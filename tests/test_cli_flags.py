@@ -2,10 +2,9 @@
 
 import pathlib
 
-from absl import flags
 import pytest
 
-from daml_tf import cli_flags
+import testing
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf.data import registry
@@ -13,11 +12,7 @@ from daml_tf.data import registry
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def parse(*args):
-  flag_values = flags.FlagValues()
-  cli_flags.define_flags(flag_values)
-  flag_values(["prog", *args])
-  return cli_flags.config_from_flags(flag_values)
+parse = testing.config_from_args
 
 
 @pytest.fixture(autouse=True)

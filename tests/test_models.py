@@ -309,3 +309,25 @@ def test_train_step_with_pseudo_anomalies_reports_the_hinge():
   assert {"pseudo_loss", "pseudo_latent_sse"} <= set(losses)
   # Without a weight the pseudo-anomalous clips are ignored.
   assert "pseudo_loss" not in tf.function(model.train_step)(batch)
+
+
+@pytest.fixture(scope="module", params=sorted(build.MOTION_MODELS))
+def exported_run(request, tmp_path_factory):
+  """A run directory of each registered motion model, with its serving and LiteRT exports."""
+  model_dir = tmp_path_factory.mktemp(request.param)
+  cfg, model = testing.make_exported_run(model_dir, seed=2, data=dict(time_steps=4),
+                                         model=dict(motion=request.param))
+  return cfg, model, model_dir
+
+
+# The Keras runtime and the SavedModel run the same float32 ops as the evaluation (1e-5
+# relative); the float32 LiteRT flatbuffers 1e-4 relative on scores (their codes agree to
+# ~1e-7 absolute, tests/test_litert.py).
+@pytest.mark.parametrize("where,rtol", [("", 1e-5), ("export", 1e-5), ("export/litert", 1e-4)])
+def test_every_motion_model_streams_in_every_runtime_as_evaluated(exported_run, tmp_path, where,
+                                                                 rtol):
+  cfg, model, model_dir = exported_run
+  folder = testing.write_pngs(tmp_path / "video", testing.moving_frames(24))
+  results = testing.assert_streams_as_evaluated(cfg, model, model_dir / where, folder, rtol)
+  # Heatmaps are drawn on the latent grid whatever the motion model reads.
+  assert results[-1].error_map.shape == testing.LATENT[:2]

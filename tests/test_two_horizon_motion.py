@@ -1,29 +1,15 @@
 """TwoHorizonMotion: each head reads only its codes; the latent loss and the scores add both
-heads' errors; the evaluation, the streaming runtimes and both exports give the same scores.
-
-Tolerances: the Keras runtime and the SavedModel export run the same float32 ops as the
-evaluation (1e-5 relative); the float32 LiteRT flatbuffers 1e-4 relative on scores (their codes
-agree to ~1e-7 absolute, tests/test_litert.py).
+heads' errors. That every runtime scores it as the evaluation does: tests/test_models.py, for
+every registered motion model.
 """
 
 import pathlib
-import subprocess
-import sys
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import testing
-from testing import moving_frames, write_pngs
-from daml_tf import cli_flags
-from daml_tf import evaluation
-from daml_tf import video_io
-from daml_tf.data import layout
-from daml_tf.data import pipeline
-from daml_tf.inference import backends
-from daml_tf.inference import streaming
 from daml_tf.models import build
 from daml_tf.models import scores
 from daml_tf.models.two_horizon_motion import TwoHorizonMotion
@@ -72,10 +58,7 @@ def test_the_config_builds_it_with_k_minus_two_codes_per_head():
 def test_the_ped2_flagfile_predicts_four_and_eight_frames_ahead(monkeypatch):
   # Flagfiles include each other by paths relative to the repository root.
   monkeypatch.chdir(REPO)
-  flag_values = flags.FlagValues()
-  cli_flags.define_flags(flag_values)
-  flag_values(["prog", "--flagfile=configs/ped2_cpu_two_horizon.cfg"])
-  cfg = cli_flags.config_from_flags(flag_values)
+  cfg = testing.config_from_args("--flagfile=configs/ped2_cpu_two_horizon.cfg")
   motion = build.build_model(cfg).motion
   # Heads of k - 2 = 4 codes; the far head's last input is 2 inputs (4 frames) before the
   # near head's, so its target is delta + 4 = 8 frames ahead.
@@ -86,8 +69,7 @@ def test_the_ped2_flagfile_predicts_four_and_eight_frames_ahead(monkeypatch):
 def test_latent_loss_and_score_add_both_heads_errors():
   cfg = testing.tiny_config(data=GEOMETRY, model=TWO_HORIZON)
   model = build.build_model(cfg)
-  clip = tf.constant(np.random.default_rng(1).normal(
-      size=(2, 5, testing.HEIGHT, testing.WIDTH, 1)).astype("float32"))
+  clip = tf.constant(testing.tiny_clips(5, seed=1))
   outputs = model.forward(clip)
   predicted, target = outputs["predicted_latent"].numpy(), outputs["target_latent"].numpy()
   channels = target.shape[-1]
@@ -97,38 +79,6 @@ def test_latent_loss_and_score_add_both_heads_errors():
   np.testing.assert_allclose(losses["latent_loss"].numpy(), per_clip_sse.mean(), rtol=1e-5)
   np.testing.assert_allclose(model(clip).numpy(), per_clip_sse / (2 * target[0].size),
                              rtol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  """A two-horizon run directory and its serving and LiteRT exports, by the export CLI."""
-  model_dir = tmp_path_factory.mktemp("run")
-  cfg, model = testing.make_run(model_dir, {"threshold": 0.5, "quantile": 0.99}, seed=2,
-                                data=GEOMETRY, model=TWO_HORIZON)
-  result = subprocess.run(
-      [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
-       f"--export_dir={model_dir / 'export'}", "--tflite"],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return cfg, model, model_dir
-
-
-@pytest.mark.parametrize("where,rtol", [("", 1e-5), ("export", 1e-5), ("export/litert", 1e-4)])
-def test_every_runtime_scores_as_the_evaluation(exported, tmp_path, where, rtol):
-  cfg, model, model_dir = exported
-  folder = write_pngs(tmp_path / "video", moving_frames(24))
-  video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
-  frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
-                               model.background.numpy())
-  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8).score(frames)
-
-  opened = backends.open_model(str(model_dir / where) if where else str(model_dir))
-  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg)
-  results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
-  assert [r.index for r in results if r.score is not None] == list(indices)
-  np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,
-                             rtol=rtol, atol=1e-8)
-  assert np.ptp(expected) > 0  # The comparison is not between constants.
 
 
 def test_heads_of_repeats_the_observed_code_per_head():

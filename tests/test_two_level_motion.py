@@ -1,29 +1,15 @@
 """TwoLevelMotion: the code's layout and scales; each head reads only its level of its codes; the
-latent loss and the scores weigh both parts' errors equally; the evaluation, the streaming
-runtimes and both exports give the same scores.
-
-Tolerances: as tests/test_two_horizon_motion.py (the Keras runtime and the SavedModel 1e-5
-relative, float32 LiteRT 1e-4 relative).
+latent loss and the scores weigh both parts' errors equally. That every runtime scores it as the
+evaluation does: tests/test_models.py, for every registered motion model.
 """
 
 import pathlib
-import subprocess
-import sys
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import testing
-from testing import moving_frames, write_pngs
-from daml_tf import cli_flags
-from daml_tf import evaluation
-from daml_tf import video_io
-from daml_tf.data import layout
-from daml_tf.data import pipeline
-from daml_tf.inference import backends
-from daml_tf.inference import streaming
 from daml_tf.models import build
 from daml_tf.models.two_level_motion import TwoLevelMotion
 
@@ -106,10 +92,7 @@ def test_config_round_trip_and_arguments_checked():
 def test_the_ped2_flagfile_predicts_the_fine_level_four_and_the_latent_eight_frames_ahead(
     monkeypatch):
   monkeypatch.chdir(REPO)  # Flagfiles include each other by paths relative to the root.
-  flag_values = flags.FlagValues()
-  cli_flags.define_flags(flag_values)
-  flag_values(["prog", "--flagfile=configs/ped2_cpu_two_level.cfg"])
-  cfg = cli_flags.config_from_flags(flag_values)
+  cfg = testing.config_from_args("--flagfile=configs/ped2_cpu_two_level.cfg")
   motion = build.build_model(cfg).motion
   assert isinstance(motion, TwoLevelMotion)
   assert motion.fine_shape == (64, 96, 8) and motion.latent_shape == (32, 48, 16)
@@ -121,8 +104,7 @@ def test_the_ped2_flagfile_predicts_the_fine_level_four_and_the_latent_eight_fra
 def test_latent_loss_and_score_weigh_both_parts_by_their_mean():
   cfg = testing.tiny_config(data=GEOMETRY, model=TWO_LEVEL)
   model = build.build_model(cfg)
-  clip = tf.constant(np.random.default_rng(2).normal(
-      size=(2, 5, testing.HEIGHT, testing.WIDTH, 1)).astype("float32"))
+  clip = tf.constant(testing.tiny_clips(5, seed=2))
   outputs = model.forward(clip)
   # By hand: the fine part's prediction back at the fine level, against the target's features.
   motion = model.motion
@@ -140,37 +122,3 @@ def test_latent_loss_and_score_weigh_both_parts_by_their_mean():
                              (code_elements * (fine_error + latent_error) / 2).mean(), rtol=1e-4)
   # The predicted frame decodes the latent head's prediction.
   assert model.render(clip)["predicted_frame"].shape == (2, testing.HEIGHT, testing.WIDTH, 1)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  """A two-level run directory and its serving and LiteRT exports, by the export CLI."""
-  model_dir = tmp_path_factory.mktemp("run")
-  cfg, model = testing.make_run(model_dir, {"threshold": 0.5, "quantile": 0.99}, seed=3,
-                                data=GEOMETRY, model=TWO_LEVEL)
-  result = subprocess.run(
-      [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
-       f"--export_dir={model_dir / 'export'}", "--tflite"],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return cfg, model, model_dir
-
-
-@pytest.mark.parametrize("where,rtol", [("", 1e-5), ("export", 1e-5), ("export/litert", 1e-4)])
-def test_every_runtime_scores_as_the_evaluation(exported, tmp_path, where, rtol):
-  cfg, model, model_dir = exported
-  folder = write_pngs(tmp_path / "video", moving_frames(24))
-  video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
-  frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
-                               model.background.numpy())
-  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8).score(frames)
-
-  opened = backends.open_model(str(model_dir / where) if where else str(model_dir))
-  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg)
-  results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
-  assert [r.index for r in results if r.score is not None] == list(indices)
-  np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,
-                             rtol=rtol, atol=1e-8)
-  assert np.ptp(expected) > 0  # The comparison is not between constants.
-  # The heatmap's grid is the latent grid.
-  assert results[-1].error_map.shape == testing.LATENT[:2]

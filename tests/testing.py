@@ -53,6 +53,16 @@ def tiny_config(data_dir="", model_dir="unused", data: Optional[dict] = None,
       train=config_lib.TrainConfig(model_dir=str(model_dir), **train))
 
 
+def config_from_args(*args) -> config_lib.Config:
+  """The config the command-line flags `args` give (flagfiles relative to the working folder)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from daml_tf import cli_flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  cli_flags.define_flags(flag_values)
+  flag_values(["prog", *args])
+  return cli_flags.config_from_flags(flag_values)
+
+
 def short_run_config(data_dir, model_dir, **train) -> config_lib.Config:
   """A tiny run of two short epochs (train, finetune) that writes every kind of summary."""
   train_args = dict(train_epochs=1, finetune_epochs=1, image_summary_steps=2, log_every_steps=1)
@@ -121,6 +131,53 @@ def make_run(model_dir, threshold, seed=0, data: Optional[dict] = None,
                              run_dir.checkpoint_dir(str(model_dir)), 1).save()
   run_dir.save_threshold(str(model_dir), threshold["threshold"], threshold["quantile"])
   return cfg, model
+
+
+def make_exported_run(model_dir, seed, data: Optional[dict] = None,
+                      model: Optional[dict] = None):
+  """`make_run` plus its serving and LiteRT exports (in model_dir/export), by the export CLI."""
+  cfg, keras_model = make_run(model_dir, {"threshold": 0.5, "quantile": 0.99}, seed=seed,
+                              data=data, model=model)
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.export", f"--model_dir={model_dir}",
+       f"--export_dir={pathlib.Path(model_dir) / 'export'}", "--tflite"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return cfg, keras_model
+
+
+def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol):
+  """Streams the frames of `folder` through the runtime of `runtime_dir` (a run directory or an
+  export) and checks its scores against the batch evaluation of the Keras `model`.
+
+  Returns:
+    the streaming results.
+  """
+  # Deferred: dataset-only tests import this module without loading Keras.
+  from daml_tf import evaluation  # pylint: disable=g-import-not-at-top
+  from daml_tf import video_io  # pylint: disable=g-import-not-at-top
+  from daml_tf.data import layout  # pylint: disable=g-import-not-at-top
+  from daml_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from daml_tf.inference import backends  # pylint: disable=g-import-not-at-top
+  from daml_tf.inference import streaming  # pylint: disable=g-import-not-at-top
+  video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
+  frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
+                               model.background.numpy())
+  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8).score(frames)
+  opened = backends.open_model(str(runtime_dir))
+  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg)
+  results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
+  assert [r.index for r in results if r.score is not None] == list(indices)
+  np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,
+                             rtol=rtol, atol=1e-8)
+  assert np.ptp(expected) > 0  # The comparison is not between constants.
+  return results
+
+
+def tiny_clips(num_frames, seed, batch=2):
+  """float32 [batch, num_frames, HEIGHT, WIDTH, 1] of normal noise: clips for a tiny model."""
+  return np.random.default_rng(seed).normal(size=(batch, num_frames, HEIGHT, WIDTH, 1)).astype(
+      "float32")
 
 
 def camera_frames(num_frames, channels, size=CAMERA, seed=0):
