@@ -57,7 +57,8 @@ class DAML(keras.Model):
     motion: a motion model: k codes [B, k, h, w, c] -> the predicted code [B, h, w, c] in
       float32 (or H predictions of it stacked on channels, [B, h, w, H*c]: the latent loss and
       the scores then compare each with the target, see scores.heads_of); it has a
-      `time_steps` attribute (k).
+      `time_steps` attribute (k) and says what a frame's code is (`code_of`: the latent code
+      unless it reads other encoder levels too, see blocks.LatentCodeInputs).
     latent_loss_trains_encoder: when True (the paper's joint training) the latent loss also
       updates the encoder; when False the codes are constants for the latent loss, so the
       encoder learns appearance only from the reconstruction loss and cannot trade the anomaly
