@@ -28,7 +28,7 @@ model at the runs' own horizon. Host-side NumPy after collecting codes, like
 
 import json
 import re
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 from absl import app
 from absl import flags
@@ -200,30 +200,30 @@ def encode(model, cfg, videos) -> List[np.ndarray]:
   return encode_levels(model, cfg, videos)[LATENT]
 
 
-def encode_levels(model, cfg, videos, levels: Sequence[int] = (LATENT,)
-                  ) -> Dict[int, List[np.ndarray]]:
-  """{level: one [n, h, w, c] array per video} of the encoder's features at those levels, and
-  under OWN_CODE the codes the run's own motion model reads (`DAML.code_of`: the latent code,
-  unless that model reads other levels too)."""
+def encode_levels(model, cfg, videos, levels: Sequence[Union[int, str]] = (LATENT,)
+                  ) -> Dict[Union[int, str], List[np.ndarray]]:
+  """{level: one [n, h, w, c] array per video} of the encoder's features at those levels (indices
+  from the first level; LATENT = -1, the last); the level OWN_CODE gives the codes the run's own
+  motion model reads (`DAML.code_of`: the latent code, unless that model reads other levels
+  too). Only what is asked for leaves the graph: a first level's features of every training
+  frame are hundreds of MB."""
+
   @tf.function
-  def features_and_code(frames):
+  def wanted(frames):
     features = model.encode(frames, training=False)
-    return list(features) + [model.code_of(features)]
+    return [model.code_of(features) if level == OWN_CODE else features[level]
+            for level in levels]
 
   background = model.background.numpy()
   batch = cfg.eval.batch_size
-  wanted = list(levels) + [OWN_CODE]
-  features = {level: [] for level in wanted}
+  outputs = {level: [] for level in levels}
   for video in videos:
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background)
-    batches = [[output.numpy() for output in features_and_code(frames[start:start + batch])]
+    batches = [[output.numpy() for output in wanted(frames[start:start + batch])]
                for start in range(0, len(frames), batch)]
-    per_level = [np.concatenate(level) for level in zip(*batches)]
-    for level in levels:
-      # Level indices count from the encoder's first level (LATENT = -1: its last).
-      features[level].append(per_level[:-1][level])
-    features[OWN_CODE].append(per_level[-1])
-  return features
+    for level, per_batch in zip(levels, zip(*batches)):
+      outputs[level].append(np.concatenate(per_batch))
+  return outputs
 
 
 def parse_variant(key: str, time_steps: int) -> Tuple[int, int, int, int]:
@@ -247,7 +247,7 @@ def ablate_run(model_dir: str, variants: Sequence[str], sums: Sequence[Sequence[
   geometries = {key: parse_variant(key, data.time_steps) for key in variants}
   levels = tuple(sorted({LATENT} | {level for *_, level in geometries.values()}))
   train_codes = encode_levels(model, cfg, train_videos, levels)
-  test_codes = encode_levels(model, cfg, test_videos, levels)
+  test_codes = encode_levels(model, cfg, test_videos, levels + (OWN_CODE,))
   first_target = max(data.interval * (steps - 1) + horizon
                      for steps, horizon, *_ in list(geometries.values()) +
                      [(data.time_steps, data.delta)])
