@@ -22,6 +22,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import local_cluster
 from daml_tf import run_dir
 
@@ -36,7 +37,7 @@ def define_flags():
 
 def _epoch_scalars(logdir, tag):
   values = []
-  for path in sorted(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+  for path in sorted(fileio.glob(os.path.join(logdir, "events.out.tfevents.*"))):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.tag == tag:

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import cli
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
@@ -576,7 +577,7 @@ def main(argv):
                       cfg.train.mixed_precision}
   logging.info("Benchmark (dec/coup = decoupled / coupled frames/s):\n%s", format_table(result))
   if flag_values.output:
-    with tf.io.gfile.GFile(flag_values.output, "w") as f:
+    with fileio.GFile(flag_values.output, "w") as f:
       json.dump(result, f, indent=2)
     logging.info("Wrote %s", flag_values.output)
 

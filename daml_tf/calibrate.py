@@ -34,9 +34,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  threshold = cli.exit_on_expected_errors(
-      calibration.calibrate_model_dir, FLAGS.model_dir, videos_dir=FLAGS.videos_dir,
-      data_dir=FLAGS.data_dir, quantile=FLAGS.quantile, score=FLAGS.score)
+  with cli.mirrored_flags(FLAGS, ("model_dir",)):
+    threshold = cli.exit_on_expected_errors(
+        calibration.calibrate_model_dir, FLAGS.model_dir, videos_dir=FLAGS.videos_dir,
+        data_dir=FLAGS.data_dir, quantile=FLAGS.quantile, score=FLAGS.score)
   logging.info("threshold=%.6g", threshold)
   cli.finish()
 

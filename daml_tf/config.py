@@ -9,6 +9,7 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional, Tuple
 
+from daml_tf import fileio
 from daml_tf import metrics
 from daml_tf import smoothing as smoothing_lib
 from daml_tf.data import perturb
@@ -362,7 +363,7 @@ def load_config(path: str) -> Optional[Config]:
   import tensorflow as tf  # Deferred: config objects are usable without TensorFlow.
   from daml_tf.data import layout
   layout.ensure_filesystem(path)
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.GFile(path) as f:
     return Config.from_dict(json.load(f))
 
 
@@ -370,5 +371,5 @@ def save_config(config: Config, path: str) -> None:
   import tensorflow as tf
   from daml_tf.data import layout
   layout.ensure_filesystem(path)
-  with tf.io.gfile.GFile(path, "w") as f:
+  with fileio.GFile(path, "w") as f:
     f.write(config.to_json())

@@ -162,7 +162,8 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.Detect
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  summaries = cli.exit_on_expected_errors(lambda: multicamera.run(config_from_flags()))
+  with cli.mirrored_flags(FLAGS, ("model_dir", "output_dir")):
+    summaries = cli.exit_on_expected_errors(lambda: multicamera.run(config_from_flags()))
   # Giving up on a live input is a failure for a supervisor, though every file is complete.
   cli.finish(status=int(any(summary.stop_reason == detection.STOP_SOURCE_LOST
                             for summary in summaries.values())))

@@ -12,6 +12,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import run_dir
 
 
@@ -66,7 +67,7 @@ def own_dir(model_dir: str, role: WorkerRole) -> str:
 
 def remove_scratch(model_dir: str, role: WorkerRole) -> None:
   if not role.is_chief:
-    tf.io.gfile.rmtree(own_dir(model_dir, role))
+    fileio.rmtree(own_dir(model_dir, role))
 
 
 def collective_failure(error: tf.errors.OpError) -> str:

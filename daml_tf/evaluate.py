@@ -15,8 +15,9 @@ from daml_tf import cli_flags
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flags.FLAGS)
-  metrics = cli.exit_on_expected_errors(evaluation.evaluate, cfg)
+  with cli.mirrored_flags(flags.FLAGS, ("model_dir", "output_dir")):
+    cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flags.FLAGS)
+    metrics = cli.exit_on_expected_errors(evaluation.evaluate, cfg)
   logging.info("micro_auc=%.4f macro_auc=%.4f eer=%.4f (%d scored frames, normalize=%s)",
                metrics["micro_auc"], metrics["macro_auc"], metrics["eer"],
                metrics["num_scored_frames"], metrics["normalize"])

@@ -7,6 +7,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import metrics as metrics_lib
@@ -201,7 +202,7 @@ def evaluate(cfg: config_lib.Config, model: DAML = None) -> Dict[str, float]:
     model = run_dir.restore_model(cfg)
   background = model.background.numpy()
   output_dir = cfg.eval.output_dir or run_dir.eval_dir(cfg.train.model_dir)
-  tf.io.gfile.makedirs(output_dir)
+  fileio.makedirs(output_dir)
 
   scorer = scorer_for(model, cfg, cfg.train.model_dir)
   smoothing = smoothing_lib.parse(cfg.eval.smoothing)

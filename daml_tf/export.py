@@ -21,8 +21,8 @@ from typing import Dict, Optional
 from absl import app
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import cli
 from daml_tf import errors
 from daml_tf import run_dir
@@ -54,7 +54,7 @@ def export_model_dir(model_dir: str, export_dir: Optional[str] = None, version: 
   # Both destinations are checked before anything is restored or written.
   serving.check_version_free(export_dir, version)
   litert_output = run_dir.litert_dir(export_dir, version)
-  if tflite and tf.io.gfile.exists(litert_output):
+  if tflite and fileio.exists(litert_output):
     raise errors.ExportError(f"{litert_output} already exists: refusing to overwrite the "
                               f"LiteRT export of version {version}; pass another --version.")
   model = run_dir.restore_model(cfg, model_dir)
@@ -88,8 +88,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  written = cli.exit_on_expected_errors(export_model_dir, FLAGS.model_dir, FLAGS.export_dir,
-                                       FLAGS.version, FLAGS.tflite)
+  with cli.mirrored_flags(FLAGS, ("model_dir", "export_dir")):
+    written = cli.exit_on_expected_errors(export_model_dir, FLAGS.model_dir, FLAGS.export_dir,
+                                         FLAGS.version, FLAGS.tflite)
   for kind, path in written.items():
     logging.info("%s: %s", kind, path)
   cli.finish()

@@ -15,6 +15,7 @@ from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from daml_tf import fileio
 from daml_tf import metrics as metrics_lib
 
 CSV_COLUMNS = ("video", "frame", "score", "normalized_score", "label")
@@ -91,7 +92,7 @@ def _makedirs_for(path: str) -> None:
   import tensorflow as tf  # Deferred: importing TensorFlow takes seconds.
   directory = os.path.dirname(path)
   if directory:
-    tf.io.gfile.makedirs(directory)
+    fileio.makedirs(directory)
 
 
 def write_metrics_json(path: str, metrics: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -112,7 +113,7 @@ def write_metrics_json(path: str, metrics: Mapping[str, Any], config: Mapping[st
   document = _json_ready(dict(metrics))
   document["config"] = _json_ready(config)
   _makedirs_for(path)
-  with tf.io.gfile.GFile(path, "w") as f:
+  with fileio.GFile(path, "w") as f:
     f.write(json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
@@ -151,7 +152,7 @@ def write_scores_csv(path: str, rows: Sequence[VideoScores]) -> None:
                                                video.labels.astype(np.int64)):
       writer.writerow((video.name, int(frame), score, normalized, int(label)))
   _makedirs_for(path)
-  with tf.io.gfile.GFile(path, "w") as f:
+  with fileio.GFile(path, "w") as f:
     f.write(buffer.getvalue())
 
 
@@ -213,7 +214,7 @@ def save_figure(fig, path: str) -> None:
   fig.savefig(png_buffer, format="png")
   fig.clear()
   _makedirs_for(path)
-  with tf.io.gfile.GFile(path, "wb") as f:
+  with fileio.GFile(path, "wb") as f:
     f.write(png_buffer.getvalue())
 
 
@@ -241,5 +242,5 @@ def write_heatmap_png(path: str, frame: np.ndarray, error_map: np.ndarray, text:
   buffer = io.BytesIO()
   Image.fromarray(image, "RGB").save(buffer, format="png")
   _makedirs_for(path)
-  with tf.io.gfile.GFile(path, "wb") as f:
+  with fileio.GFile(path, "wb") as f:
     f.write(buffer.getvalue())

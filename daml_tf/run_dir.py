@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf.models import DAML
@@ -79,7 +80,7 @@ def scratch_dir(model_dir: str, task: str) -> str:
 
 def is_run_dir(path: str) -> bool:
   """Whether `path` holds a training run (its config.json)."""
-  return tf.io.gfile.exists(config_path(path))
+  return fileio.exists(config_path(path))
 
 
 def load_config(model_dir: str) -> config_lib.Config:
@@ -92,7 +93,7 @@ def load_config(model_dir: str) -> config_lib.Config:
 
 
 def save_config(cfg: config_lib.Config, model_dir: str) -> None:
-  tf.io.gfile.makedirs(model_dir)
+  fileio.makedirs(model_dir)
   config_lib.save_config(cfg, config_path(model_dir))
 
 
@@ -150,7 +151,7 @@ def init_checkpoint(path: str) -> Tuple[str, Optional[config_lib.Config]]:
   if is_run_dir(path):
     latest = tf.train.latest_checkpoint(checkpoint_dir(path))
     run = path
-  elif tf.io.gfile.exists(path + ".index"):
+  elif fileio.exists(path + ".index"):
     latest, run = path, os.path.dirname(os.path.dirname(path))
   else:
     latest, run = tf.train.latest_checkpoint(path), os.path.dirname(path)
@@ -196,8 +197,8 @@ def restore_run(model_dir: str, data_dir: str = "") -> Tuple[config_lib.Config, 
 
 
 def _write_json(path: str, values: Dict) -> str:
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path, "w") as f:
+  fileio.makedirs(os.path.dirname(path))
+  with fileio.GFile(path, "w") as f:
     f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
   return path
 
@@ -218,10 +219,10 @@ def save_score_stats(model_dir: str, stats: Dict[str, Tuple[float, float]]) -> s
 def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
   """The normal-frame statistics of `score_stats.json`; DataError when there are none."""
   path = os.path.join(model_dir, SCORE_STATS_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise errors.DataError(f"No {SCORE_STATS_FILE} in {model_dir!r}: run python -m "
                            f"daml_tf.calibrate --model_dir={model_dir} --score=<the fusion>.")
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.GFile(path) as f:
     return {name: (float(m), float(s)) for name, (m, s) in json.load(f).items()}
 
 
@@ -239,18 +240,18 @@ def save_finetune_candidates(model_dir: str, values: Dict) -> str:
 def load_speedup_check(model_dir: str) -> Optional[Dict]:
   """The contents of `<model_dir>/speedup_check.json`, or None if there is none."""
   path = os.path.join(model_dir, SPEEDUP_CHECK_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.GFile(path) as f:
     return json.load(f)
 
 
 def load_threshold(model_dir: str) -> Optional[Dict[str, float]]:
   """The contents of `<model_dir>/threshold.json`, or None if there is none."""
   path = os.path.join(model_dir, THRESHOLD_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.GFile(path) as f:
     stored = json.load(f)
   if "threshold" not in stored:
     raise errors.DataError(f"{path!r} has no \"threshold\" entry.")

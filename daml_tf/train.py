@@ -59,11 +59,12 @@ def run(cfg: config_lib.Config, strategy=None) -> training.TrainedRun:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flags.FLAGS)
-  multi_worker = cfg.train.strategy == "multi_worker"
-  # A non-finite loss or a lost worker: the message says what happened and what to do.
-  with cli.expected_errors_exit(skip_teardown=multi_worker):
-    trained = run(cfg)
+  with cli.mirrored_flags(flags.FLAGS, ("model_dir", "init_from")):
+    cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flags.FLAGS)
+    multi_worker = cfg.train.strategy == "multi_worker"
+    # A non-finite loss or a lost worker: the message says what happened and what to do.
+    with cli.expected_errors_exit(skip_teardown=multi_worker):
+      trained = run(cfg)
   logging.info("Training done at step %d; model directory %s", trained.metrics["global_step"],
                cfg.train.model_dir)
   # `trained` holds the tf.distribute runtime, which must outlive main: see daml_tf.distributed.

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import distributed
 from daml_tf import errors
@@ -117,7 +118,7 @@ def prepare_training_data(cfg: config_lib.Config, output_dir: str) -> TrainingDa
     output_dir: where background.npy is cached (the model directory, or a non-chief worker's
       scratch folder).
   """
-  tf.io.gfile.makedirs(output_dir)
+  fileio.makedirs(output_dir)
   if cfg.data.tfrecord_dir:
     if cfg.train.pseudo_speeds:
       raise errors.ConfigError(
@@ -422,8 +423,11 @@ class _Checkpoints:
     path = self._manager.save(checkpoint_number=self._model.optimizer.iterations)
     if self._role.is_chief:
       logging.info("Saved checkpoint %s", path)
+      # A run directory on s3:// (...) is a local mirror: the checkpoint reaches the store now,
+      # so a preempted run resumes from it.
+      fileio.sync_mirrors()
     else:
-      tf.io.gfile.rmtree(self._manager.directory)
+      fileio.rmtree(self._manager.directory)
 
 
 class _PipelineOfWorker:

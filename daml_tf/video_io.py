@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import errors
 from daml_tf.data import layout
 from daml_tf.data import registry
@@ -57,12 +58,12 @@ def _open_input(path: str):
   FFmpeg cannot read TensorFlow's filesystems itself; both libraries accept a seekable Python
   file object instead.
   """
-  return tf.io.gfile.GFile(path, "rb") if _is_remote(path) else path
+  return fileio.GFile(path, "rb") if _is_remote(path) else path
 
 
 def list_frame_files(folder: str):
   """Image files of a frames folder in natural order ("2" before "10")."""
-  names = [n.rstrip("/") for n in tf.io.gfile.listdir(folder)
+  names = [n.rstrip("/") for n in fileio.listdir(folder)
            if n.lower().endswith(registry.IMAGE_EXTENSIONS)]
   return [os.path.join(folder, n) for n in sorted(names, key=layout.natural_key)]
 
@@ -74,7 +75,7 @@ def video_fps(path: str, default: float = DEFAULT_FPS) -> float:
     path: a video file or a frames folder (which has no rate of its own).
     default: returned for folders and for files that do not state a usable rate.
   """
-  if tf.io.gfile.isdir(path):
+  if fileio.isdir(path):
     return default
   import av  # pylint: disable=g-import-not-at-top
   try:
@@ -202,11 +203,11 @@ def iter_frames(path: str, fps: float = DEFAULT_FPS) -> Iterator[Tuple[int, floa
       the file ends before the frame count its header declares.
     errors.DataError: a folder without frames, or a file without a video stream.
   """
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(
         f"Input {path!r} does not exist: give a video file ({', '.join(VIDEO_EXTENSIONS)}) or "
         "a folder of frames.")
-  if tf.io.gfile.isdir(path):
+  if fileio.isdir(path):
     return _iter_folder(path, fps)
   return iter_video(path, fps)
 
@@ -277,7 +278,7 @@ class VideoWriter:
     from fractions import Fraction  # pylint: disable=g-import-not-at-top
     directory = os.path.dirname(self.path)
     if directory:
-      tf.io.gfile.makedirs(directory)
+      fileio.makedirs(directory)
     if _is_remote(self.path):
       # FFmpeg's muxers seek back to patch headers, which object stores cannot do: encode to
       # a local file and copy it over on close.
@@ -340,7 +341,7 @@ class VideoWriter:
     self._container.close()
     self._container = None
     if self._local_path != self.path:
-      tf.io.gfile.copy(self._local_path, self.path, overwrite=True)
+      fileio.copy(self._local_path, self.path, overwrite=True)
       os.remove(self._local_path)
 
   def __enter__(self) -> "VideoWriter":

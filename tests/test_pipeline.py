@@ -80,7 +80,7 @@ def test_lossless_formats_decode_exactly(tmp_path, ext):
                              rgb_f @ GRAY_WEIGHTS, atol=1e-5)
   gray_f = gray.astype(np.float32) / 255
   if ext == ".tif":
-    # tensorflow_io's decode_tiff always gives RGBA, so gray goes through rgb_to_grayscale,
+    # TIFFs decode as RGBA (as tensorflow-io's decode_tiff did), so gray goes through rgb_to_grayscale,
     # whose weights sum to 0.9999.
     np.testing.assert_allclose(pipeline.decode_frame(gray_path, size, 1).numpy()[..., 0],
                                gray_f, atol=2e-4)

@@ -1,13 +1,16 @@
-"""The s3:// filesystem end to end, against a local S3 server (moto) on 127.0.0.1.
+"""The s3:// filesystem end to end (fsspec + s3fs), against a local S3 server (moto) on 127.0.0.1.
 
-The frames are uploaded to the bucket, converted there to TFRecords by the command line, and the
-clips read back from the bucket must equal the frames pipeline's clips of the local copy.
+- TFRecords: the frames are uploaded to the bucket, converted there to TFRecords by the command
+  line, and the clips read back from the bucket must equal the frames pipeline's clips of the
+  local copy.
+- A run directory: training reads its frames from the bucket and writes its run directory
+  (checkpoints, threshold, serving export) there; evaluation and detection read the run from the
+  bucket and write their outputs there, and detection reads its video from the bucket.
 
-Everything that touches s3:// runs in subprocesses: tensorflow-io reads the S3_* variables when
-its filesystem first starts, and its AWS SDK aborts the exit of any process that used S3
-(tensorflow/io#2039; entry points leave through layout.exit_process), which would kill pytest.
+The commands run in subprocesses with the S3 settings in their environment, as a user runs them.
 """
 
+import json
 import os
 import pathlib
 import socket
@@ -15,13 +18,15 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
+import testing
 from testing import write_frames_dataset
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
-pytest.importorskip("tensorflow_io")
+pytest.importorskip("s3fs")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUCKET = "daml-test"
@@ -73,7 +78,7 @@ def s3(tmp_path):
   client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
   client.create_bucket(Bucket=BUCKET)
-  # What tensorflow-io's S3 filesystem reads: plain HTTP to the local endpoint.
+  # The variables the README documents for S3-compatible stores: plain HTTP to the endpoint.
   env = dict(os.environ, S3_ENDPOINT=endpoint, S3_USE_HTTPS="0", S3_VERIFY_SSL="0",
              **credentials)
   env.pop("AWS_PROFILE", None)
@@ -121,3 +126,54 @@ def test_tfrecords_on_s3_match_the_local_frames(s3, tmp_path):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert again.returncode == 1, again.stderr[-3000:]
   assert "already holds a TFRecord conversion" in again.stderr
+
+
+def _keys(client, prefix):
+  listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+  return sorted(o["Key"][len(prefix):] for o in listing.get("Contents", []))
+
+
+def _command(module, *args, env):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_run_directory_data_and_detection_on_s3(s3, tmp_path):
+  env, client = s3
+  local = write_frames_dataset(str(tmp_path / "data"), size=(32, 48))
+  counts = testing.DEFAULT_VIDEOS["testing"]
+  np.savez(os.path.join(local, "synthetic.npz"),
+           **{video: (np.arange(n) >= n // 2).astype(np.int8) for video, n in counts.items()})
+  _upload(client, local, "data")
+  data_dir, model_dir = f"s3://{BUCKET}/data", f"s3://{BUCKET}/runs/tiny"
+  tiny = ["--dataset=synthetic", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+          "--image_height=32", "--image_width=48", "--channels=1", "--time_steps=3",
+          "--interval=1", "--delta=1", "--batch_size=2", "--levels=2", "--feature_root=4"]
+  train = _command("daml_tf.train", *tiny, "--train_epochs=1", "--finetune_epochs=1",
+                   "--clips_per_epoch=6", "--image_summary_steps=0", env=env)
+  assert train.returncode == 0, train.stderr[-3000:]
+  run_keys = _keys(client, "runs/tiny/")
+  for expected in ("config.json", "background.npy", "threshold.json", "checkpoints/checkpoint",
+                   "export/1/saved_model.pb"):
+    assert expected in run_keys, run_keys
+  assert not [k for k in run_keys if ".tmp-" in k], run_keys
+
+  evaluate = _command("daml_tf.evaluate", *tiny, env=env)
+  assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+  metrics = json.loads(client.get_object(Bucket=BUCKET, Key="runs/tiny/eval/metrics.json")
+                       ["Body"].read())
+  assert f"micro_auc={metrics['micro_auc']:.4f}" in evaluate.stdout
+
+  video = tmp_path / "camera.avi"
+  testing.write_video(str(video), testing.camera_frames(12, channels=3), fps=10)
+  client.upload_file(str(video), BUCKET, "camera.avi")
+  for source in (model_dir, f"{model_dir}/export"):
+    out = f"detect-{'export' if source.endswith('export') else 'run'}"
+    detect = _command("daml_tf.detect", f"--model_dir={source}",
+                      f"--input=s3://{BUCKET}/camera.avi", f"--output_dir=s3://{BUCKET}/{out}",
+                      env=env)
+    assert detect.returncode == 0, detect.stderr[-3000:]
+    assert {"scores.csv", "events.jsonl"} <= set(_keys(client, f"{out}/")), _keys(client, out)
+    rows = client.get_object(Bucket=BUCKET, Key=f"{out}/scores.csv")["Body"].read().decode()
+    assert len(rows.strip().splitlines()) == 1 + 12

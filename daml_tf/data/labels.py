@@ -12,8 +12,8 @@ from typing import Dict, List, Sequence
 from absl import logging
 import numpy as np
 import scipy.io
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.data import layout
 from daml_tf.data import registry
 from daml_tf.data.layout import Video, natural_key
@@ -39,13 +39,13 @@ def find_label_file(spec, root: str, override: str = "") -> str:
   """
   if override:
     layout.ensure_filesystem(override)
-    if not tf.io.gfile.exists(override):
+    if not fileio.exists(override):
       raise DataError(f"Label file {override!r} (--label_file) does not exist.")
     return override
   candidates = [os.path.join(root, spec.label_file),
                 os.path.join(PACKAGED_LABELS_DIR, spec.label_file)]
   for path in candidates:
-    if tf.io.gfile.exists(path):
+    if fileio.exists(path):
       return path
   raise DataError(
       f"No label file for dataset {spec.name!r}: looked for {' and '.join(candidates)}. "
@@ -55,7 +55,7 @@ def find_label_file(spec, root: str, override: str = "") -> str:
 
 
 def _read_bytes(path: str) -> io.BytesIO:
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with fileio.GFile(path, "rb") as f:
     return io.BytesIO(f.read())
 
 
@@ -132,11 +132,11 @@ def _per_video_mat(path: str, videos: Sequence[Video]) -> List[np.ndarray]:
 
 
 def _numpy(path: str, videos: Sequence[Video]) -> List[np.ndarray]:
-  if tf.io.gfile.isdir(path):
+  if fileio.isdir(path):
     result = []
     for video in videos:
       file = os.path.join(path, video.name + ".npy")
-      if not tf.io.gfile.exists(file):
+      if not fileio.exists(file):
         raise DataError(f"Label folder {path!r} has no {video.name}.npy for test video "
                         f"{video.name}.")
       result.append(_as_frame_labels(file, video, np.load(_read_bytes(file))))

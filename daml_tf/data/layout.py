@@ -4,7 +4,7 @@
     <root>/testing/frames/<video>/<frame>.<jpg|png|tif|...>
 
 Videos and frames are taken in natural order ("2" < "10"), which is the order frame labels use.
-Listing goes through tf.io.gfile so that roots on remote filesystems work the same way.
+Listing goes through daml_tf.fileio so that roots on remote filesystems work the same way.
 """
 
 import dataclasses
@@ -15,8 +15,8 @@ import sys
 from typing import List, Sequence, Tuple
 
 from absl import logging
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.data import registry
 from daml_tf.errors import DataError
 
@@ -56,54 +56,21 @@ def natural_key(name: str) -> Tuple:
   return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (name,)
 
 
-# URL schemes of the paths this process was given (see exit_process).
-_SCHEMES_USED = set()
-
-
 def ensure_filesystem(path: str) -> None:
-  """Makes `path`'s filesystem usable by tf.io.gfile, tf.io.read_file and TFRecord I/O.
-
-  TensorFlow's pip build serves local paths and gs:// itself; s3://, hdfs://, az:// and others
-  come from tensorflow_io's plugin, registered when that package is imported. Importing it
-  only for such paths keeps its start-up cost off local runs.
-
-  Args:
-    path: a local path or URL.
-
-  Raises:
-    DataError: the scheme is served by no installed filesystem.
-  """
-  scheme, separator, _ = path.partition("://")
-  if not separator:
-    return
-  _SCHEMES_USED.add(scheme)
-  if scheme in tf.io.gfile.get_registered_schemes():
-    return
-  try:
-    import tensorflow_io  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as error:
-    raise DataError(f"{path!r}: the {scheme}:// filesystem needs the tensorflow-io package "
-                    f"({error}).") from None
-  if scheme not in tf.io.gfile.get_registered_schemes():
-    raise DataError(f"{path!r}: no installed filesystem serves {scheme}:// (known: "
-                    f"{', '.join(s for s in tf.io.gfile.get_registered_schemes() if s)}).")
+  """Raises DataError unless an installed filesystem serves `path` (see daml_tf.fileio)."""
+  fileio.ensure_filesystem(path)
 
 
 def exit_process(status: int, skip_teardown: bool = False) -> None:
-  """Ends an entry point with `status`, skipping C++ teardown once S3 was used.
-
-  tensorflow-io 0.37.1's S3 filesystem aborts the interpreter's exit after any S3 access
-  ("pure virtual method called", status 134, in AWS SDK destructors: tensorflow/io#1912, #2039)
-  even when all the work succeeded. Leaving with os._exit skips those destructors; files are
-  already closed, and the logs are flushed here.
+  """Ends an entry point with `status`; with skip_teardown, without C++ teardown.
 
   Args:
     status: the exit status.
-    skip_teardown: leave with os._exit even without S3 (a multi-worker process: tearing down
-      its collective runtime waits for peers that may already be gone, up to the coordination
-      service's heartbeat timeout).
+    skip_teardown: leave with os._exit (a multi-worker process: tearing down its collective
+      runtime waits for peers that may already be gone, up to the coordination service's
+      heartbeat timeout). Logs and standard streams are flushed first; files are closed.
   """
-  if skip_teardown or "s3" in _SCHEMES_USED:
+  if skip_teardown:
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -114,11 +81,11 @@ def exit_process(status: int, skip_teardown: bool = False) -> None:
 
 def _listdir(path: str) -> List[str]:
   # Some filesystems (GCS) mark directories with a trailing slash.
-  return [entry.rstrip("/") for entry in tf.io.gfile.listdir(path)]
+  return [entry.rstrip("/") for entry in fileio.listdir(path)]
 
 
 def _has_split(folder: str) -> bool:
-  return any(tf.io.gfile.isdir(os.path.join(folder, split)) for split in SPLITS)
+  return any(fileio.isdir(os.path.join(folder, split)) for split in SPLITS)
 
 
 def resolve_dataset_root(data_dir: str, spec) -> str:
@@ -140,12 +107,12 @@ def resolve_dataset_root(data_dir: str, spec) -> str:
         f"No data directory given for dataset {spec.name!r}: set --data_dir to the dataset "
         f"root (holding training/ and testing/) or to a folder holding {spec.name}/.")
   ensure_filesystem(data_dir)
-  if not tf.io.gfile.isdir(data_dir):
+  if not fileio.isdir(data_dir):
     raise DataError(f"Data directory {data_dir!r} does not exist or is not a folder.")
   if _has_split(data_dir):
     return data_dir
   nested = os.path.join(data_dir, spec.name)
-  if tf.io.gfile.isdir(nested) and _has_split(nested):
+  if fileio.isdir(nested) and _has_split(nested):
     return nested
   raise DataError(
       f"Data directory {data_dir!r} is not a {spec.name!r} dataset root: neither it nor "
@@ -171,10 +138,10 @@ def list_videos(root: str, split: str, spec) -> List[Video]:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
   split_dir = os.path.join(root, split, FRAMES_DIR)
-  if not tf.io.gfile.isdir(split_dir):
+  if not fileio.isdir(split_dir):
     raise DataError(f"Missing folder {split_dir!r} (expected {split}/{FRAMES_DIR}/<video>/).")
   names = sorted((n for n in _listdir(split_dir)
-                  if tf.io.gfile.isdir(os.path.join(split_dir, n))), key=natural_key)
+                  if fileio.isdir(os.path.join(split_dir, n))), key=natural_key)
   if not names:
     raise DataError(f"Folder {split_dir!r} holds no video folders.")
   extensions = tuple(e.lower() for e in spec.frame_extensions)

@@ -20,7 +20,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.data import registry
+from daml_tf.data import tiff
 from daml_tf.data.layout import Video, check_clip_length, ensure_filesystem
 from daml_tf.errors import DataError
 
@@ -36,10 +38,10 @@ _TF_ALIGNMENT = 64
 
 
 def _decode_tiff(contents: tf.Tensor) -> tf.Tensor:
-  # Deferred: tensorflow_io loads native ops that only the UCSD TIFF releases need.
-  import tensorflow_io as tfio  # pylint: disable=g-import-not-at-top
-  # decode_tiff always returns RGBA uint8.
-  return tf.image.convert_image_dtype(tfio.experimental.image.decode_tiff(contents), tf.float32)
+  # TensorFlow has no TIFF decoder; Pillow decodes on the host (tf.data runs it in parallel).
+  image = tf.numpy_function(tiff.to_rgba, [contents], tf.uint8, stateful=False)
+  image.set_shape([None, None, 4])
+  return tf.image.convert_image_dtype(image, tf.float32)
 
 
 def _decode_other(contents: tf.Tensor) -> tf.Tensor:
@@ -87,8 +89,8 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def _decode(path: tf.Tensor, image_size: Tuple[int, int], channels: int,
-            allow_tiff: bool = True) -> tf.Tensor:
-  contents = tf.io.read_file(path)
+            allow_tiff: bool = True, native: bool = True) -> tf.Tensor:
+  contents = fileio.read_file_op(path, native)
   if allow_tiff:
     is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
     image = tf.cond(is_tiff, lambda: _decode_tiff(contents), lambda: _decode_other(contents))
@@ -103,7 +105,7 @@ def _decode(path: tf.Tensor, image_size: Tuple[int, int], channels: int,
 def decode_frame(path: tf.Tensor, image_size: Tuple[int, int], channels: int) -> tf.Tensor:
   """Reads and decodes one frame; works eagerly and inside tf.data / tf.function.
 
-  The format is chosen in-graph: TIFF by the file extension (tensorflow_io's decode_tiff), JPEG
+  The format is chosen in-graph: TIFF by the file extension (Pillow, on the host), JPEG
   by its signature (tf.io.decode_jpeg with the accurate IDCT, as PIL and OpenCV decode), the
   rest (PNG, BMP, GIF) by tf.io.decode_image. Every 8-bit image is scaled to [0, 1] the same
   way (tf.image.convert_image_dtype), 16-bit PNGs by their own maximum. Alpha channels are
@@ -117,7 +119,11 @@ def decode_frame(path: tf.Tensor, image_size: Tuple[int, int], channels: int) ->
   Returns:
     float32 [height, width, channels] in [0, 1].
   """
-  return _decode(path, tuple(image_size), channels, allow_tiff=True)
+  native = True
+  if isinstance(path, (str, bytes)) or tf.executing_eagerly():
+    name = path if isinstance(path, (str, bytes)) else path.numpy()
+    native = fileio.is_tf_native(name.decode() if isinstance(name, bytes) else name)
+  return _decode(path, tuple(image_size), channels, allow_tiff=True, native=native)
 
 
 def _needs_tiff(paths: Sequence[str]) -> bool:
@@ -125,10 +131,12 @@ def _needs_tiff(paths: Sequence[str]) -> bool:
 
 
 def _decoder(paths: Sequence[str], image_size, channels):
-  # Leaves the TIFF branch (and tensorflow_io) out of the graph when no path needs it.
+  # Leaves the TIFF branch (a host call) out of the graph when no path needs it.
   allow_tiff = _needs_tiff(paths)
+  # TensorFlow's own reader where it serves every path, so local runs keep it in their graphs.
+  native = all(fileio.is_tf_native(p) for p in paths)
   image_size = tuple(image_size)
-  return lambda path: _decode(path, image_size, channels, allow_tiff)
+  return lambda path: _decode(path, image_size, channels, allow_tiff, native)
 
 
 def _locate_decode_error(paths: Sequence[str], start: int, image_size, channels,
@@ -295,8 +303,8 @@ def load_or_compute_background(path: str, videos: Sequence[Video],
   """
   ensure_filesystem(path)
   shape = (image_size[0], image_size[1], channels)
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path, "rb") as f:
+  if fileio.exists(path):
+    with fileio.GFile(path, "rb") as f:
       background = np.load(io.BytesIO(f.read()))
     if background.shape == shape:
       logging.info("Background read from %s.", path)
@@ -308,10 +316,10 @@ def load_or_compute_background(path: str, videos: Sequence[Video],
   background = compute_background(paths, image_size, channels)
   logging.info("Background of %d frames computed in %.1f s; writing %s.", len(paths),
                time.time() - start, path)
-  tf.io.gfile.makedirs(os.path.dirname(path))
+  fileio.makedirs(os.path.dirname(path))
   buffer = io.BytesIO()
   np.save(buffer, background)
-  with tf.io.gfile.GFile(path, "wb") as f:
+  with fileio.GFile(path, "wb") as f:
     f.write(buffer.getvalue())
   return background
 

@@ -13,7 +13,7 @@ LABELS_UCSD_INTERVALS = "ucsd_intervals"  # .mat, key `gt`: 1xN cell of 2xK 1-ba
 LABELS_PER_VIDEO_MAT = "per_video_mat"  # .mat, one 1xN 0/1 array per video, keyed 01..NN.
 LABELS_NUMPY = "numpy"  # .npz keyed by video name, or a folder of <video>.npy.
 
-# Image files a frames folder may hold (any case). TIFF needs tensorflow-io to decode.
+# Image files a frames folder may hold (any case). TIFF is decoded by Pillow.
 TIFF_EXTENSIONS = (".tif", ".tiff")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png") + TIFF_EXTENSIONS + (".bmp",)
 

@@ -7,8 +7,8 @@ decodes every training frame once (resized to the model resolution, converted to
 and writes them as uint8 TFRecord shards, the background (background.npy) and an index
 (index.json), so that training with --tfrecord_dir=<output_dir> needs nothing else. The records
 hold frames, not clips, so one conversion serves every --time_steps/--interval/--delta. See
-daml_tf.data.tfrecord for the format. Remote directories (s3:// through tensorflow-io, gs://,
-hdfs://) work for both --data_dir and --output_dir.
+daml_tf.data.tfrecord for the format. Remote directories (gs://, and s3:// or any other fsspec
+scheme) work for both --data_dir and --output_dir.
 
 Library code calls `tfrecord.convert`; the entry point is `main` after `define_flags`.
 """

@@ -22,6 +22,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
@@ -75,6 +76,27 @@ class Backend(Protocol):
     """
 
 
+class GraphBackend(Protocol):
+  """A Backend whose networks TensorFlow can trace into a larger graph (optional).
+
+  The detector then runs a frame's encoder, motion model and score as one compiled call
+  (graph_step), instead of three: at batch 1 the Python around each call costs about as much
+  as the networks themselves.
+  """
+
+  def graph_encode(self, frames: tf.Tensor) -> tf.Tensor:
+    """`encode_batch` as traceable TensorFlow ops: [N, H, W, C] frames -> [N, h, w, c] codes."""
+
+  def graph_predict(self, past: tf.Tensor) -> tf.Tensor:
+    """`predict` as traceable TensorFlow ops: [B, k, h, w, c] -> [B, h, w, c]."""
+
+
+def traceable(backend) -> bool:
+  """Whether `backend` offers graph_encode and graph_predict (a GraphBackend)."""
+  return callable(getattr(backend, "graph_encode", None)) and callable(
+      getattr(backend, "graph_predict", None))
+
+
 class KerasBackend:
   """A DAML model: one preprocess+encode tf.function per (channels, dtype) of the frames.
 
@@ -104,14 +126,19 @@ class KerasBackend:
     if key not in self._encoders:
       model = self._model
 
-      @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], dtype)])
-      def encode(frames):
-        # The serving export's preprocessing, which is pipeline._decode's.
-        image = serving.preprocess_frames(frames, model.image_size, model.channels)
-        return model.code_of(model.encode(image - model.background, training=False))
-
-      self._encoders[key] = encode
+      self._encoders[key] = tf.function(
+          self.graph_encode,
+          input_signature=[tf.TensorSpec([None, None, None, channels], dtype)])
     return self._encoders[key]
+
+  def graph_encode(self, frames: tf.Tensor) -> tf.Tensor:
+    model = self._model
+    # The serving export's preprocessing, which is pipeline._decode's.
+    image = serving.preprocess_frames(frames, model.image_size, model.channels)
+    return model.code_of(model.encode(image - model.background, training=False))
+
+  def graph_predict(self, past: tf.Tensor) -> tf.Tensor:
+    return self._model.motion(past, training=False)
 
   def encode(self, frame: np.ndarray) -> np.ndarray:
     return self.encode_batch(frame[np.newaxis])
@@ -155,6 +182,16 @@ class SavedModelBackend:
 
   def predict(self, past: np.ndarray) -> np.ndarray:
     return self._predict(past_latents=tf.constant(past))["predicted_latent"].numpy()
+
+  def graph_encode(self, frames: tf.Tensor) -> tf.Tensor:
+    if frames.dtype != tf.uint8:
+      raise ValueError(f"The SavedModel's encode signature takes uint8 frames, got "
+                       f"{frames.dtype.name}; use the training run or the LiteRT export for "
+                       "others.")
+    return self._encode(frames=frames)["latent"]
+
+  def graph_predict(self, past: tf.Tensor) -> tf.Tensor:
+    return self._predict(past_latents=past)["predicted_latent"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +333,7 @@ def find_runtime(path: str) -> Optional[Runtime]:
 
 def _resolve_version(model_dir: str) -> str:
   """model_dir if a runtime recognises it, else its highest numbered version one recognises."""
-  if find_runtime(model_dir) or not tf.io.gfile.isdir(model_dir):
+  if find_runtime(model_dir) or not fileio.isdir(model_dir):
     return model_dir
   for version in serving.version_numbers(model_dir):
     path = serving.version_dir(model_dir, version)

@@ -20,8 +20,8 @@ from urllib import parse
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import errors
 from daml_tf import report
 from daml_tf import video_io
@@ -260,7 +260,7 @@ def write_detection_csv(path: str, rows: Sequence[Tuple[int, float, FrameResult]
   writer.writerow(CSV_COLUMNS)
   for row in rows:
     writer.writerow(_csv_row(*row))
-  with tf.io.gfile.GFile(path, "w") as f:
+  with fileio.GFile(path, "w") as f:
     f.write(buffer.getvalue())
 
 
@@ -270,7 +270,7 @@ class ScoresCsvWriter:
 
   def __init__(self, path: str):
     self.path = path
-    self._file = tf.io.gfile.GFile(path, "w")
+    self._file = fileio.GFile(path, "w")
     self._buffer = io.StringIO()
     self._writer = csv.writer(self._buffer, lineterminator="\n")
     self._emit(CSV_COLUMNS)
@@ -570,11 +570,11 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
   if len(cfg.inputs) != 1:
     raise errors.ConfigError(f"run_detection runs one input, got {len(cfg.inputs)}: "
                              "multicamera.run_multi_detection runs several.")
-  if not sources.is_live(cfg.input_path) and not tf.io.gfile.exists(cfg.input_path):
+  if not sources.is_live(cfg.input_path) and not fileio.exists(cfg.input_path):
     raise FileNotFoundError(
         f"Input {cfg.input_path!r} does not exist: give a video file, a folder of frames, a "
         "stream URL (rtsp://, http://, udp://, ...) or a camera device.")
-  if not tf.io.gfile.isdir(cfg.model_dir):
+  if not fileio.isdir(cfg.model_dir):
     raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
   detector = StreamingDetector.from_model_dir(cfg.model_dir, cfg.threshold,
                                               cfg.smoothing_window, cfg.litert_precision,
@@ -582,7 +582,7 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
   if detector.threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "
                     "alarms.", cfg.model_dir)
-  tf.io.gfile.makedirs(cfg.output_dir)
+  fileio.makedirs(cfg.output_dir)
   camera = cfg.cameras[0]
   sinks = [] if cfg.mqtt is None else [mqtt_lib.MqttSink(cfg.mqtt)]
   try:

@@ -15,8 +15,8 @@ import datetime
 import json
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.inference import localize
 from daml_tf.inference.streaming import FrameResult
 
@@ -59,7 +59,7 @@ class JsonlSink:
 
   def __init__(self, path: str):
     self.path = path
-    self._file = tf.io.gfile.GFile(path, "w")
+    self._file = fileio.GFile(path, "w")
     # GFile creates the file on its first write.
     self._file.write("")
     self._file.flush()

@@ -110,7 +110,7 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
   if not serving.is_saved_model_dir(saved_model_dir):
     raise FileNotFoundError(f"No SavedModel in {saved_model_dir!r} (no saved_model.pb).")
   export_metadata = serving.read_metadata(saved_model_dir)
-  if tf.io.gfile.exists(output_dir):
+  if fileio.exists(output_dir):
     raise errors.ExportError(f"{output_dir} already exists: refusing to overwrite it.")
   loaded = tf.saved_model.load(saved_model_dir)
   models = {"encoder": (loaded.encode_float, "latent", litert.ENCODER_FILES),
@@ -118,7 +118,7 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
   written = {}
 
   def write(directory):
-    tf.io.gfile.makedirs(directory)
+    fileio.makedirs(directory)
     for name, (function, output_key, files) in models.items():
       frozen = _freeze(function, output_key)
       for precision, file_name in files.items():
@@ -129,16 +129,16 @@ def convert(saved_model_dir: str, output_dir: str) -> Dict[str, str]:
           # The converter raises several unrelated types; the message is what matters.
           raise errors.ExportError(f"Converting the {name} ({precision}) failed: "
                                     f"{_first_line(str(error))}") from error
-        with tf.io.gfile.GFile(os.path.join(directory, file_name), "wb") as f:
+        with fileio.GFile(os.path.join(directory, file_name), "wb") as f:
           f.write(flatbuffer)
         written[file_name] = os.path.join(output_dir, file_name)
         logging.info("%s: %.1f KB in %.1f s", file_name, len(flatbuffer) / 1024,
                      time.perf_counter() - start)
     buffer = io.BytesIO()
     np.save(buffer, loaded.background.numpy())
-    with tf.io.gfile.GFile(os.path.join(directory, litert.BACKGROUND_FILE), "wb") as f:
+    with fileio.GFile(os.path.join(directory, litert.BACKGROUND_FILE), "wb") as f:
       f.write(buffer.getvalue())
-    with tf.io.gfile.GFile(os.path.join(directory, litert.METADATA_FILE), "w") as f:
+    with fileio.GFile(os.path.join(directory, litert.METADATA_FILE), "w") as f:
       json.dump(_litert_metadata(export_metadata, saved_model_dir), f, indent=2, sort_keys=True)
     for file_name in (litert.BACKGROUND_FILE, litert.METADATA_FILE):
       written[file_name] = os.path.join(output_dir, file_name)

@@ -34,8 +34,8 @@ import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
-import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import errors
 from daml_tf.inference import detection
 from daml_tf.inference import events as events_lib
@@ -176,7 +176,7 @@ class CameraRecorder(detection.FrameRecorder):
                plot_window: int = detection.DEFAULT_PLOT_WINDOW,
                annotate_fps: Optional[float] = None,
                sinks: Sequence[events_lib.EventSink] = ()):
-    tf.io.gfile.makedirs(output_dir)
+    fileio.makedirs(output_dir)
     writer = video_path = None
     if annotate_fps is not None:
       writer, video_path = detection.annotated_writer(output_dir, annotate_fps)
@@ -345,11 +345,11 @@ def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
 def _check_inputs(cfg: detection.DetectConfig) -> None:
   """FileNotFoundError for a missing file or folder input, or a missing model directory."""
   for path in cfg.inputs:
-    if not sources_lib.is_live(path) and not tf.io.gfile.exists(path):
+    if not sources_lib.is_live(path) and not fileio.exists(path):
       raise FileNotFoundError(
           f"Input {path!r} does not exist: give a video file, a folder of frames, a stream URL "
           "(rtsp://, http://, udp://, ...) or a camera device.")
-  if not tf.io.gfile.isdir(cfg.model_dir):
+  if not fileio.isdir(cfg.model_dir):
     raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
 
 

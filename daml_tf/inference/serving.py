@@ -185,9 +185,9 @@ def make_metadata(model: DAML, data_cfg=None,
 
 def version_numbers(export_dir: str) -> List[int]:
   """The numeric versions under export_dir, highest first (TF Serving serves the first)."""
-  if not tf.io.gfile.isdir(export_dir):
+  if not fileio.isdir(export_dir):
     return []
-  return sorted((int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir)
+  return sorted((int(name.rstrip("/")) for name in fileio.listdir(export_dir)
                  if re.fullmatch(r"\d+", name.rstrip("/"))), reverse=True)
 
 
@@ -205,7 +205,7 @@ def check_version_free(export_dir: str, version: int) -> str:
   if version < 1:
     raise errors.ExportError(f"--version must be >= 1, got {version}.")
   path = version_dir(export_dir, version)
-  if tf.io.gfile.exists(path):
+  if fileio.exists(path):
     raise errors.ExportError(
         f"{path} already exists: refusing to overwrite version {version}. Pass another "
         f"--version (the next free one is {next_version(export_dir)}) or remove it.")
@@ -249,17 +249,17 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
 
 
 def is_saved_model_dir(path: str) -> bool:
-  return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+  return fileio.exists(os.path.join(path, "saved_model.pb"))
 
 
 def read_metadata(saved_model_dir: str) -> Dict[str, Any]:
   """daml_export.json of a version directory; FileNotFoundError if it has none."""
   path = os.path.join(saved_model_dir, "assets", METADATA_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(
         f"{saved_model_dir!r} is not a DAML serving export (no assets/{METADATA_FILE}); "
         "export one with python -m daml_tf.export.")
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.GFile(path) as f:
     return json.load(f)
 
 

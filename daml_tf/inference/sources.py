@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf import errors
 from daml_tf import video_io
 
@@ -223,7 +224,7 @@ class Source:
 
 def _open_file(path: str, options: SourceOptions, stop: threading.Event) -> Source:
   del stop  # A file is read to its end; the consumer checks stop between frames.
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(
         f"Input {path!r} does not exist: give a video file "
         f"({', '.join(video_io.VIDEO_EXTENSIONS)}), a folder of frames, a stream URL (rtsp://, "

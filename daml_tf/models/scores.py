@@ -185,6 +185,13 @@ def check_runtime(name: str, has_decoder: bool) -> Score:
   return score
 
 
+def graph_score_and_map(name: str, predicted: tf.Tensor,
+                        observed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(scores [B], error maps [B, h, w]) of predicted and observed codes, as graph ops (inside
+  the streaming detector's one call per frame, or host_scorer's)."""
+  return (compute(name, ScoreInputs(predicted, observed)), latent_error_map(predicted, observed))
+
+
 def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
   """The latent score `name` and the error map for host arrays (the streaming runtimes).
 
@@ -197,8 +204,7 @@ def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarra
 
   @tf.function(reduce_retracing=True)
   def score_and_map(predicted, observed):
-    return (compute(name, ScoreInputs(predicted, observed)),
-            latent_error_map(predicted, observed))
+    return graph_score_and_map(name, predicted, observed)
 
   def scorer(predicted_latent, observed_latent):
     values, error_maps = score_and_map(predicted_latent, observed_latent)

@@ -12,10 +12,10 @@ and then verifies video and frame counts against the dataset's expected counts a
 video's frame count against its labels. What each release looks like and how it is converted:
 
   ped1, ped2    <source>[/UCSDpedN]/Train/Train001/001.tif, Test/Test001/..., Test/UCSDpedN.m.
-                TIFFs are decoded with tensorflow-io (the decoder the pipeline would use on them)
-                and written as lossless PNG: identical pixels, fewer bytes (the UCSD TIFFs are
+                TIFFs are decoded with Pillow (the decoder the pipeline would use on them) and
+                written as lossless PNG: identical pixels, fewer bytes (the UCSD TIFFs are
                 uncompressed), and read by TensorFlow's core decoder, so training needs no
-                tensorflow-io ops and none of their per-file overhead. Train001 -> 01.
+                host-side decoding and none of its per-file overhead. Train001 -> 01.
                 The `gt{i} = [a:b, c:d];` lines of UCSDpedN.m become the `gt` cell of the .mat.
                 `*_gt` folders (pixel masks) and non-TIFF files are ignored.
   avenue        <source>[/Avenue Dataset]/training_videos/01.avi, testing_videos/01.avi,

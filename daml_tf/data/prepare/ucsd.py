@@ -9,21 +9,20 @@ from PIL import Image
 import scipy.io
 
 from daml_tf.data import registry
+from daml_tf.data import tiff
 from daml_tf.data.prepare import common
 from daml_tf.errors import DataError
 
 
 def _decode_tiff(path: str) -> np.ndarray:
   """uint8 [H, W] (gray TIFF) or [H, W, 3], decoded as the pipeline decodes TIFFs."""
-  # Deferred: tensorflow_io's native ops are only needed for the UCSD releases.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_io as tfio  # pylint: disable=g-import-not-at-top
   try:
-    rgba = tfio.experimental.image.decode_tiff(tf.io.read_file(path)).numpy()
-  except (tf.errors.OpError, ValueError) as e:
-    reason = getattr(e, "message", str(e)).strip().splitlines()[0]
+    with open(path, "rb") as f:
+      rgba = tiff.to_rgba(f.read())
+  except (OSError, ValueError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DataError(f"Cannot decode TIFF frame {path!r}: {reason}") from e
-  # decode_tiff always returns RGBA; the UCSD frames are gray, replicated in R, G and B.
+  # RGBA; the UCSD frames are gray, replicated in R, G and B.
   rgb = rgba[..., :3]
   if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
     return rgb[..., 0]

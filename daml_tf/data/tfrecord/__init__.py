@@ -20,7 +20,7 @@ among workers by file.
 Frames are the frames pipeline's (decoded, converted to the model's channels, resized
 bilinearly) rounded to 8 bits: a frame already at model resolution (and channels) comes back
 bit for bit, a resized one within half a gray level. Every file operation goes through
-tf.io.gfile, so the directory may be on s3:// (with tensorflow-io), gs:// or hdfs://.
+daml_tf.fileio, so the directory may be on s3:// (fsspec), gs:// or any fsspec scheme.
 """
 
 from daml_tf.data.tfrecord.format import BACKGROUND_FILE

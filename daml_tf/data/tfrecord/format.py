@@ -21,14 +21,14 @@ def shard_name(shard: int, num_shards: int) -> str:
 
 
 def read_bytes(path: str) -> bytes:
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with fileio.GFile(path, "rb") as f:
     return f.read()
 
 
 def listdir(path: str) -> List[str]:
   try:
     # Some filesystems (GCS) mark directories with a trailing slash.
-    return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
+    return [name.rstrip("/") for name in fileio.listdir(path)]
   except tf.errors.NotFoundError:
     # An object store has no empty directories: makedirs may leave nothing to list.
     return []
@@ -36,7 +36,7 @@ def listdir(path: str) -> List[str]:
 
 def remove_quietly(path: str) -> None:
   try:
-    tf.io.gfile.remove(path)
+    fileio.remove(path)
   except tf.errors.NotFoundError:
     pass
 

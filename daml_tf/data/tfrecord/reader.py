@@ -5,12 +5,14 @@ import collections
 import io
 import json
 import os
-from typing import Dict, Optional, Tuple
+import struct
+from typing import Dict, Iterator, Optional, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from daml_tf import fileio
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.errors import DataError
@@ -41,7 +43,7 @@ def load_index(tfrecord_dir: str) -> Dict:
   """
   layout.ensure_filesystem(tfrecord_dir)
   path = os.path.join(tfrecord_dir, tfr_format.INDEX_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise DataError(
         f"No TFRecord index {path!r} (--tfrecord_dir): write the TFRecords first with python -m "
         f"daml_tf.data.to_tfrecord --dataset=... --data_dir=... --output_dir={tfrecord_dir}")
@@ -82,7 +84,7 @@ def load_background(tfrecord_dir: str) -> np.ndarray:
   """
   index = load_index(tfrecord_dir)
   path = os.path.join(tfrecord_dir, index.get("background", tfr_format.BACKGROUND_FILE))
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise DataError(f"TFRecord background {path!r} is missing: rewrite the TFRecords with "
                     "daml_tf.data.to_tfrecord --overwrite.")
   background = np.load(io.BytesIO(tfr_format.read_bytes(path)))
@@ -93,8 +95,35 @@ def load_background(tfrecord_dir: str) -> np.ndarray:
   return background.astype(np.float32)
 
 
+def _host_records(path: bytes) -> Iterator[bytes]:
+  """The records of a TFRecord file TensorFlow cannot open (s3://, ...), read through fsspec.
+
+  The framing is TFRecord's (little-endian uint64 length, its masked CRC-32C, the data, the
+  data's masked CRC-32C); the checksums are not verified here, the object store's own
+  integrity checks cover the transfer.
+  """
+  path = path.decode() if isinstance(path, bytes) else path
+  with fileio.GFile(path, "rb") as f:
+    while True:
+      header = f.read(12)
+      if not header:
+        return
+      length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else -1
+      data = f.read(length) if length >= 0 else b""
+      if length < 0 or len(data) != length or len(f.read(4)) != 4:
+        raise DataError(f"TFRecord shard {path!r} is truncated.")
+      yield data
+
+
+def _records(path: tf.Tensor, native: bool) -> tf.data.Dataset:
+  if native:
+    return tf.data.TFRecordDataset(path)
+  return tf.data.Dataset.from_generator(_host_records, args=(path,),
+                                        output_signature=tf.TensorSpec([], tf.string))
+
+
 def _blocks_of_file(path: tf.Tensor, frame_shape: Tuple[int, int, int], span: int,
-                    offsets: np.ndarray) -> tf.data.Dataset:
+                    offsets: np.ndarray, native: bool = True) -> tf.data.Dataset:
   """(frames, clip rows) blocks of one shard file: every clip exactly once, in order.
 
   A block is a record's frames preceded by the frames of the record before it (same video,
@@ -121,7 +150,7 @@ def _blocks_of_file(path: tf.Tensor, frame_shape: Tuple[int, int, int], span: in
 
   initial = (tf.constant(-1, tf.int64), tf.constant(-1, tf.int64),
              tf.zeros((0,) + frame_shape, tf.uint8))
-  return (tf.data.TFRecordDataset(path)
+  return (_records(path, native)
           .map(parse)
           .scan(initial, carry)
           .filter(lambda block, rows: tf.shape(rows)[0] > 0))
@@ -175,7 +204,7 @@ def training_dataset(tfrecord_dir: str, background: np.ndarray, data_cfg,
   mine = shards[pipeline_id::pipelines]
   files = [os.path.join(tfrecord_dir, s["file"]) for s in mine]
   for path in files:
-    if not tf.io.gfile.exists(path):
+    if not fileio.exists(path):
       raise DataError(f"TFRecord shard {path!r} listed in the index is missing.")
   names = {s["file"] for s in mine}
 
@@ -189,12 +218,13 @@ def training_dataset(tfrecord_dir: str, background: np.ndarray, data_cfg,
   clip_bytes = int(np.prod(frame_shape)) * len(offsets)
   seed = data_cfg.seed
 
+  native = fileio.is_tf_native(tfrecord_dir)
   dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
   if training:
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   # Ordered everywhere: with the seeds, a training run's clip order is reproducible.
   dataset = dataset.interleave(
-      lambda path: _blocks_of_file(path, frame_shape, data_cfg.clip_span, offsets),
+      lambda path: _blocks_of_file(path, frame_shape, data_cfg.clip_span, offsets, native),
       cycle_length=min(len(files), _FILE_CYCLE) if training else 1,
       num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
   if data_cfg.frame_cache == "memory":

@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -67,13 +69,23 @@ def _example(video_index: int, name: str, first_frame: int, frames: np.ndarray) 
 
 
 class _ShardWriters:
-  """One TFRecordWriter per shard, on temporary names until `commit` renames them all."""
+  """One TFRecordWriter per shard, on temporary names until `commit` renames them all.
+
+  Where TensorFlow cannot write the output directory (s3://, ...), the shards are written to a
+  local temporary folder and uploaded to their final names by `commit`: an object appears whole
+  or not at all, so no temporary name is needed there.
+  """
 
   def __init__(self, output_dir: str, num_shards: int):
     self.names = [tfr_format.shard_name(i, num_shards) for i in range(num_shards)]
     self._final = [os.path.join(output_dir, n) for n in self.names]
-    suffix = f"{fileio.TMP_MARK}{uuid.uuid4().hex}"
-    self._tmp = [p + suffix for p in self._final]
+    self._local_dir = None
+    if fileio.is_tf_native(output_dir):
+      suffix = f"{fileio.TMP_MARK}{uuid.uuid4().hex}"
+      self._tmp = [p + suffix for p in self._final]
+    else:
+      self._local_dir = tempfile.mkdtemp(prefix="daml_tf-shards-")
+      self._tmp = [os.path.join(self._local_dir, n) for n in self.names]
     self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
     self.records = [0] * num_shards
 
@@ -85,12 +97,21 @@ class _ShardWriters:
     for writer in self._writers:
       writer.close()
     for tmp, final in zip(self._tmp, self._final):
-      tf.io.gfile.rename(tmp, final, overwrite=True)
+      if self._local_dir:
+        fileio.copy(tmp, final, overwrite=True)
+      else:
+        fileio.rename(tmp, final, overwrite=True)
+    self._remove_local_dir()
 
   def abort(self) -> None:
     for writer, tmp in zip(self._writers, self._tmp):
       writer.close()
       tfr_format.remove_quietly(tmp)
+    self._remove_local_dir()
+
+  def _remove_local_dir(self) -> None:
+    if self._local_dir:
+      shutil.rmtree(self._local_dir, ignore_errors=True)
 
 
 class _Chunker:
@@ -159,14 +180,14 @@ def write_tfrecords(videos: Sequence[Video], output_dir: str, dataset: str,
     raise DataError(f"--frames_per_record must be >= 1, got {frames_per_record}.")
   layout.ensure_filesystem(output_dir)
   index_path = os.path.join(output_dir, tfr_format.INDEX_FILE)
-  if tf.io.gfile.exists(index_path) and not overwrite:
+  if fileio.exists(index_path) and not overwrite:
     raise DataError(f"{output_dir!r} already holds a TFRecord conversion "
                     f"({tfr_format.INDEX_FILE}); pass "
                     "--overwrite to replace it.")
   logging.info("Converting %d training videos of %s (%s) at %dx%dx%d into %d shard(s) in %s.",
                len(videos), dataset, source or "given videos", image_size[0], image_size[1],
                channels, num_shards, output_dir)
-  tf.io.gfile.makedirs(output_dir)
+  fileio.makedirs(output_dir)
   # The index goes first: a conversion interrupted from here on is incomplete, not stale.
   stale = sorted((n for n in tfr_format.listdir(output_dir) if tfr_format.is_ours(n)),
                  key=lambda n: n != tfr_format.INDEX_FILE)
