@@ -2,6 +2,8 @@
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,3 +49,10 @@ def test_every_entry_point_has_a_binary():
 def test_target_names_are_unique():
   names = [name for _, name, _ in _build_targets()]
   assert len(names) == len(set(names))
+
+
+def test_build_is_what_the_generator_writes():
+  """BUILD is generated from the imports (tools/build_gen.py): run it after adding a module."""
+  check = subprocess.run([sys.executable, "tools/build_gen.py", "--check"], cwd=ROOT,
+                         check=False)
+  assert check.returncode == 0, "BUILD is stale: run python tools/build_gen.py"

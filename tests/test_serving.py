@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
 
 import testing
 from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
@@ -200,7 +199,9 @@ def test_mixed_precision_model_exports_float32(run, tmp_path):
                              atol=ATOL)
 
 
-def test_predict_request_matches_the_signature(run, exported):
+def test_rest_request_matches_the_signature(run, exported):
+  """The body of TF Serving's REST predict API (row format), decoded as TF Serving decodes it,
+  fits the serving signature and gives the Keras model's score."""
   _, _, model = run
   _, version_dir = exported
   loaded = tf.saved_model.load(version_dir)
@@ -208,18 +209,14 @@ def test_predict_request_matches_the_signature(run, exported):
   (input_key, spec), = signature.structured_input_signature[1].items()
   clip = camera_frames(K + 1, 3, seed=5)[np.newaxis]
 
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name = "daml"
-  request.model_spec.signature_name = "serving_default"
-  request.inputs[input_key].CopyFrom(tf.make_tensor_proto(clip))
-  request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
-
-  tensor = request.inputs[input_key]
-  assert input_key == "clip"
-  assert tensor.dtype == spec.dtype.as_datatype_enum == tf.uint8.as_datatype_enum
-  shape = [d.size for d in tensor.tensor_shape.dim]
-  assert spec.shape.is_compatible_with(shape) and shape == [1, K + 1, *CAMERA, 3]
-  score = signature(**{input_key: tf.constant(tf.make_ndarray(tensor))})["score"].numpy()
+  body = json.loads(json.dumps({"signature_name": "serving_default",
+                                "instances": clip.tolist()}))
+  assert body["signature_name"] in loaded.signatures
+  # TF Serving stacks the instances and casts them to the input's dtype.
+  tensor = tf.constant(np.asarray(body["instances"]), dtype=spec.dtype)
+  assert input_key == "clip" and spec.dtype == tf.uint8
+  assert spec.shape.is_compatible_with(tensor.shape) and tensor.shape == [1, K + 1, *CAMERA, 3]
+  score = signature(**{input_key: tensor})["score"].numpy()
   # The same clip through the serving preprocessing and the Keras model.
   frames = serving.preprocess_frames(tf.constant(clip[0]), (HEIGHT, WIDTH), 1)
   expected = model((frames - model.background)[tf.newaxis]).numpy()
