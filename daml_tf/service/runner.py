@@ -182,6 +182,9 @@ class CameraPipeline:
       self.detector.reset(self.name)
       self._smoother.reset()
       self.scene_changes += 1
+      # Its score compares the new view with the old one's codes: the frame is not scored
+      # (score, smoothed and error map None together, as annotate_frame expects).
+      result = dataclasses.replace(result, score=None, error_map=None)
     elif result.score is not None:
       smoothed = self._smoother.update(result.score)
       self.scored += 1
@@ -212,7 +215,8 @@ class CameraPipeline:
               # Today's field, kept for existing consumers of events.jsonl and MQTT.
               "event": event_type, "frame": event.get("frame_index"),
               "time": events_lib.utc_now_iso(), "start_time": event.get("start_time"),
-              "end_time": event.get("end_time"), "score": event.get("score"),
+              "end_time": event.get("end_time"), "start_frame": event.get("start_frame_index"),
+              "end_frame": event.get("end_frame_index"), "score": event.get("score"),
               "peak_score": event.get("peak_score"), "threshold": self.threshold}
     if event_type != SCENE_CHANGE:
       box = self._peak_box.get(event["id"])

@@ -1,0 +1,1 @@
+"""daml_tf: decoupled appearance and motion learning for video anomaly detection."""

@@ -1,0 +1,1 @@
+"""Frames layout, frame labels and the tf.data input pipeline."""
