@@ -81,7 +81,7 @@ KEYFRAME_INTERVAL_S = 1.0
 # Encoders in order of preference: H.264 plays everywhere (browsers, Home Assistant); MPEG-4
 # part 2 is the fallback of an FFmpeg build without libx264.
 CODECS = ("libx264", "mpeg4")
-# libx264's speed preset, chosen on scripts/clip_encoding_cost.py (PyAV 18.1 with its FFmpeg
+# libx264's speed preset, chosen on tools/clip_encoding_cost.py (PyAV 18.1 with its FFmpeg
 # 8.1.2, one encoder thread, a loaded 2-core x86-64 VM; a synthetic 10 fps camera scene with
 # sensor noise of sigma 3 / sigma 8 gray levels; CPU ms per frame including the RGB to YUV
 # conversion and the muxing, kB per frame, PSNR in dB):
