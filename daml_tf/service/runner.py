@@ -132,6 +132,7 @@ class CameraPipeline:
     self._clock = clock
     self._epoch_base: Optional[float] = None
     self._previous_small: Optional[np.ndarray] = None
+    self._brightness_offset = 0.0
     self._peak_box: Dict[str, Any] = {}
     self.frames = self.scored = self.alarm_count = self.event_count = 0
     self.gaps = self.scene_changes = 0
@@ -153,13 +154,30 @@ class CameraPipeline:
     score = masks_lib.masked_mean(result.error_map, self._weights)
     return dataclasses.replace(result, score=float(score), error_map=error_map)
 
-  def _scene_changed(self, frame: np.ndarray) -> bool:
+  def before_model(self, frame: np.ndarray) -> Tuple[np.ndarray, bool]:
+    """(the frame the model is given, whether the scene changed at it), before the model runs.
+
+    The scene-change guard compares the frame with the previous one. At a change the stream's
+    codes are dropped (as after a gap), and the step in mean brightness is measured and taken
+    off every later frame the model sees: a light switched on, or the camera's exposure, would
+    otherwise leave the whole picture far from the training frames, and alarm for as long as
+    it lasts. The offset adds up over changes, so lights going off again bring it back to
+    about 0. The frames recorded and drawn stay as the camera gave them.
+    """
     small = np.asarray(frame[::SCENE_STRIDE, ::SCENE_STRIDE])
     previous, self._previous_small = self._previous_small, small
-    if previous is None or previous.shape != small.shape:
-      return False
-    return alarms_lib.is_scene_change(previous, small, delta=self.cfg.alarm.scene_change_delta,
-                                      fraction=self.cfg.alarm.scene_change_fraction)
+    changed = (previous is not None and previous.shape == small.shape
+               and alarms_lib.is_scene_change(
+                   previous, small, delta=self.cfg.alarm.scene_change_delta,
+                   fraction=self.cfg.alarm.scene_change_fraction))
+    if changed:
+      self.detector.reset(self.name)
+      self._brightness_offset += float(np.mean(small, dtype=np.float32) -
+                                       np.mean(previous, dtype=np.float32))
+    offset = round(self._brightness_offset)
+    if offset and frame.dtype == np.uint8:
+      frame = np.clip(frame.astype(np.int16) - offset, 0, 255).astype(np.uint8)
+    return frame, changed
 
   def epoch_of(self, timestamp_s: float) -> float:
     """A frame's wall-clock time: the stream's own clock, anchored at its first frame."""
@@ -168,18 +186,16 @@ class CameraPipeline:
     return self._epoch_base + timestamp_s
 
   def handle(self, index: int, timestamp_s: float, frame: np.ndarray,
-             result: FrameResult) -> None:
-    """Takes the detector's result of the camera's next frame."""
+             result: FrameResult, scene_changed: bool = False) -> None:
+    """Takes the detector's result of the camera's next frame (before_model's verdict on it)."""
     self.frames += 1
     self.last_frame_wall = time.monotonic()
     self.set_online(True)
     epoch = self.epoch_of(timestamp_s)
     result = self._masked(result)
-    scene_changed = self._scene_changed(frame)
     smoothed = None
     if scene_changed:
-      # As after a gap: the codes before the change predict nothing of the view after it.
-      self.detector.reset(self.name)
+      # As after a gap (before_model dropped the codes): they predict nothing of the new view.
       self._smoother.reset()
       self.scene_changes += 1
       # Its score compares the new view with the old one's codes: the frame is not scored
@@ -369,6 +385,8 @@ class Service:
     self.retention = retention_lib.Retention(
         cfg.record.output_dir, cfg.record.retain_days, cfg.record.max_disk_bytes)
     self.steps = 0
+    self.started = time.perf_counter()
+    self.elapsed = 0.0
 
   def open(self) -> None:
     """Opens every model, then MQTT, then every input (a stream's frames would otherwise
@@ -451,10 +469,13 @@ class Service:
           batch[name] = item
       if not batch:
         continue
-      results = group.detector.step({name: item[2] for name, item in batch.items()})
+      prepared = {name: self.cameras[name].pipeline.before_model(item[2])
+                  for name, item in batch.items()}
+      results = group.detector.step({name: model_frame
+                                     for name, (model_frame, _) in prepared.items()})
       for name, (index, timestamp, frame) in batch.items():
         camera = self.cameras[name]
-        camera.pipeline.handle(index, timestamp, frame, results[name])
+        camera.pipeline.handle(index, timestamp, frame, results[name], prepared[name][1])
         if self.options.max_frames and camera.pipeline.frames >= self.options.max_frames:
           camera.stop_reason = detection.STOP_MAX_FRAMES
       done += len(batch)
@@ -487,6 +508,7 @@ class Service:
     """Runs until every camera stopped or `stop` is set; {camera: stop reason}."""
     for camera in self.cameras.values():
       camera.reader.start()
+    self.started = time.perf_counter()
     last_sweep = -float("inf")
     window_start, window_frames = time.perf_counter(), 0
     while any(not c.stop_reason for c in self.cameras.values()):
@@ -511,6 +533,7 @@ class Service:
       for camera in self.cameras.values():
         if camera.stop_reason:
           camera.reader.stop()
+    self.elapsed = time.perf_counter() - self.started
     return {name: c.stop_reason for name, c in self.cameras.items()}
 
   def close(self) -> None:
@@ -521,6 +544,10 @@ class Service:
       camera.pipeline.close()
     if self.mqtt is not None:
       self.mqtt.close()
+    total = sum(c.pipeline.frames for c in self.cameras.values())
+    logging.info("cameras=%d frames=%d total_fps=%.1f (%.1f per camera) in %.1f s",
+                 len(self.cameras), total, total / max(self.elapsed, 1e-9),
+                 total / max(self.elapsed, 1e-9) / max(len(self.cameras), 1), self.elapsed)
     for name, camera in self.cameras.items():
       p = camera.pipeline
       logging.info("camera %s: frames=%d scored=%d alarms=%d events=%d scene_changes=%d "
