@@ -531,8 +531,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("warmup", 5, "Untimed runs before the timed ones.", lower_bound=0,
                          flag_values=flag_values)
   if "threads" not in flag_values:
-    flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads (inter-op: 1).",
+    flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads.",
                          lower_bound=1, flag_values=flag_values)
+  if "inter_op_threads" not in flag_values:
+    flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads; 0: TensorFlow's "
+                         "default, as detect and serve run (a frame's encoder and motion model, "
+                         "one compiled call, then run side by side); 1: one op at a time.",
+                         lower_bound=0, flag_values=flag_values)
   if "runtimes" not in flag_values:
     names = list(runtime_variants())
     flags.DEFINE_list("runtimes", names, f"Runtimes timed at batch 1 through the streaming "
@@ -564,7 +569,7 @@ def main(argv):
   flag_values = flags.FLAGS
   # Thread pools are fixed when the TF runtime starts, so this must precede every op.
   tf.config.threading.set_intra_op_parallelism_threads(flag_values.threads)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(flag_values.inter_op_threads)
   cfg = cli.exit_on_expected_errors(cli_flags.config_from_flags, flag_values)
   batch_sizes = [int(b) for b in flag_values.bench_batch_sizes]
   result = run_benchmark(cfg, flag_values.runs, flag_values.warmup, batch_sizes)

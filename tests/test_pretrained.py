@@ -64,3 +64,38 @@ def test_shipped_model_reproduces_recorded_scores():
     frame_indices, scores = scorer.score(frames)
     assert frame_indices[0] == reference["first_scored_frame"]
     np.testing.assert_allclose(scores, recorded, rtol=1e-4, atol=1e-7)
+
+
+def test_shipped_model_scores_alike_in_every_runtime():
+  """Without the dataset: the run, its SavedModel and its LiteRT export, as shipped, stream the
+  same camera-sized frames to the same scores."""
+  from daml_tf.inference import streaming  # pylint: disable=g-import-not-at-top
+  import testing  # pylint: disable=g-import-not-at-top
+  frames = testing.camera_frames(24, channels=3, size=(240, 360), seed=3)
+  scores = {}
+  for path in (PRETRAINED, PRETRAINED / "export" / "1", PRETRAINED / "export" / "litert" / "1"):
+    detector = streaming.StreamingDetector.from_model_dir(str(path))
+    scores[path.name] = [detector.process(frame).score for frame in frames]
+  reference = scores[PRETRAINED.name]
+  clip_span = shipped_config().data.clip_span
+  assert all(s is None for s in reference[:clip_span])
+  assert all(s is not None and s > 0 for s in reference[clip_span:])
+  for name, values in scores.items():
+    np.testing.assert_allclose(values[clip_span:], reference[clip_span:], rtol=1e-4,
+                               err_msg=name)
+
+
+def test_training_from_the_shipped_weights_runs(tmp_path, frames_dataset):
+  """`train --init_from=pretrained/ped2_cpu` starts from the shipped weights and trains."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  data_dir = frames_dataset(videos={"training": {"01": 14, "02": 14}}, size=(64, 96))
+  model_dir = tmp_path / "model"
+  result = subprocess.run(
+      [sys.executable, "-m", "daml_tf.train", f"--flagfile={REPO / 'configs' / 'ped2_cpu.cfg'}",
+       "--dataset=synthetic", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+       f"--init_from={PRETRAINED}", "--train_epochs=1", "--finetune_epochs=0",
+       "--clips_per_epoch=8", "--image_summary_steps=0", "--noexport", "--nocalibrate"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "ckpt-1" in " ".join(os.listdir(model_dir / "checkpoints"))

@@ -44,6 +44,26 @@ def _rows(path):
     return 0
 
 
+def _growth(first, last, cameras, camera_fps):
+  """(KiB per frame per camera, MB per day per camera at camera_fps) between two samples."""
+  # Every camera scored that many frames: the growth is shared among them.
+  kib = ((last["rss_mib"] - first["rss_mib"]) * 1024 /
+         max(last["frames_per_camera"] - first["frames_per_camera"], 1) / cameras)
+  return kib, kib * 1024 * camera_fps * 86400 / 1e6
+
+
+def summarize(samples, cameras, camera_fps):
+  """The growth over the whole run and over its second half (the steady state: the first
+  thousands of frames fill caches, queues and the allocator's pools)."""
+  overall = _growth(samples[0], samples[-1], cameras, camera_fps)
+  steady = _growth(samples[len(samples) // 2], samples[-1], cameras, camera_fps)
+  return {"growth_kib_per_frame_per_camera": overall[0],
+          "growth_mb_per_day_per_camera": overall[1],
+          "steady_from_frames": samples[len(samples) // 2]["frames_per_camera"],
+          "steady_growth_kib_per_frame_per_camera": steady[0],
+          "steady_growth_mb_per_day_per_camera": steady[1]}
+
+
 def main(argv):
   del argv
   checkpoints = sorted(int(c) for c in FLAGS.checkpoints)
@@ -71,14 +91,8 @@ def main(argv):
                       "seconds": time.time() - start})
       print(json.dumps(samples[-1]), flush=True)
     child.wait()
-  first, last = samples[0], samples[-1]
-  # Every camera scored that many frames: the growth is shared among them.
-  per_frame_kib = ((last["rss_mib"] - first["rss_mib"]) * 1024 /
-                   max(last["frames_per_camera"] - first["frames_per_camera"], 1) /
-                   FLAGS.cameras)
   result = {"cameras": FLAGS.cameras, "model_dir": FLAGS.model_dir, "samples": samples,
-            "growth_kib_per_frame_per_camera": per_frame_kib,
-            "growth_mb_per_day_per_camera": per_frame_kib * 1024 * FLAGS.camera_fps * 86400 / 1e6}
+            **summarize(samples, FLAGS.cameras, FLAGS.camera_fps)}
   print(json.dumps(result), flush=True)
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
