@@ -14,7 +14,7 @@ GST_CHECK := import gi; gi.require_version('Gst', '1.0'); gi.require_version('Gs
 	from gi.repository import Gst, GstRtspServer; Gst.init(None); \
 	assert all(map(Gst.ElementFactory.find, ('tsdemux', 'h264parse', 'rtph264pay')))
 
-.PHONY: demo test test-fast test-deps venv clean-demo
+.PHONY: demo test test-fast test-experiments test-deps venv clean-demo
 
 $(VENV)/installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,9 +53,14 @@ test-deps:
 	    $(STREAM_TEST_PACKAGES); \
 	fi
 
-# Every test, the slow ones included: this is what CI runs.
+# Every test, the slow ones included, then the studies' tests: this is what CI runs.
 test: venv test-deps
 	$(PY) -m pytest -m "slow or not slow" -q
+	$(MAKE) test-experiments
+
+# The studies' tests (experiments/<study>/tests/), apart from the product's.
+test-experiments: venv
+	$(PY) -m pytest -m "slow or not slow" -q experiments
 
 # The fast tests only (a few minutes), for development.
 test-fast: venv test-deps

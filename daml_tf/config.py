@@ -165,7 +165,7 @@ class TrainConfig:
     checkpoint_every_steps: also checkpoint every N steps inside an epoch (0: at epoch ends
       only), so a killed run loses at most N steps.
     checkpoints_to_keep: how many of the newest checkpoints to keep (0: every one, e.g. each
-      epoch's, to score the learning curve with scripts/checkpoint_ablation.py).
+      epoch's, to score the learning curve with experiments/ped2_accuracy/checkpoint_ablation.py).
     image_summary_steps: write input/reconstruction/prediction images every N steps (0: never).
     log_every_steps: scalar summaries every N steps.
     export: write the scorer SavedModel at the end.

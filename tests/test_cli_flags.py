@@ -41,7 +41,7 @@ def test_ped2_flagfile_has_paper_settings():
 
 
 def test_two_horizon_flagfile_layers_on_ped2_cpu():
-  cfg = parse("--flagfile=configs/ped2_cpu_two_horizon.cfg")
+  cfg = parse("--flagfile=experiments/ped2_accuracy/configs/ped2_cpu_two_horizon.cfg")
   assert (cfg.model.motion, cfg.model.motion_head_steps) == ("two_horizon", 0)
   assert (cfg.data.time_steps, cfg.data.interval, cfg.data.delta) == (6, 2, 4)
   assert (cfg.model.levels, cfg.model.feature_root) == (2, 8)  # From ped2_cpu.cfg.

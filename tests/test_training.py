@@ -107,7 +107,7 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_data, tmp_p
 
 
 def test_checkpoints_to_keep_zero_keeps_every_epoch(tiny_data, tmp_path):
-  """The learning curve of scripts/checkpoint_ablation.py needs each epoch's weights."""
+  """The learning curve of experiments/ped2_accuracy/checkpoint_ablation.py needs each epoch's weights."""
   def kept(name, to_keep):
     cfg = short_run_config(tiny_data, tmp_path / name, train_epochs=3, export=False,
                            calibrate=False, checkpoint_every_steps=0,

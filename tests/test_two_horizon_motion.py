@@ -58,7 +58,7 @@ def test_the_config_builds_it_with_k_minus_two_codes_per_head():
 def test_the_ped2_flagfile_predicts_four_and_eight_frames_ahead(monkeypatch):
   # Flagfiles include each other by paths relative to the repository root.
   monkeypatch.chdir(REPO)
-  cfg = testing.config_from_args("--flagfile=configs/ped2_cpu_two_horizon.cfg")
+  cfg = testing.config_from_args("--flagfile=experiments/ped2_accuracy/configs/ped2_cpu_two_horizon.cfg")
   motion = build.build_model(cfg).motion
   # Heads of k - 2 = 4 codes; the far head's last input is 2 inputs (4 frames) before the
   # near head's, so its target is delta + 4 = 8 frames ahead.

@@ -92,7 +92,7 @@ def test_config_round_trip_and_arguments_checked():
 def test_the_ped2_flagfile_predicts_the_fine_level_four_and_the_latent_eight_frames_ahead(
     monkeypatch):
   monkeypatch.chdir(REPO)  # Flagfiles include each other by paths relative to the root.
-  cfg = testing.config_from_args("--flagfile=configs/ped2_cpu_two_level.cfg")
+  cfg = testing.config_from_args("--flagfile=experiments/ped2_accuracy/configs/ped2_cpu_two_level.cfg")
   motion = build.build_model(cfg).motion
   assert isinstance(motion, TwoLevelMotion)
   assert motion.fine_shape == (64, 96, 8) and motion.latent_shape == (32, 48, 16)

@@ -7,6 +7,7 @@ commands run against the dependencies of this environment, as `pip install --no-
 import glob
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,9 +22,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory):
   """(wheel path, environment with the installed package first on the path, prefix)."""
   work = tmp_path_factory.mktemp("wheel")
+  # A copy of what the distribution is made of: setuptools writes build/ beside its sources.
+  source = work / "source"
+  shutil.copytree(REPO / "daml_tf", source / "daml_tf",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, source / name)
   build = subprocess.run(
       [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-       "-w", str(work / "dist"), str(REPO)], capture_output=True, text=True, timeout=600)
+       "-w", str(work / "dist"), str(source)], capture_output=True, text=True, timeout=600)
   assert build.returncode == 0, build.stderr[-3000:]
   (wheel,) = glob.glob(str(work / "dist" / "daml_tf-*.whl"))
   prefix = work / "prefix"

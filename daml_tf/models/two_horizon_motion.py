@@ -25,7 +25,7 @@ class TwoHorizonMotion(blocks.LatentCodeInputs, blocks.ArgsConfig, keras.Model):
   Why: on frozen codes of 13 Ped2 runs, the paper's horizon (4 frames) and a longer one (8)
   each miss what the other sees; the sum of their errors beat the single horizon on both the
   per-video and the pooled raw AUC, and by more than two seeds at one horizon
-  (scripts/horizon_ablation.py, README "Accuracy levers").
+  (experiments/ped2_accuracy/horizon_ablation.py, experiments/ped2_accuracy/README.md).
 
   Args:
     time_steps: k, the number of past codes the model takes (> head_steps).

@@ -33,7 +33,7 @@ class TwoLevelMotion(blocks.LatentCodeInputs, blocks.ArgsConfig, keras.Model):
   the finest level. On the frozen codes of 13 Ped2 runs, a motion model on the finest level
   raised the per-video AUC in 12 of them but not the pooled (online) one, and the latent model
   8 frames ahead raised the online AUC in all 13; their summed errors beat the paper's model on
-  both (scripts/horizon_ablation.py, README "Accuracy levers").
+  both (experiments/ped2_accuracy/horizon_ablation.py, experiments/ped2_accuracy/README.md).
 
   Args:
     time_steps: k, the number of past codes the model takes (> head_steps).

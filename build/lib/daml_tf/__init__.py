@@ -1,1 +1,0 @@
-"""daml_tf: decoupled appearance and motion learning for video anomaly detection."""

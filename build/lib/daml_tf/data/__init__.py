@@ -1,1 +1,0 @@
-"""Frames layout, frame labels and the tf.data input pipeline."""
