@@ -46,7 +46,7 @@ from daml_tf import cli
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
 from daml_tf import run_dir
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import backends
 from daml_tf.inference import multistream
 from daml_tf.inference import serving

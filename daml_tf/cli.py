@@ -1,6 +1,8 @@
 """What the entry points share: turning expected failures into one clear message."""
 
 import contextlib
+import os
+import sys
 from typing import Iterator, Sequence
 
 from absl import flags
@@ -8,7 +10,6 @@ from absl import logging
 
 from daml_tf import errors
 from daml_tf import fileio
-from daml_tf.data import layout
 
 # Errors that describe bad input, a bad flag or a run that cannot go on: the message says
 # everything, a traceback would only bury it.
@@ -16,18 +17,36 @@ EXPECTED_ERRORS = (errors.ConfigError, errors.DataError, errors.ExportError,
                    errors.TrainingError, FileNotFoundError)
 
 
+def exit_process(status: int, skip_teardown: bool = False) -> None:
+  """Ends an entry point with `status`; with skip_teardown, without C++ teardown.
+
+  Args:
+    status: the exit status.
+    skip_teardown: leave with os._exit (a multi-worker process: tearing down its collective
+      runtime waits for peers that may already be gone, up to the coordination service's
+      heartbeat timeout). Logs and standard streams are flushed first; files are closed.
+  """
+  if skip_teardown:
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  if status:
+    sys.exit(status)
+
+
 @contextlib.contextmanager
 def expected_errors_exit(skip_teardown: bool = False):
   """On an expected error inside the block, logs its message and exits with status 1.
 
   Args:
-    skip_teardown: see layout.exit_process (a multi-worker process).
+    skip_teardown: see exit_process (a multi-worker process).
   """
   try:
     yield
   except EXPECTED_ERRORS as error:
     logging.error("%s", error)
-    layout.exit_process(1, skip_teardown)
+    exit_process(1, skip_teardown)
 
 
 def exit_on_expected_errors(function, *args, **kwargs):
@@ -38,8 +57,8 @@ def exit_on_expected_errors(function, *args, **kwargs):
 
 def finish(skip_teardown: bool = False, status: int = 0) -> None:
   """Ends an entry point that ran to its end (status 0 unless it says otherwise); needed after
-  S3 access (see layout.exit_process)."""
-  layout.exit_process(status, skip_teardown)
+  a multi-worker run (see exit_process)."""
+  exit_process(status, skip_teardown)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from absl import app
 from absl import flags
 
 from daml_tf import cli
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import litert
 from daml_tf.inference import mqtt

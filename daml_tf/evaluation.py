@@ -15,7 +15,7 @@ from daml_tf import progress as progress_lib
 from daml_tf import report
 from daml_tf import smoothing as smoothing_lib
 from daml_tf import run_dir
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
 from daml_tf.data import perturb as perturb_lib

@@ -225,7 +225,7 @@ def write_heatmap_png(path: str, frame: np.ndarray, error_map: np.ndarray, text:
 
   The heatmap is scaled to the frame's own maximum (the frames drawn are the highest-scoring
   ones, so there is always a region to show); the box is red when the frame is labelled
-  anomalous, yellow when it is labelled normal (daml_tf.inference.localize.annotate).
+  anomalous, yellow when it is labelled normal (daml_tf.localize.annotate).
 
   Args:
     path: destination .png; parent directories are created.
@@ -236,7 +236,7 @@ def write_heatmap_png(path: str, frame: np.ndarray, error_map: np.ndarray, text:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from daml_tf.inference import localize  # pylint: disable=g-import-not-at-top
+  from daml_tf import localize  # pylint: disable=g-import-not-at-top
   image = localize.annotate(frame, error_map, text,
                             box_color=localize.RED if anomalous else localize.YELLOW)
   buffer = io.BytesIO()

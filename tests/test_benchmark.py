@@ -62,7 +62,7 @@ def test_run_benchmark_tiny():
 def test_runtime_benchmark_tiny_with_video(tmp_path):
   """Every runtime is timed through its streaming backend, and end to end on a video file."""
   import numpy as np
-  from daml_tf import video_io
+  from daml_tf.data import video_io
   video = str(tmp_path / "clip.avi")
   rng = np.random.default_rng(0)
   with video_io.VideoWriter(video, fps=25) as writer:

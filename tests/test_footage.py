@@ -15,7 +15,7 @@ import pytest
 
 import testing
 from daml_tf import errors
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.data import synthetic
 from daml_tf.data.prepare import footage
 

@@ -1,10 +1,10 @@
-"""daml_tf.inference.localize: the error map upsampled to the frame, the anomaly box, the
+"""daml_tf.localize: the error map upsampled to the frame, the anomaly box, the
 heatmap; checked against hand-made maps."""
 
 import numpy as np
 import pytest
 
-from daml_tf.inference import localize
+from daml_tf import localize
 
 
 def test_upsample_gives_each_pixel_its_cell():

@@ -29,7 +29,7 @@ from paho.mqtt import client as paho
 import testing
 from testing import rows_written, wait_until
 from daml_tf import errors
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import events
 from daml_tf.inference import mqtt
 from daml_tf.inference import streaming

@@ -19,7 +19,7 @@ import testing
 from testing import csv_rows, json_lines, moving_frames, rows_written, run_detect
 from testing import wait_until, write_pngs, write_video
 from daml_tf import errors
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import multicamera
 from daml_tf.inference import sources

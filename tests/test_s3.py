@@ -37,6 +37,7 @@ READER = textwrap.dedent("""
     import sys
     import numpy as np
     from daml_tf import config
+    from daml_tf import cli
     from daml_tf.data import layout, pipeline, registry, tfrecord
     local, remote = sys.argv[1:]
     cfg = config.DataConfig(image_height=32, image_width=48, channels=1, time_steps=3,
@@ -56,7 +57,7 @@ READER = textwrap.dedent("""
         background,
         pipeline.compute_background([p for v in videos for p in v.frame_paths], (32, 48), 1))
     print("CLIPS", len(got))
-    layout.exit_process(0)
+    cli.exit_process(0)
 """)
 
 

@@ -57,7 +57,7 @@ def stream(model_dir, tmp_path_factory):
   The threshold is a percentile of the scores of the stream's own decoded frames, looped as
   ffmpeg loops them, so alarms both start and end on the live stream.
   """
-  from daml_tf import video_io  # pylint: disable=g-import-not-at-top
+  from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
   from daml_tf.inference import streaming  # pylint: disable=g-import-not-at-top
   video = testing.write_stream_video(
       tmp_path_factory.mktemp("stream") / "camera.ts",

@@ -14,7 +14,7 @@ import pytest
 
 import testing
 from daml_tf import errors
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import sources
 
 FPS = 25

@@ -15,7 +15,7 @@ from testing import HEIGHT, WIDTH, moving_frames, write_pngs
 from daml_tf import calibration
 from daml_tf import evaluation
 from daml_tf import run_dir
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.inference import streaming

@@ -119,3 +119,50 @@ def test_data_preparation_loads_no_model_or_inference_code(module):
   loaded = sorted(m for m in imported
                   if m.startswith(("daml_tf.models", "daml_tf.inference", "daml_tf.training")))
   assert not loaded, f"{module} --help imports {loaded}"
+
+
+# The package's layers, bottom to top: a module imports only modules of its own layer or below.
+# Entry points (flags -> a frozen config -> one library call) sit on top, wherever they live.
+LAYERS = (
+    ("base", ("errors", "fileio", "progress", "smoothing", "metrics", "dataclass_flags", "cli",
+              "localize", "local_cluster")),
+    ("data", ("data",)),
+    ("config", ("config", "cli_flags")),
+    ("models", ("models",)),
+    ("run_dir", ("run_dir",)),
+    ("evaluation", ("evaluation", "calibration", "speedup_check", "report")),
+    ("inference", ("inference",)),
+    ("service", ("service",)),
+    ("training", ("training", "distributed")),
+    ("entry", ("train", "evaluate", "evaluate_events", "calibrate", "detect", "serve", "export",
+               "benchmark", "bench_workers", "rank_runs", "commands", "video_io",
+               "data.to_tfrecord", "data.prepare.__main__", "data.synthetic")),
+)
+
+
+def layer_of(module: str) -> int:
+  """The index in LAYERS of a daml_tf module (the longest matching prefix wins)."""
+  name = module[len("daml_tf."):] if module != "daml_tf" else ""
+  best, best_length = None, -1
+  for index, (_, prefixes) in enumerate(LAYERS):
+    for prefix in prefixes:
+      if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_length:
+        best, best_length = index, len(prefix)
+  return best
+
+
+def test_every_module_has_a_layer():
+  missing = [m for m in import_graph() if m != "daml_tf" and layer_of(m) is None]
+  assert not missing, f"modules in no layer of LAYERS: {missing}"
+
+
+def test_imports_only_go_down_the_layers():
+  upward = []
+  for module, imported in import_graph().items():
+    if module == "daml_tf":
+      continue
+    for dependency in imported:
+      if dependency != "daml_tf" and layer_of(dependency) > layer_of(module):
+        upward.append(f"{module} ({LAYERS[layer_of(module)][0]}) imports {dependency} "
+                      f"({LAYERS[layer_of(dependency)][0]})")
+  assert not upward, "\n".join(sorted(upward))

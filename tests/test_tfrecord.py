@@ -13,6 +13,7 @@ import tensorflow as tf
 import testing
 from testing import write_frames_dataset
 from daml_tf import config
+from daml_tf import cli
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import registry
@@ -188,9 +189,9 @@ def test_convert_defaults_to_one_shard_per_video(gray, tmp_path):
 
 
 def test_exit_process_without_s3():
-  assert layout.exit_process(0) is None
+  assert cli.exit_process(0) is None
   with pytest.raises(SystemExit) as exit_:
-    layout.exit_process(3)
+    cli.exit_process(3)
   assert exit_.value.code == 3
 
 

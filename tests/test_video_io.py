@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from testing import moving_frames, write_pngs, write_video
-from daml_tf import video_io
+from daml_tf.data import video_io
 
 
 def test_video_round_trip(tmp_path):

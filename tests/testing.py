@@ -155,7 +155,7 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol):
   """
   # Deferred: dataset-only tests import this module without loading Keras.
   from daml_tf import evaluation  # pylint: disable=g-import-not-at-top
-  from daml_tf import video_io  # pylint: disable=g-import-not-at-top
+  from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
   from daml_tf.data import layout  # pylint: disable=g-import-not-at-top
   from daml_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   from daml_tf.inference import backends  # pylint: disable=g-import-not-at-top
@@ -221,7 +221,7 @@ def write_pngs(folder, frames):
 
 def write_video(path, frames, codec="mjpeg", fps=25):
   """Writes uint8 frames as a video file with daml_tf.video_io; returns its path."""
-  from daml_tf import video_io  # pylint: disable=g-import-not-at-top
+  from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
   with video_io.VideoWriter(str(path), fps=fps, codec=codec) as writer:
     for frame in frames:
       writer.write(frame)

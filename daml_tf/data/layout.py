@@ -61,24 +61,6 @@ def ensure_filesystem(path: str) -> None:
   fileio.ensure_filesystem(path)
 
 
-def exit_process(status: int, skip_teardown: bool = False) -> None:
-  """Ends an entry point with `status`; with skip_teardown, without C++ teardown.
-
-  Args:
-    status: the exit status.
-    skip_teardown: leave with os._exit (a multi-worker process: tearing down its collective
-      runtime waits for peers that may already be gone, up to the coordination service's
-      heartbeat timeout). Logs and standard streams are flushed first; files are closed.
-  """
-  if skip_teardown:
-    logging.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-  if status:
-    sys.exit(status)
-
-
 def _listdir(path: str) -> List[str]:
   # Some filesystems (GCS) mark directories with a trailing slash.
   return [entry.rstrip("/") for entry in fileio.listdir(path)]

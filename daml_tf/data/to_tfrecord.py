@@ -72,7 +72,7 @@ def main(argv: Sequence[str]) -> None:
         overwrite=flag_values.overwrite)
   except SystemExit as exit_:
     status = exit_.code
-  layout.exit_process(status)
+  cli.exit_process(status)
 
 
 if __name__ == "__main__":

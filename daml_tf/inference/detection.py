@@ -24,10 +24,10 @@ import numpy as np
 from daml_tf import fileio
 from daml_tf import errors
 from daml_tf import report
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert
-from daml_tf.inference import localize
+from daml_tf import localize
 from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import sources
 from daml_tf.inference.streaming import FrameResult

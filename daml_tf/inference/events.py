@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 
 from daml_tf import fileio
-from daml_tf.inference import localize
+from daml_tf import localize
 from daml_tf.inference.streaming import FrameResult
 
 EVENTS_FILE = "events.jsonl"

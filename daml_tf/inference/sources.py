@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from daml_tf import fileio
 from daml_tf import errors
-from daml_tf import video_io
+from daml_tf.data import video_io
 
 Frame = Tuple[int, float, np.ndarray]
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")

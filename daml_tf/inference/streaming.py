@@ -42,7 +42,7 @@ class FrameResult:
       `score` is None.
     alarm: smoothed > threshold (always False without a threshold or a score).
     error_map: float32 [h, w], the latent error of each cell of the latent grid (the score's
-      spatial layout, see daml_tf.inference.localize), or None when `score` is None.
+      spatial layout, see daml_tf.localize), or None when `score` is None.
   """
 
   index: int

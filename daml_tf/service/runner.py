@@ -32,7 +32,7 @@ from daml_tf import errors
 from daml_tf import smoothing as smoothing_lib
 from daml_tf.inference import detection
 from daml_tf.inference import events as events_lib
-from daml_tf.inference import localize
+from daml_tf import localize
 from daml_tf.inference import multicamera
 from daml_tf.inference import sources as sources_lib
 from daml_tf.inference.multistream import MultiStreamDetector

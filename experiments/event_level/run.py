@@ -27,7 +27,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.service import event_metrics
 
 FLAGS = flags.FLAGS

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from PIL import Image
 
 from daml_tf import fileio
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.data import layout
 from daml_tf.data import registry
 from daml_tf.errors import DataError

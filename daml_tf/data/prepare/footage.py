@@ -44,7 +44,7 @@ from PIL import Image
 
 from daml_tf import errors
 from daml_tf import progress as progress_lib
-from daml_tf import video_io
+from daml_tf.data import video_io
 from daml_tf.data import layout
 from daml_tf.data import registry
 from daml_tf.data.prepare import common
