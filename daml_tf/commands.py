@@ -21,45 +21,24 @@ COMMANDS = {
 }
 
 
-def _run(command: str) -> None:
-  runpy.run_module(COMMANDS[command], run_name="__main__", alter_sys=True)
+def _command(command: str):
+  """The console-script function of `command`."""
+
+  def run() -> None:
+    runpy.run_module(COMMANDS[command], run_name="__main__", alter_sys=True)
+
+  run.__name__ = command.replace("daml-", "").replace("-", "_")
+  run.__doc__ = f"`{command}`: python -m {COMMANDS[command]}."
+  return run
 
 
-def train() -> None:
-  _run("daml-train")
-
-
-def evaluate() -> None:
-  _run("daml-evaluate")
-
-
-def evaluate_events() -> None:
-  _run("daml-evaluate-events")
-
-
-def calibrate() -> None:
-  _run("daml-calibrate")
-
-
-def detect() -> None:
-  _run("daml-detect")
-
-
-def serve() -> None:
-  _run("daml-serve")
-
-
-def export() -> None:
-  _run("daml-export")
-
-
-def prepare() -> None:
-  _run("daml-prepare")
-
-
-def benchmark() -> None:
-  _run("daml-benchmark")
-
-
-def rank_runs() -> None:
-  _run("daml-rank-runs")
+train = _command("daml-train")
+evaluate = _command("daml-evaluate")
+evaluate_events = _command("daml-evaluate-events")
+calibrate = _command("daml-calibrate")
+detect = _command("daml-detect")
+serve = _command("daml-serve")
+export = _command("daml-export")
+prepare = _command("daml-prepare")
+benchmark = _command("daml-benchmark")
+rank_runs = _command("daml-rank-runs")

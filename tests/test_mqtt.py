@@ -27,6 +27,7 @@ import pytest
 from paho.mqtt import client as paho
 
 import testing
+from mqtt_testing import MOSQUITTO, needs_broker
 from testing import rows_written, wait_until
 from daml_tf import errors
 from daml_tf.data import video_io
@@ -34,12 +35,6 @@ from daml_tf.inference import events
 from daml_tf.inference import mqtt
 from daml_tf.inference import streaming
 
-MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
-    None)
-needs_broker = pytest.mark.skipif(
-    MOSQUITTO is None, reason="no mosquitto broker binary (`make test` installs it: "
-    "apt-get install -y mosquitto)")
 PERIOD = 40  # Frames of the repeated pattern of the test videos.
 
 
