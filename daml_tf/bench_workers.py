@@ -23,7 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 from daml_tf import fileio
-from daml_tf import local_cluster
+from daml_tf.training import local_cluster
 from daml_tf import run_dir
 
 FLAGS = flags.FLAGS

@@ -2,14 +2,14 @@
 
 `python -m daml_tf.calibrate --model_dir=runs/cam1 [--videos_dir=...] [--quantile=0.995]`
 
-Writes <model_dir>/threshold.json, which `daml_tf.detect` uses. See daml_tf.calibration.
+Writes <model_dir>/threshold.json, which `daml_tf.detect` uses. See daml_tf.evaluation.calibration.
 """
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import cli
 
 FLAGS = flags.FLAGS

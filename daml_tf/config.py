@@ -179,7 +179,7 @@ class TrainConfig:
       code's train_op_z), so encoder and decoder weights stay bit-identical.
     finetune_candidates: run the finetune phase this many times from the same start, each
       on the next batches of the data stream (another batch order), and keep the candidate
-      whose speed-up check on the training footage is highest (daml_tf.speedup_check); 1:
+      whose speed-up check on the training footage is highest (daml_tf.evaluation.speedup_check); 1:
       once, as the paper. The batch order alone moved a Ped2 run's AUC by up to 0.075.
     pseudo_anomaly_weight: weight (times the phase's lambda_p) of the pseudo-anomaly hinge;
       0 turns pseudo-anomalies off.

@@ -8,7 +8,7 @@ from absl import flags
 from absl import logging
 
 from daml_tf import cli
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import cli_flags
 
 

@@ -4,7 +4,7 @@
  [--output=ranking.json]`
 
 For each run: how well its configured score tells its training footage played twice as fast
-from the footage itself (daml_tf.speedup_check; higher first), with the mean scores of the
+from the footage itself (daml_tf.evaluation.speedup_check; higher first), with the mean scores of the
 normal and the sped-up clips. The check is recomputed (and its speedup_check.json
 rewritten) rather than read, so runs trained before it existed, or whose data moved, rank the
 same way.
@@ -23,11 +23,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import cli
 from daml_tf import errors
 from daml_tf import run_dir
-from daml_tf import speedup_check
+from daml_tf.evaluation import speedup_check
 
 FLAGS = flags.FLAGS
 

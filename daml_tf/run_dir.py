@@ -227,7 +227,7 @@ def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
 
 
 def save_speedup_check(model_dir: str, values: Dict) -> str:
-  """Writes `<model_dir>/speedup_check.json` (daml_tf.speedup_check's result); returns it."""
+  """Writes `<model_dir>/speedup_check.json` (daml_tf.evaluation.speedup_check's result); returns it."""
   return _write_json(os.path.join(model_dir, SPEEDUP_CHECK_FILE), values)
 
 

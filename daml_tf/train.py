@@ -1,21 +1,21 @@
 """Trains a DAML model: `python -m daml_tf.train --flagfile=configs/demo.cfg [--model_dir=...]`.
 
 Training (`training.train`) is followed by the alarm threshold's calibration with the speed-up
-check (daml_tf.speedup_check), and the serving export, as --calibrate and --export ask.
+check (daml_tf.evaluation.speedup_check), and the serving export, as --calibrate and --export ask.
 """
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import cli
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
-from daml_tf import distributed
+from daml_tf.training import distributed
 from daml_tf import run_dir
-from daml_tf import speedup_check
-from daml_tf import training
+from daml_tf.evaluation import speedup_check
+from daml_tf.training import loop as training
 from daml_tf.inference import serving
 
 
@@ -49,7 +49,7 @@ def run(cfg: config_lib.Config, strategy=None) -> training.TrainedRun:
   """Trains, calibrates and exports: what `python -m daml_tf.train` does.
 
   Keep the result while the process lives: it holds the run's strategy (see
-  daml_tf.distributed).
+  daml_tf.training.distributed).
   """
   trained = training.train(cfg, strategy)
   calibrate_and_export(cfg, trained)
@@ -67,7 +67,7 @@ def main(argv):
       trained = run(cfg)
   logging.info("Training done at step %d; model directory %s", trained.metrics["global_step"],
                cfg.train.model_dir)
-  # `trained` holds the tf.distribute runtime, which must outlive main: see daml_tf.distributed.
+  # `trained` holds the tf.distribute runtime, which must outlive main: see daml_tf.training.distributed.
   cli.finish(skip_teardown=multi_worker)
 
 

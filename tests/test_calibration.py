@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import testing
-from daml_tf import calibration
-from daml_tf import evaluation
+from daml_tf.evaluation import calibration
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf import train as train_command
 from daml_tf.data import pipeline

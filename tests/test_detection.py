@@ -14,7 +14,7 @@ from testing import csv_rows, json_lines, moving_frames, rows_written, run_detec
 from testing import wait_until, write_pngs, write_video
 from daml_tf import errors
 from daml_tf import run_dir
-from daml_tf import training
+from daml_tf.training import loop as training
 from daml_tf.data import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import streaming

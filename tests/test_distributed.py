@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from daml_tf import local_cluster
+from daml_tf.training import local_cluster
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ ONE_STEP = TINY_CONFIG + textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from daml_tf import training
+    from daml_tf.training import loop as training
     from daml_tf.data import synthetic
     from daml_tf.models import build
     out = sys.argv[1]
@@ -73,7 +73,7 @@ MIRRORED_RUN = TINY_CONFIG + textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from daml_tf import training
+    from daml_tf.training import loop as training
     from daml_tf.data import synthetic
     synthetic.generate(sys.argv[1] + "/data", num_train_videos=2, num_test_videos=1,
                        frames_per_video=24)
@@ -97,7 +97,7 @@ WORKER = TINY_CONFIG + textwrap.dedent("""
     logging.set_stderrthreshold(logging.INFO)
     out, task = sys.argv[1], json.loads(os.environ["TF_CONFIG"])["task"]
     cfg = tiny_config(out + "/data", out + "/model", "multi_worker", checkpoint_every_steps=1)
-    # Kept until the process ends: it holds the collective runtime (daml_tf.distributed).
+    # Kept until the process ends: it holds the collective runtime (daml_tf.training.distributed).
     trained = train_command.run(cfg)
     np.savez(f"{out}/weights_{task['index']}.npz",
              *[v.numpy() for v in trained.model.trainable_variables])

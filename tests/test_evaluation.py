@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import config as config_lib
 from daml_tf import errors
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 
 

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 import testing
 from daml_tf import errors
-from daml_tf import local_cluster
+from daml_tf.training import local_cluster
 from daml_tf import run_dir
-from daml_tf import training
+from daml_tf.training import loop as training
 from daml_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from absl import flags
 import pytest
 
 from daml_tf import cli_flags
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import train as train_command
 from daml_tf.data import synthetic
 

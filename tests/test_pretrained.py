@@ -13,7 +13,7 @@ import pytest
 
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from daml_tf import report
+from daml_tf.evaluation import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 import testing
 from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
 from daml_tf import errors
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf.data import pipeline
 from daml_tf.inference import backends
 from daml_tf.inference import serving

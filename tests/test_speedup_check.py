@@ -1,4 +1,4 @@
-"""The speed-up check (daml_tf.speedup_check) and the ranking command built on it."""
+"""The speed-up check (daml_tf.evaluation.speedup_check) and the ranking command built on it."""
 
 import json
 import os
@@ -10,11 +10,11 @@ import pytest
 import tensorflow as tf
 
 import testing
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import errors
 from daml_tf import rank_runs
 from daml_tf import run_dir
-from daml_tf import speedup_check
+from daml_tf.evaluation import speedup_check
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 

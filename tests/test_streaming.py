@@ -12,8 +12,8 @@ import pytest
 
 import testing
 from testing import HEIGHT, WIDTH, moving_frames, write_pngs
-from daml_tf import calibration
-from daml_tf import evaluation
+from daml_tf.evaluation import calibration
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf.data import video_io
 from daml_tf.data import layout

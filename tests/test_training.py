@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 from testing import STEPS_PER_EPOCH, make_run, short_run_config
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
-from daml_tf import speedup_check
-from daml_tf import training
+from daml_tf.evaluation import speedup_check
+from daml_tf.training import loop as training
 from daml_tf.inference import litert
 from daml_tf.inference import serving
 from daml_tf.models import build

@@ -23,7 +23,7 @@ import numpy as np
 
 from daml_tf import fileio
 from daml_tf import errors
-from daml_tf import report
+from daml_tf.evaluation import report
 from daml_tf.data import video_io
 from daml_tf.inference import events as events_lib
 from daml_tf.inference import litert

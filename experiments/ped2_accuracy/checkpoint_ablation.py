@@ -26,7 +26,7 @@ from absl import logging
 import tensorflow as tf
 
 from experiments.ped2_accuracy import horizon_ablation as horizon
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.models import build

@@ -18,8 +18,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from daml_tf import calibration
-from daml_tf import evaluation
+from daml_tf.evaluation import calibration
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import metrics as metrics_lib
 from daml_tf import run_dir
 

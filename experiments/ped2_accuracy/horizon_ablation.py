@@ -37,11 +37,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from experiments.ped2_accuracy import score_ablation
 from daml_tf import smoothing as smoothing_lib
-from daml_tf import speedup_check
+from daml_tf.evaluation import speedup_check
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.models import motion as motion_lib
@@ -71,7 +71,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_list("sums", ["d4+d8", "d4+d4s1"],
                     "Sums of variants' latent errors to score as well.", flag_values=flag_values)
   flags.DEFINE_bool("speedup_check", False,
-                    "Also compute each variant's speed-up check (daml_tf.speedup_check: its "
+                    "Also compute each variant's speed-up check (daml_tf.evaluation.speedup_check: its "
                     "latent_mean on the training clips played twice as fast against the clips "
                     "themselves), to see whether the check, which needs no labels, ranks the "
                     "variants as the test AUCs do.", flag_values=flag_values)

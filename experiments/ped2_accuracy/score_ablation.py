@@ -18,9 +18,9 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import cli
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import metrics as metrics_lib
 from daml_tf import run_dir
 from daml_tf import smoothing as smoothing_lib

@@ -4,7 +4,7 @@ recipe, and what keeping the best of n runs by it gains.
     .venv/bin/python -m experiments.ped2_accuracy.selection_ablation --data_dir=~/datasets \
         --model_dirs=<runs of one recipe, differing in seed> --output=selection.json
 
-For each run: the speed-up check at 2x and 3x (daml_tf.speedup_check, on the run's training
+For each run: the speed-up check at 2x and 3x (daml_tf.evaluation.speedup_check, on the run's training
 footage; recomputed, and not written to the run) and the test micro AUC (per-video min-max) and
 online AUC (raw scores pooled) of the paper's score (experiments.ped2_accuracy.score_ablation). Then, over the
 runs: the Spearman correlation of each check with each AUC, and for n = 2, 3, 5 the mean over
@@ -23,10 +23,10 @@ from absl import logging
 import numpy as np
 from scipy import stats
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import run_dir
 from experiments.ped2_accuracy import score_ablation
-from daml_tf import speedup_check
+from daml_tf.evaluation import speedup_check
 
 FLAGS = flags.FLAGS
 SPEEDUPS = (2, 3)

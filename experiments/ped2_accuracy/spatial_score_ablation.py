@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 import tensorflow as tf
 
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from experiments.ped2_accuracy import score_ablation
 from daml_tf import smoothing as smoothing_lib

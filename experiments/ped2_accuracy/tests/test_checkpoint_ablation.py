@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from experiments.ped2_accuracy import score_ablation
 from daml_tf.data import layout
 

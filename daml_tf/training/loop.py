@@ -19,11 +19,11 @@ import tensorflow as tf
 
 from daml_tf import fileio
 from daml_tf import config as config_lib
-from daml_tf import distributed
+from daml_tf.training import distributed
 from daml_tf import errors
 from daml_tf import progress as progress_lib
 from daml_tf import run_dir
-from daml_tf import speedup_check
+from daml_tf.evaluation import speedup_check
 from daml_tf.data import layout
 from daml_tf.data import pipeline
 from daml_tf.data import tfrecord
@@ -376,7 +376,7 @@ class TrainedRun:
     metrics: the last epoch's mean losses, `input_wait_fraction` and `global_step`.
     role: which process of the run this is.
     strategy: the run's strategy; holding it keeps a multi-worker runtime alive (see
-      daml_tf.distributed).
+      daml_tf.training.distributed).
   """
 
   model: DAML
@@ -585,7 +585,7 @@ class _FinetuneCandidates:
   Each candidate starts from the same weights and optimizer state (copied to host memory when
   the phase starts) and trains on the next batches of the one data stream, so the candidates
   differ in their batch order only. The kept one has the highest speed-up check
-  (daml_tf.speedup_check) on the training footage: on Ped2, the batch order of the finetune
+  (daml_tf.evaluation.speedup_check) on the training footage: on Ped2, the batch order of the finetune
   epoch alone moved a run's micro AUC by up to 0.075, and picking the best of four orders by
   the check gained 0.017 micro and 0.022 pooled raw AUC on average over five encoders, better
   in all five; in three seeds trained with it, though, the kept candidate was no better than

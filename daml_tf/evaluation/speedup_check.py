@@ -30,7 +30,7 @@ from absl import logging
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from daml_tf import calibration
+from daml_tf.evaluation import calibration
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir

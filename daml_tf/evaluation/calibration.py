@@ -16,7 +16,7 @@ import numpy as np
 
 from daml_tf import config as config_lib
 from daml_tf import errors
-from daml_tf import evaluation
+from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import pipeline

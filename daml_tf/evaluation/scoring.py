@@ -12,7 +12,7 @@ from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import metrics as metrics_lib
 from daml_tf import progress as progress_lib
-from daml_tf import report
+from daml_tf.evaluation import report
 from daml_tf import smoothing as smoothing_lib
 from daml_tf import run_dir
 from daml_tf.data import video_io
