@@ -455,3 +455,34 @@ def test_scene_change_is_one_event_at_its_frame(file_cameras):
   # The alarm open before the change ends there; the view after it alarms anew.
   ends = [r for r in records if r["event_type"] == "alarm_end"]
   assert ends[0]["frame"] == SCENE_CHANGE_AT and ends[0]["end_reason"] == "scene_change"
+
+
+def test_a_camera_down_at_the_start_comes_up_later_while_the_other_runs(model_dir, stream,
+                                                                         tmp_path):
+  """A live camera that is not streaming when the service starts does not stop it: the other
+  camera is scored at once, and the late one from when it starts sending."""
+  video, threshold = stream
+  (early_url, early_sender), = _udp_cameras(video, ["early"]).values()
+  late_url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  late_sender = None
+  output_dir = tmp_path / "out"
+  cameras = {name: {"input": url, "model_dir": model_dir, "threshold": threshold, "fps": FPS,
+                    "read_timeout_s": 2, "reconnect_initial_s": 0.5, "reconnect_max_s": 1}
+             for name, url in (("early", early_url), ("late", late_url))}
+  config = _write_config(tmp_path / "cameras.yaml", cameras, output_dir, alarm=ALARM)
+  service = _serve(config, tmp_path, "--duration_s=6")
+  try:
+    early_csv = output_dir / "early" / "scores.csv"
+    testing.wait_until(lambda: testing.rows_written(str(early_csv)) > 10, 120,
+                       "the early camera's first frames", process=service)
+    assert testing.rows_written(str(output_dir / "late" / "scores.csv")) == 0
+    late_sender = testing.serve_ffmpeg(video, late_url, loop=True)
+    stderr = _finish(service, tmp_path)
+  finally:
+    for sender in (early_sender, late_sender):
+      if sender is not None:
+        testing.stop_server(sender)
+  assert service.returncode == 0, stderr[-3000:]
+  assert "Camera late: " in stderr and "Trying again" in stderr
+  # Some of its first seconds go to opening and probing the stream.
+  assert testing.rows_written(str(output_dir / "late" / "scores.csv")) >= FPS

@@ -360,6 +360,32 @@ def open_detectors(cfg: config_lib.ServiceConfig) -> List[_Group]:
   return groups
 
 
+def _live_items(name: str, path: str, options: sources_lib.SourceOptions,
+                stop: threading.Event):
+  """A live camera's items, its stream opened on the reader's thread.
+
+  A camera that is down when the service starts does not stop the others: it is tried again
+  with the reconnection backoff (reconnect_initial_s, doubling up to reconnect_max_s) until it
+  answers or the service stops; from then on sources reopens it after every drop.
+  """
+  delay = options.reconnect_initial_s
+  while not stop.is_set():
+    try:
+      source = sources_lib.open_source(path, options, stop)
+    except errors.DataError as error:
+      logging.warning("Camera %s: %s Trying again in %.0f s.", name,
+                      config_lib.redact(str(error)), delay)
+      if stop.wait(delay):
+        return
+      delay = min(2 * delay, options.reconnect_max_s)
+      continue
+    try:
+      yield from source
+    finally:
+      source.close()
+    return
+
+
 def _check_inputs(cfg: config_lib.ServiceConfig) -> None:
   for camera in cfg.cameras:
     if not sources_lib.is_live(camera.input) and not os.path.exists(camera.input):
@@ -407,16 +433,21 @@ class Service:
         for name in group.names:
           camera = by_name[name]
           stop = threading.Event()
-          source = sources_lib.open_source(camera.input, source_options(camera), stop)
-          opened.append(source)
+          options = source_options(camera)
+          if sources_lib.is_live(camera.input):
+            # Opened by the reader: a camera down at the start must not stop the others.
+            items, live, fps = _live_items(name, camera.input, options, stop), True, options.fps
+          else:
+            source = sources_lib.open_source(camera.input, options, stop)
+            opened.append(source)
+            items, live, fps = source, source.live, source.fps
           reader = multicamera.FrameReader(
-              source, name, capacity=1 if source.live else multicamera.FILE_QUEUE_FRAMES,
-              keep_newest=source.live, arrived=self._arrived, source_stop=stop)
-          pipeline = CameraPipeline(camera, self.cfg.record, group.detector, source.fps,
-                                    self.mqtt)
+              items, name, capacity=1 if live else multicamera.FILE_QUEUE_FRAMES,
+              keep_newest=live, arrived=self._arrived, source_stop=stop)
+          pipeline = CameraPipeline(camera, self.cfg.record, group.detector, fps, self.mqtt)
           self.cameras[name] = _Camera(pipeline, reader, group)
     except BaseException:
-      for source in opened[len(self.cameras):]:
+      for source in opened:
         source.close()
       for camera in self.cameras.values():
         camera.pipeline.close()
