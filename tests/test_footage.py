@@ -172,7 +172,7 @@ def test_prepared_footage_trains_as_the_custom_dataset(tmp_path):
   assert run.metrics["global_step"] == 2 * testing.STEPS_PER_EPOCH
   assert os.path.exists(tmp_path / "run" / "threshold.json")
   # No test split and no labels: evaluation says so instead of scoring nothing.
-  from daml_tf import evaluation  # pylint: disable=g-import-not-at-top
+  from daml_tf.evaluation import scoring as evaluation  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.DataError, match="testing"):
     evaluation.test_split(cfg)
 

@@ -12,6 +12,7 @@ from daml_tf import errors
 from daml_tf.models import DAML, AppearanceDecoder, AppearanceEncoder, MotionModel
 from daml_tf.models import blocks
 from daml_tf.models import build
+from daml_tf.models import scores
 
 
 def make_daml(image_size, channels, time_steps, levels, feature_root=2, max_channels=8,
@@ -331,3 +332,26 @@ def test_every_motion_model_streams_in_every_runtime_as_evaluated(exported_run, 
   results = testing.assert_streams_as_evaluated(cfg, model, model_dir / where, folder, rtol)
   # Heatmaps are drawn on the latent grid whatever the motion model reads.
   assert results[-1].error_map.shape == testing.LATENT[:2]
+
+
+def _streamable_scores():
+  """Every registered score a streaming runtime can compute (those that need no decoder)."""
+  return sorted(name for name, score in scores.SCORES.items() if not score.needs_frames)
+
+
+@pytest.fixture(scope="module")
+def exported_conv3d_run(tmp_path_factory):
+  """A run of the paper's motion model with its serving and LiteRT exports."""
+  model_dir = tmp_path_factory.mktemp("scores")
+  cfg, model = testing.make_exported_run(model_dir, seed=4, data=dict(time_steps=4))
+  return cfg, model, model_dir
+
+
+@pytest.mark.parametrize("score", _streamable_scores())
+@pytest.mark.parametrize("where,rtol", [("", 1e-5), ("export", 1e-5), ("export/litert", 1e-4)])
+def test_every_streamable_score_streams_in_every_runtime_as_evaluated(exported_conv3d_run,
+                                                                     tmp_path, where, rtol,
+                                                                     score):
+  cfg, model, model_dir = exported_conv3d_run
+  folder = testing.write_pngs(tmp_path / "video", testing.moving_frames(24))
+  testing.assert_streams_as_evaluated(cfg, model, model_dir / where, folder, rtol, score=score)

@@ -146,7 +146,7 @@ def make_exported_run(model_dir, seed, data: Optional[dict] = None,
   return cfg, keras_model
 
 
-def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol):
+def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol, score="latent_mean"):
   """Streams the frames of `folder` through the runtime of `runtime_dir` (a run directory or an
   export) and checks its scores against the batch evaluation of the Keras `model`.
 
@@ -154,7 +154,7 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol):
     the streaming results.
   """
   # Deferred: dataset-only tests import this module without loading Keras.
-  from daml_tf import evaluation  # pylint: disable=g-import-not-at-top
+  from daml_tf.evaluation import scoring as evaluation  # pylint: disable=g-import-not-at-top
   from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
   from daml_tf.data import layout  # pylint: disable=g-import-not-at-top
   from daml_tf.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -163,9 +163,10 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol):
   video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
   frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
                                model.background.numpy())
-  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8).score(frames)
+  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8,
+                                             score=score).score(frames)
   opened = backends.open_model(str(runtime_dir))
-  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg)
+  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg, score=score)
   results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
   assert [r.index for r in results if r.score is not None] == list(indices)
   np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,
