@@ -34,6 +34,23 @@ def test_evaluation_outputs(trained, tmp_path):
   assert sorted(p.name for p in (tmp_path / "eval").glob("*.png")) == [
       "scores_01.png", "scores_02.png"]
   assert not (tmp_path / "eval" / "heatmaps").exists()  # --heatmaps=0 (the default)
+  # The metrics follow from scores.csv alone: AUC of the per-video normalised scores, and the
+  # EER where the false-positive and false-negative rates cross (brute force over thresholds).
+  table = [row.split(",") for row in rows[1:]]
+  normalized = np.array([float(r[3]) for r in table])
+  labels = np.array([int(r[4]) for r in table])
+  positives, negatives = normalized[labels == 1], normalized[labels == 0]
+  pairs = positives[:, None] - negatives[None, :]
+  auc = (np.sum(pairs > 0) + 0.5 * np.sum(pairs == 0)) / pairs.size
+  assert metrics["micro_auc"] == pytest.approx(auc, abs=1e-9)
+  gaps = []
+  for threshold in np.unique(normalized):
+    fpr = np.mean(negatives >= threshold)
+    fnr = np.mean(positives < threshold)
+    gaps.append((abs(fpr - fnr), fpr, fnr))
+  _, fpr, fnr = min(gaps)
+  # The interpolated crossing lies between the two rates of the nearest threshold.
+  assert min(fpr, fnr) - 1e-9 <= metrics["eer"] <= max(fpr, fnr) + 1e-9
 
 
 def test_heatmaps_of_each_videos_highest_scoring_frames(trained, tiny_data, tmp_path):
