@@ -25,18 +25,45 @@ _DEFINERS = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
              float: flags.DEFINE_float, bool: flags.DEFINE_bool}
 
 
-def option(default: Any, help_text: str, required: bool = False) -> Any:
-  """A dataclass field that is also a flag; `required`: the flag must be given."""
+def option(default: Any, help_text: str, required: bool = False, **flag_options) -> Any:
+  """A dataclass field that is also a flag.
+
+  Args:
+    default: the field's (and flag's) default.
+    help_text: the flag's help, written here only.
+    required: the flag must be given (the field then has no default).
+    **flag_options: `choices` (an enum flag), `multi` (a Tuple[str, ...] field given by
+      repeating the flag rather than as a comma-separated list), `lower_bound`,
+      `upper_bound` (numbers).
+  """
+  metadata = {"help": help_text, **flag_options}
   if required:
-    return dataclasses.field(metadata={"help": help_text})
-  return dataclasses.field(default=default, metadata={"help": help_text})
+    return dataclasses.field(metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 def _flag_type(hint) -> type:
-  """The flag type of a field's annotation (Optional[X]: X)."""
+  """The flag type of a field's annotation (Optional[X]: X; Tuple[str, ...]: tuple)."""
   if typing.get_origin(hint) is typing.Union:
     (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+  if typing.get_origin(hint) is tuple:
+    return tuple
   return hint
+
+
+def _define(field: dataclasses.Field, hint, default, flag_values: flags.FlagValues) -> None:
+  metadata = field.metadata
+  kind = _flag_type(hint)
+  if "choices" in metadata:
+    flags.DEFINE_enum(field.name, default, list(metadata["choices"]), metadata["help"],
+                      flag_values=flag_values)
+  elif kind is tuple:
+    define = flags.DEFINE_multi_string if metadata.get("multi") else flags.DEFINE_list
+    define(field.name, None if default is None else list(default), metadata["help"],
+           flag_values=flag_values)
+  else:
+    bounds = {key: metadata[key] for key in ("lower_bound", "upper_bound") if key in metadata}
+    _DEFINERS[kind](field.name, default, metadata["help"], flag_values=flag_values, **bounds)
 
 
 def define_flags(config_class: Type[Any], flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -47,14 +74,15 @@ def define_flags(config_class: Type[Any], flag_values: flags.FlagValues = flags.
     if field.name in flag_values:
       continue
     required = field.default is dataclasses.MISSING
-    _DEFINERS[_flag_type(hints[field.name])](
-        field.name, None if required else field.default, field.metadata["help"],
-        flag_values=flag_values)
+    _define(field, hints[field.name], None if required else field.default, flag_values)
     if required:
       flags.mark_flag_as_required(field.name, flag_values=flag_values)
 
 
 def config_from_flags(config_class: Type[T], flag_values: flags.FlagValues = flags.FLAGS) -> T:
   """The frozen config of the parsed flags (its __post_init__ validates them)."""
-  return config_class(**{field.name: flag_values[field.name].value
-                         for field in dataclasses.fields(config_class)})
+  values = {}
+  for field in dataclasses.fields(config_class):
+    value = flag_values[field.name].value
+    values[field.name] = tuple(value) if isinstance(value, list) else value
+  return config_class(**values)

@@ -31,132 +31,129 @@ daml_tf.inference.multicamera.
 the float16-weight flatbuffers). A directory of numbered versions runs the highest.
 """
 
+import dataclasses
+from typing import Optional, Tuple
+
 from absl import app
 from absl import flags
 
 from daml_tf import cli
+from daml_tf import dataclass_flags
 from daml_tf.data import video_io
 from daml_tf.inference import detection
 from daml_tf.inference import litert
-from daml_tf.inference import mqtt
+from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import multicamera
 from daml_tf.inference import sources
 
 FLAGS = flags.FLAGS
+option = dataclass_flags.option
+_LIVE = sources.SourceOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectFlags:
+  """detect's command line: one flag per field, each help written here only.
+
+  `to_config` turns it into the detection.DetectConfig the library takes (an MQTT endpoint
+  and FFmpeg options parsed, several flags of one thing gathered).
+  """
+
+  model_dir: str = option(None, "A training run's directory (config.json, checkpoints/, "
+                          "optionally threshold.json), or a serving SavedModel or LiteRT "
+                          "export (or a directory of numbered versions of one).", required=True)
+  input: Tuple[str, ...] = option(None, "A video file (.avi, .mp4, .mkv, ...), a folder of "
+                                  "frames in natural order, a stream URL (rtsp://, http(s)://, "
+                                  "udp://, tcp://, ...) or a V4L2 camera (/dev/video0); repeat "
+                                  "it for several cameras, scored together by one model.",
+                                  required=True, multi=True)
+  output_dir: str = option(None, "Where scores.csv, events.jsonl, scores.png and the annotated "
+                           "video go (created if needed); with several --input, in "
+                           "<output_dir>/<camera>/.", required=True)
+  threshold: Optional[float] = option(None, "Raw-score alarm threshold; default: "
+                                      "<model_dir>/threshold.json (or the export's), else no "
+                                      "alarms.")
+  smoothing_window: int = option(1, "Causal moving average over this many raw scores before "
+                                 "thresholding (1: none).")
+  score: str = option("", "Frame score (default: the model's; a latent score of "
+                      "daml_tf/models/scores.py).")
+  smoothing: str = option("", "Causal smoothing before thresholding: ma:N or ema:A (overrides "
+                          "--smoothing_window).")
+  annotate: bool = option(False, "Also write the video with the latent error heatmap, the "
+                          "anomaly box, the score and an ALARM banner drawn on each frame.")
+  camera_name: str = option("", "Camera name in events.jsonl (default: the input's base name "
+                            "without extension); one --input only.")
+  camera_names: Tuple[str, ...] = option((), "The camera name of each --input, in order "
+                                         "(events, output folders); default: each input's base "
+                                         "name without extension.")
+  max_frames: int = option(0, "Stop after this many frames (0: no limit); per camera.")
+  duration_s: float = option(0.0, "Stop after this many seconds of stream time (0: no limit); "
+                             "per camera.")
+  plot_window: int = option(detection.DEFAULT_PLOT_WINDOW, "scores.png shows the last this "
+                            "many frames (memory stays bounded on long inputs).")
+  fps: float = option(video_io.DEFAULT_FPS, "Frame rate of a frames folder, and of a video or "
+                      "stream that states none (most carry their own).")
+  read_timeout_s: float = option(_LIVE.read_timeout_s, "Live input: an open, or a wait for the "
+                                 "next packet, longer than this counts as a drop.")
+  reconnect_initial_s: float = option(_LIVE.reconnect_initial_s, "Live input: wait before "
+                                      "reopening a dropped stream, doubled after each failed "
+                                      "attempt...")
+  reconnect_max_s: float = option(_LIVE.reconnect_max_s, "...up to this.")
+  max_reconnects: int = option(_LIVE.max_reconnects, "Live input: give up after this many "
+                               "failed reopens in a row (0: never).")
+  give_up_after_s: float = option(_LIVE.give_up_after_s, "Live input: give up after this many "
+                                  "seconds without a frame (0: never).")
+  rtsp_transport: str = option(_LIVE.rtsp_transport, "RTSP transport (tcp: no frame damaged "
+                               "by lost datagrams).", choices=sources.RTSP_TRANSPORTS)
+  input_options: Tuple[str, ...] = option((), "Live input: key=value options for FFmpeg's "
+                                          "demuxer and protocol, e.g. video_size=640x480,"
+                                          "framerate=15,input_format=mjpeg for a V4L2 camera.")
+  log_every: int = option(100, "Frames (with several cameras: steps) between progress lines.")
+  litert_precision: str = option("float32", "For a LiteRT export: which flatbuffers to run "
+                                 "(float16: the float16-weight ones).",
+                                 choices=litert.PRECISIONS)
+  mqtt: str = option("", "Also publish each alarm event (the JSON of its events.jsonl line) to "
+                     "this MQTT broker: host[:port]/topic, on topic <topic>/<camera>. "
+                     f"Credentials, if the broker wants them, from ${mqtt_lib.USERNAME_ENV} and "
+                     f"${mqtt_lib.PASSWORD_ENV}. A broker that is down never stops detection.")
+  mqtt_qos: int = option(mqtt_lib.DEFAULT_QOS, "MQTT QoS of the events, 0, 1 or 2 (0: dropped "
+                         "while disconnected; 1, 2: queued, see --mqtt_queue_size).",
+                         lower_bound=0, upper_bound=2)
+  mqtt_client_id: str = option("", "MQTT client id (default daml_tf-<host>-<pid>).")
+  mqtt_queue_size: int = option(mqtt_lib.DEFAULT_QUEUE_SIZE, "Events kept in memory while the "
+                                "broker is unreachable (QoS 1, 2); more are dropped with a "
+                                "warning.")
+  mqtt_flush_timeout_s: float = option(mqtt_lib.DEFAULT_FLUSH_TIMEOUT_S, "At exit, wait at most "
+                                       "this long for queued events to reach the broker.")
+
+  def to_config(self) -> detection.DetectConfig:
+    """The frozen config run_detection takes (ConfigError names a bad flag)."""
+    live = {field: getattr(self, field) for field in (
+        "read_timeout_s", "reconnect_initial_s", "reconnect_max_s", "max_reconnects",
+        "give_up_after_s", "rtsp_transport")}
+    return detection.DetectConfig(
+        model_dir=self.model_dir, inputs=tuple(self.input), output_dir=self.output_dir,
+        threshold=self.threshold, smoothing_window=self.smoothing_window, score=self.score,
+        smoothing=self.smoothing, annotate=self.annotate, fps=self.fps,
+        log_every=self.log_every, litert_precision=self.litert_precision,
+        camera_name=self.camera_name, max_frames=self.max_frames, duration_s=self.duration_s,
+        plot_window=self.plot_window, camera_names=tuple(self.camera_names),
+        input_options=sources.parse_ffmpeg_options(list(self.input_options)),
+        mqtt=mqtt_lib.config_from_spec(self.mqtt, qos=self.mqtt_qos,
+                                   client_id=self.mqtt_client_id,
+                                   queue_size=self.mqtt_queue_size,
+                                   flush_timeout_s=self.mqtt_flush_timeout_s),
+        **live)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-  flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, "
-                      "checkpoints/, optionally threshold.json), or a serving SavedModel or "
-                      "LiteRT export (or a directory of numbered versions of one).",
-                      flag_values=flag_values)
-  flags.DEFINE_multi_string("input", None, "A video file (.avi, .mp4, .mkv, ...), a folder "
-                            "of frames in natural order, a stream URL (rtsp://, http(s)://, "
-                            "udp://, tcp://, ...) or a V4L2 camera (/dev/video0); "
-                            "repeat it for several cameras, scored together by one model.",
-                            flag_values=flag_values)
-  flags.DEFINE_string("output_dir", None, "Where scores.csv, events.jsonl, scores.png and the "
-                      "annotated video go (created if needed); with several --input, in "
-                      "<output_dir>/<camera>/.", flag_values=flag_values)
-  flags.DEFINE_float("threshold", None, "Raw-score alarm threshold; default: "
-                     "<model_dir>/threshold.json (or the export's), else no alarms.",
-                     flag_values=flag_values)
-  flags.DEFINE_integer("smoothing_window", 1, "Causal moving average over this many raw scores "
-                       "before thresholding (1: none).", flag_values=flag_values)
-  flags.DEFINE_string("score", "", "Frame score (default: the model's; a latent score of "
-                      "daml_tf/models/scores.py).", flag_values=flag_values)
-  flags.DEFINE_string("smoothing", "", "Causal smoothing before thresholding: ma:N or ema:A "
-                      "(overrides --smoothing_window).", flag_values=flag_values)
-  flags.DEFINE_bool("annotate", False, "Also write the video with the latent error heatmap, "
-                    "the anomaly box, the score and an ALARM banner drawn on each frame.",
-                    flag_values=flag_values)
-  flags.DEFINE_string("camera_name", "", "Camera name in events.jsonl (default: the input's "
-                      "base name without extension); one --input only.", flag_values=flag_values)
-  flags.DEFINE_list("camera_names", [], "The camera name of each --input, in order (events, "
-                    "output folders); default: each input's base name without extension.",
-                    flag_values=flag_values)
-  flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: no limit); per "
-                       "camera.", flag_values=flag_values)
-  flags.DEFINE_float("duration_s", 0.0, "Stop after this many seconds of stream time (0: no "
-                     "limit); per camera.", flag_values=flag_values)
-  flags.DEFINE_integer("plot_window", detection.DEFAULT_PLOT_WINDOW, "scores.png shows the "
-                       "last this many frames (memory stays bounded on long inputs).",
-                       flag_values=flag_values)
-  flags.DEFINE_float("fps", video_io.DEFAULT_FPS, "Frame rate of a frames folder, and of a "
-                     "video or stream that states none (most carry their own).",
-                     flag_values=flag_values)
-  _define_live_flags(flag_values)
-  flags.DEFINE_integer("log_every", 100, "Frames (with several cameras: steps) between "
-                       "progress lines.",
-                       flag_values=flag_values)
-  flags.DEFINE_enum("litert_precision", "float32", list(litert.PRECISIONS), "For a LiteRT "
-                    "export: which flatbuffers to run (float16: the float16-weight ones).",
-                    flag_values=flag_values)
-  flags.DEFINE_string("mqtt", "", "Also publish each alarm event (the JSON of its events.jsonl "
-                      "line) to this MQTT broker: host[:port]/topic, on topic <topic>/<camera>. "
-                      f"Credentials, if the broker wants them, from ${mqtt.USERNAME_ENV} and "
-                      f"${mqtt.PASSWORD_ENV}. A broker that is down never stops detection.",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("mqtt_qos", mqtt.DEFAULT_QOS, "MQTT QoS of the events, 0, 1 or 2 (0: "
-                       "dropped while disconnected; 1, 2: queued, see --mqtt_queue_size).",
-                       lower_bound=0, upper_bound=2, flag_values=flag_values)
-  flags.DEFINE_string("mqtt_client_id", "", "MQTT client id (default daml_tf-<host>-<pid>).",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("mqtt_queue_size", mqtt.DEFAULT_QUEUE_SIZE, "Events kept in memory "
-                       "while the broker is unreachable (QoS 1, 2); more are dropped with a "
-                       "warning.", flag_values=flag_values)
-  flags.DEFINE_float("mqtt_flush_timeout_s", mqtt.DEFAULT_FLUSH_TIMEOUT_S, "At exit, wait at "
-                     "most this long for queued events to reach the broker.",
-                     flag_values=flag_values)
-  flags.mark_flags_as_required(["model_dir", "input", "output_dir"], flag_values=flag_values)
-
-
-# (define, name, help) of the live-input flags whose defaults are sources.SourceOptions'.
-_LIVE_FLAGS = (
-    (flags.DEFINE_float, "read_timeout_s", "Live input: an open, or a wait for the next "
-     "packet, longer than this counts as a drop."),
-    (flags.DEFINE_float, "reconnect_initial_s", "Live input: wait before reopening a dropped "
-     "stream, doubled after each failed attempt..."),
-    (flags.DEFINE_float, "reconnect_max_s", "...up to this."),
-    (flags.DEFINE_integer, "max_reconnects", "Live input: give up after this many failed "
-     "reopens in a row (0: never)."),
-    (flags.DEFINE_float, "give_up_after_s", "Live input: give up after this many seconds "
-     "without a frame (0: never)."),
-)
-
-
-def _define_live_flags(flag_values: flags.FlagValues) -> None:
-  defaults = sources.SourceOptions()
-  for define, name, help_text in _LIVE_FLAGS:
-    define(name, getattr(defaults, name), help_text, flag_values=flag_values)
-  flags.DEFINE_enum("rtsp_transport", defaults.rtsp_transport, list(sources.RTSP_TRANSPORTS),
-                    "RTSP transport (tcp: no frame damaged by lost datagrams).",
-                    flag_values=flag_values)
-  flags.DEFINE_list("input_options", [], "Live input: key=value options for FFmpeg's demuxer "
-                    "and protocol, e.g. video_size=640x480,framerate=15,input_format=mjpeg for "
-                    "a V4L2 camera.", flag_values=flag_values)
+  """detect's flags, one per DetectFlags field."""
+  dataclass_flags.define_flags(DetectFlags, flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.DetectConfig:
   """The flags, once, as the frozen config run_detection takes."""
-  return detection.DetectConfig(
-      model_dir=flag_values.model_dir, inputs=tuple(flag_values.input),
-      output_dir=flag_values.output_dir, threshold=flag_values.threshold,
-      smoothing_window=flag_values.smoothing_window, score=flag_values.score,
-      smoothing=flag_values.smoothing, annotate=flag_values.annotate, fps=flag_values.fps,
-      log_every=flag_values.log_every, litert_precision=flag_values.litert_precision,
-      camera_name=flag_values.camera_name, max_frames=flag_values.max_frames,
-      duration_s=flag_values.duration_s, plot_window=flag_values.plot_window,
-      camera_names=tuple(flag_values.camera_names),
-      read_timeout_s=flag_values.read_timeout_s,
-      reconnect_initial_s=flag_values.reconnect_initial_s,
-      reconnect_max_s=flag_values.reconnect_max_s, max_reconnects=flag_values.max_reconnects,
-      give_up_after_s=flag_values.give_up_after_s, rtsp_transport=flag_values.rtsp_transport,
-      input_options=sources.parse_ffmpeg_options(flag_values.input_options),
-      mqtt=mqtt.config_from_spec(flag_values.mqtt, qos=flag_values.mqtt_qos,
-                                 client_id=flag_values.mqtt_client_id,
-                                 queue_size=flag_values.mqtt_queue_size,
-                                 flush_timeout_s=flag_values.mqtt_flush_timeout_s))
+  return dataclass_flags.config_from_flags(DetectFlags, flag_values).to_config()
 
 
 def main(argv):
