@@ -5,7 +5,7 @@ frames/s), so the alarms counted are exactly those the service raises (masks, sm
 hysteresis, cooldown, scene-change guard); then scores each camera's per-frame alarm column
 (scores.csv) against the frame labels with daml_tf.service.event_metrics.
 
-  .venv/bin/python experiments/event_level/run.py --model_dir=pretrained/ped2_cpu \
+  .venv/bin/python -m experiments.event_level.run --model_dir=pretrained/ped2_cpu \
       --labels_csv=/tmp/ped2_eval_online/scores.csv --data_dir=~/datasets/ped2 \
       [--heldout=04,08,12,16] --output=experiments/event_level/results/shipped.json
 
