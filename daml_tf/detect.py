@@ -40,8 +40,8 @@ from absl import flags
 from daml_tf import cli
 from daml_tf import dataclass_flags
 from daml_tf.data import video_io
+from daml_tf.inference import backends
 from daml_tf.inference import detection
-from daml_tf.inference import litert
 from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import multicamera
 from daml_tf.inference import sources
@@ -111,7 +111,7 @@ class DetectFlags:
   log_every: int = option(100, "Frames (with several cameras: steps) between progress lines.")
   litert_precision: str = option("float32", "For a LiteRT export: which flatbuffers to run "
                                  "(float16: the float16-weight ones).",
-                                 choices=litert.PRECISIONS)
+                                 choices=backends.precisions())
   mqtt: str = option("", "Also publish each alarm event (the JSON of its events.jsonl line) to "
                      "this MQTT broker: host[:port]/topic, on topic <topic>/<camera>. "
                      f"Credentials, if the broker wants them, from ${mqtt_lib.USERNAME_ENV} and "
@@ -135,7 +135,8 @@ class DetectFlags:
         model_dir=self.model_dir, inputs=tuple(self.input), output_dir=self.output_dir,
         threshold=self.threshold, smoothing_window=self.smoothing_window, score=self.score,
         smoothing=self.smoothing, annotate=self.annotate, fps=self.fps,
-        log_every=self.log_every, litert_precision=self.litert_precision,
+        log_every=self.log_every,
+        runtime_options=backends.RuntimeOptions(precision=self.litert_precision),
         camera_name=self.camera_name, max_frames=self.max_frames, duration_s=self.duration_s,
         plot_window=self.plot_window, camera_names=tuple(self.camera_names),
         input_options=sources.parse_ffmpeg_options(list(self.input_options)),

@@ -24,6 +24,7 @@ import tensorflow as tf
 import testing
 from testing import CAMERA, HEIGHT, K, LATENT, WIDTH, camera_frames
 from daml_tf import errors
+from daml_tf.inference import backends
 from daml_tf.inference import litert
 from daml_tf.inference import litert_convert
 from daml_tf.inference import streaming
@@ -131,7 +132,8 @@ def test_detector_on_litert_matches_keras(exported, precision):
   frames = camera_frames(16, 3, seed=3)
   keras_detector = streaming.StreamingDetector(model, cfg.data)
   expected = np.array([keras_detector.process(frame).score for frame in frames][5:])
-  detector = streaming.StreamingDetector.from_model_dir(litert_dir, litert_precision=precision)
+  detector = streaming.StreamingDetector.from_model_dir(
+      litert_dir, runtime_options=backends.RuntimeOptions(precision=precision))
   assert isinstance(detector.backend, litert.LiteRTBackend)
   assert detector.data_cfg == cfg.data and detector.threshold == THRESHOLD["threshold"]
   results = [detector.process(frame) for frame in frames]

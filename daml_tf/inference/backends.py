@@ -195,6 +195,24 @@ class SavedModelBackend:
 
 
 @dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+  """What a caller may ask of the runtime that opens a model, as one value: the detectors, the
+  service and the command line pass it through without knowing which runtime it is for.
+
+  Attributes:
+    precision: the weight precision, for a runtime with several (LiteRT: float32, float16);
+      a runtime with one ignores it.
+  """
+
+  precision: str = "float32"
+
+  def __post_init__(self):
+    known = precisions()
+    if self.precision not in known:
+      raise errors.ConfigError(f"precision must be one of {known}, got {self.precision!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
 class OpenedModel:
   """A model ready for the detector.
 
@@ -323,6 +341,11 @@ RUNTIMES: Dict[str, Runtime] = {
 }
 
 
+def precisions() -> Tuple[str, ...]:
+  """Every weight precision a registered runtime runs (RuntimeOptions.precision)."""
+  return tuple(sorted({p for runtime in RUNTIMES.values() for p in runtime.precisions}))
+
+
 def find_runtime(path: str) -> Optional[Runtime]:
   """The first registered runtime that recognises `path`, or None."""
   for runtime in RUNTIMES.values():
@@ -343,14 +366,14 @@ def _resolve_version(model_dir: str) -> str:
   return model_dir
 
 
-def open_model(model_dir: str, litert_precision: str = "float32") -> OpenedModel:
+def open_model(model_dir: str, options: RuntimeOptions = RuntimeOptions()) -> OpenedModel:
   """The backend, clip config and stored threshold of a run or an export.
 
   Args:
     model_dir: a directory a registered runtime recognises (a training run, a serving
       SavedModel version, a LiteRT export), or a directory of numbered versions of one (the
       highest is used, as TF Serving does).
-    litert_precision: "float32" or "float16", for a runtime with several precisions.
+    options: what to ask of the runtime (RuntimeOptions).
 
   Raises:
     FileNotFoundError: no runtime recognises model_dir, or a run without a checkpoint.
@@ -363,6 +386,6 @@ def open_model(model_dir: str, litert_precision: str = "float32") -> OpenedModel
         f"{model_dir!r} is neither a training run (no {run_dir.CONFIG_FILE}) nor a serving or "
         f"LiteRT export (no saved_model.pb or {litert.METADATA_FILE}, nor numbered versions "
         "holding one).")
-  precision = litert_precision if litert_precision in runtime.precisions else (
+  precision = options.precision if options.precision in runtime.precisions else (
       runtime.precisions[0])
   return runtime.open(path, precision)

@@ -26,7 +26,7 @@ from daml_tf import errors
 from daml_tf.evaluation import report
 from daml_tf.data import video_io
 from daml_tf.inference import events as events_lib
-from daml_tf.inference import litert
+from daml_tf.inference import backends
 from daml_tf import localize
 from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import sources
@@ -104,7 +104,7 @@ class DetectConfig:
     fps: frame rate of a frames folder (timestamps, annotated video), and of a file or
       stream that states none.
     log_every: frames between progress lines.
-    litert_precision: "float32" or "float16": the flatbuffers run for a LiteRT export.
+    runtime_options: what to ask of the runtime that opens the model (backends.RuntimeOptions).
     camera_name: the camera of the events of a single input (default:
       camera_name_of(input_path)).
     camera_names: the camera of each input, in order (default: each input's
@@ -127,7 +127,7 @@ class DetectConfig:
   annotate: bool = False
   fps: float = video_io.DEFAULT_FPS
   log_every: int = 100
-  litert_precision: str = "float32"
+  runtime_options: backends.RuntimeOptions = backends.RuntimeOptions()
   camera_name: str = ""
   max_frames: int = 0
   duration_s: float = 0.0
@@ -202,9 +202,6 @@ class DetectConfig:
     if self.smoothing_window < 1:
       raise errors.ConfigError(
           f"--smoothing_window must be >= 1, got {self.smoothing_window}.")
-    if self.litert_precision not in litert.PRECISIONS:
-      raise errors.ConfigError(f"--litert_precision must be one of {litert.PRECISIONS}, got "
-                               f"{self.litert_precision!r}.")
     if self.max_frames < 0 or self.duration_s < 0:
       raise errors.ConfigError(
           f"--max_frames and --duration_s must be >= 0 (0: no limit), got "
@@ -563,7 +560,7 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
   Raises:
     FileNotFoundError: input_path (a file or folder), or the model's config or checkpoint, is
       missing.
-    config.ConfigError: a bad smoothing_window, fps, limit, plot_window, litert_precision or
+    config.ConfigError: a bad smoothing_window, fps, limit, plot_window, runtime option or
       live-input option.
     errors.DataError: the input holds no readable frame, or a live input cannot be opened.
   """
@@ -577,7 +574,7 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
   if not fileio.isdir(cfg.model_dir):
     raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
   detector = StreamingDetector.from_model_dir(cfg.model_dir, cfg.threshold,
-                                              cfg.smoothing_window, cfg.litert_precision,
+                                              cfg.smoothing_window, cfg.runtime_options,
                                               score=cfg.score, smoothing=cfg.smoothing)
   if detector.threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "

@@ -378,7 +378,7 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
   # Before the model loads: a missing file fails the run before anything is written.
   _check_inputs(cfg)
   detector = MultiStreamDetector.from_model_dir(
-      cfg.model_dir, cfg.cameras, cfg.threshold, cfg.smoothing_window, cfg.litert_precision,
+      cfg.model_dir, cfg.cameras, cfg.threshold, cfg.smoothing_window, cfg.runtime_options,
       score=cfg.score, smoothing=cfg.smoothing)
   if detector.state(cfg.cameras[0]).threshold is None:
     logging.warning("No threshold (no --threshold, none stored with %s): scores only, no "

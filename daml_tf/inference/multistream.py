@@ -21,6 +21,7 @@ import numpy as np
 
 from daml_tf import config as config_lib
 from daml_tf import errors
+from daml_tf.inference import backends
 from daml_tf.inference import streaming
 from daml_tf.inference.streaming import FrameResult
 from daml_tf.models import scores
@@ -60,13 +61,14 @@ class MultiStreamDetector(streaming.ModelDetector):
   @classmethod
   def from_model_dir(cls, model_dir: str, streams: Sequence[str],
                      threshold: Optional[float] = None, smoothing_window: int = 1,
-                     litert_precision: str = "float32", score: str = "",
+                     runtime_options: backends.RuntimeOptions = backends.RuntimeOptions(),
+                     score: str = "",
                      smoothing: str = "") -> "MultiStreamDetector":
     """A detector for a training run, a serving export or a LiteRT export, as
     streaming.StreamingDetector.from_model_dir opens them (same arguments and errors), with
     one stream per name of `streams`."""
     opened, threshold, score = streaming.open_for_detection(model_dir, threshold,
-                                                            litert_precision, score)
+                                                            runtime_options, score)
     logging.info("Multi-stream detector on %s for %d streams", opened.backend.name,
                  len(streams))
     return cls(opened.backend, opened.data_cfg, streams, threshold=threshold,

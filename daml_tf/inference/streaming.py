@@ -89,11 +89,12 @@ def resolve_threshold(opened: backends.OpenedModel, model_dir: str,
   return stored["threshold"]
 
 
-def open_for_detection(model_dir: str, threshold: Optional[float], litert_precision: str,
+def open_for_detection(model_dir: str, threshold: Optional[float],
+                       runtime_options: backends.RuntimeOptions,
                        score: str) -> Tuple[backends.OpenedModel, Optional[float], str]:
   """(the opened model, its threshold, its score) for a detector's from_model_dir: `score` or
   the model's, `threshold` or the one stored for that score (resolve_threshold)."""
-  opened = backends.open_model(model_dir, litert_precision)
+  opened = backends.open_model(model_dir, runtime_options)
   score = score or opened.score
   return opened, resolve_threshold(opened, model_dir, threshold, score), score
 
@@ -330,7 +331,8 @@ class StreamingDetector(ModelDetector):
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
                      smoothing_window: int = 1,
-                     litert_precision: str = "float32", score: str = "",
+                     runtime_options: backends.RuntimeOptions = backends.RuntimeOptions(),
+                     score: str = "",
                      smoothing: str = "") -> "StreamingDetector":
     """A detector for a training run, a serving export or a LiteRT export.
 
@@ -341,7 +343,8 @@ class StreamingDetector(ModelDetector):
       threshold: overrides the stored threshold (threshold.json of a run, the one recorded in
         an export); with neither, no alarms.
       smoothing_window: see the class.
-      litert_precision: "float32" or "float16": which LiteRT flatbuffers to run.
+      runtime_options: what to ask of the runtime (backends.RuntimeOptions: the weight
+        precision of a LiteRT export).
       score: overrides the score the run was configured with (or the export recorded).
       smoothing: see the class.
 
@@ -350,7 +353,7 @@ class StreamingDetector(ModelDetector):
       errors.DataError: an export without the clip geometry (interval, delta).
       errors.ConfigError: the stored threshold is for another score than the one asked for.
     """
-    opened, threshold, score = open_for_detection(model_dir, threshold, litert_precision, score)
+    opened, threshold, score = open_for_detection(model_dir, threshold, runtime_options, score)
     logging.info("Streaming detector on %s", opened.backend.name)
     return cls(opened.backend, opened.data_cfg, threshold=threshold,
                smoothing_window=smoothing_window, score=score, smoothing=smoothing)
