@@ -17,6 +17,7 @@ from daml_tf import run_dir
 from daml_tf.training import loop as training
 from daml_tf.data import video_io
 from daml_tf.inference import detection
+from daml_tf import localize
 from daml_tf.inference import streaming
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def test_detect_cli_end_to_end(trained_model_dir, tmp_path):
   run_dir.save_threshold(trained_model_dir, 1e9, 0.995)
   detector = streaming.StreamingDetector.from_model_dir(trained_model_dir)
   assert detector.threshold == 1e9
-  expected = [detector.process(frame).score for _, _, frame in video_io.iter_frames(video)]
+  results = [detector.process(frame) for _, _, frame in video_io.iter_frames(video)]
+  expected = [result.score for result in results]
   span = detector.data_cfg.clip_span
   threshold = float(np.median(expected[span:]))
 
@@ -71,9 +73,17 @@ def test_detect_cli_end_to_end(trained_model_dir, tmp_path):
       for pair in (("alarm_start", start), ("alarm_end", end))]
   assert all(e["camera"] == "input" for e in events)
   for e in events:
-    x0, y0, x1, y1 = e["box"]
-    assert 0 <= x0 < x1 <= 56 and 0 <= y0 < y1 <= 40
     assert e["peak_score"] >= threshold and e["time"].endswith("Z")
+  # The box: of the start frame on alarm_start, of the alarm's peak frame on alarm_end.
+  for k, start in enumerate(starts):
+    alarm_frames = [start]
+    while alarm_frames[-1] + 1 < 16 and flags[alarm_frames[-1] + 1]:
+      alarm_frames.append(alarm_frames[-1] + 1)
+    peak = max(alarm_frames, key=lambda i: expected[i])
+    start_event, end_event = events[2 * k], events[2 * k + 1]
+    assert start_event["box"] == list(localize.anomaly_box(results[start].error_map, (40, 56)))
+    assert end_event["box"] == list(localize.anomaly_box(results[peak].error_map, (40, 56)))
+    assert end_event["peak_score"] == pytest.approx(expected[peak], rel=1e-6)
   assert (output_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   annotated = [p for p in output_dir.iterdir() if p.stem == "annotated"]
   assert len(annotated) == 1 and annotated[0].suffix in (".mp4", ".avi")
