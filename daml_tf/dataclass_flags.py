@@ -10,7 +10,7 @@ Example:
     config: str = option(None, "The YAML file.", required=True)
     duration_s: float = option(0.0, "Stop after this many seconds (0: never).")
 
-  define_flags(ServeConfig)            # in `if __name__ == "__main__":`
+  define_flags(ServeConfig)            # in the module's main block
   cfg = config_from_flags(ServeConfig)  # in main
 """
 

@@ -59,9 +59,11 @@ class _Reader:
       self.source.close()  # In the thread that iterates it.
 
   def halt(self):
-    """Stops reading after the next item and closes the source."""
+    """Stops reading after the next item and closes the source; the reading must have ended
+    without an error (a stream test that reads on after its checks still fails on one)."""
     self._halt.set()
     self.join()
+    assert self.error is None, f"the reader failed: {self.error!r}"
 
   def frames(self):
     return [item for item in self.items if not isinstance(item, sources.Gap)]
