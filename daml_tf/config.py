@@ -37,20 +37,22 @@ class DataConfig:
     dataset: registry name (see daml_tf.data.registry).
     data_dir: the dataset root (holding training/ and testing/), or a folder holding
       `<dataset>/`.
-    image_height, image_width: model resolution.
-    channels: 1 (gray) or 3.
+    image_height: model input height.
+    image_width: model input width.
+    channels: 1 (gray) or 3 (RGB).
     time_steps: k, input frames per clip.
     interval: frames between consecutive inputs.
     delta: frames between the last input and the target.
-    batch_size: global batch of clips.
+    batch_size: global training batch size, in clips.
     frame_cache: "memory" decodes every frame once and cuts clips from RAM; "none" decodes
       each clip's frames from disk (for datasets larger than memory).
     clips_per_epoch: 0 means every training clip once per epoch.
-    label_file: overrides the spec's label file when set.
+    label_file: frame-label file of the test split, overriding the dataset's when set.
     tfrecord_dir: when set, training clips come from the sharded TFRecords written there by
-      `daml_tf.data.to_tfrecord` instead of the frames under data_dir (evaluation still reads
-      the test frames from data_dir).
-    seed: shuffling seed.
+      `daml_tf.data.to_tfrecord` (any path daml_tf.fileio serves: local, gs://, s3://, ...)
+      instead of the frames under data_dir (evaluation still reads the test frames from
+      data_dir).
+    seed: random seed for shuffling and initialisation.
   """
 
   dataset: str = "synthetic"
@@ -149,15 +151,18 @@ class TrainConfig:
 
   Attributes:
     model_dir: checkpoints, TensorBoard logs, background, resolved config, export.
-    train_epochs / finetune_epochs: epochs of each phase.
-    train_lambda_r / train_lambda_p: loss weights of the *train* phase.
-    finetune_lambda_r / finetune_lambda_p: loss weights of the *finetune* phase.
+    train_epochs: epochs of the train phase.
+    finetune_epochs: epochs of the finetune phase.
+    train_lambda_r: reconstruction weight of the train phase.
+    train_lambda_p: latent prediction weight of the train phase.
+    finetune_lambda_r: reconstruction weight of the finetune phase.
+    finetune_lambda_p: latent prediction weight of the finetune phase.
     learning_rate: Adam's initial rate, restarted at each phase.
     adam_epsilon: Adam's epsilon.
     lr_decay_epochs: multiply the rate by lr_decay_factor every this many epochs of a phase
       (0: never).
     lr_decay_factor: the step factor.
-    mixed_precision: Keras dtype policy.
+    mixed_precision: Keras dtype policy: float32, mixed_float16 or mixed_bfloat16.
     strategy: tf.distribute strategy: "default" (one device), "mirrored" (all local GPUs),
       "multi_worker" (MultiWorkerMirroredStrategy over the machines named by TF_CONFIG).
     sync_batchnorm: synchronise BatchNorm statistics across replicas (the global batch's
@@ -168,7 +173,8 @@ class TrainConfig:
       epoch's, to score the learning curve with experiments/ped2_accuracy/checkpoint_ablation.py).
     image_summary_steps: write input/reconstruction/prediction images every N steps (0: never).
     log_every_steps: scalar summaries every N steps.
-    export: write the scorer SavedModel at the end.
+    export: write the serving SavedModel (<model_dir>/export/<version>/) at the end of
+      training.
     calibration_holdout: share of each training video's frames (its last ones) held out of
       training to calibrate the alarm threshold; 0 trains on every frame and calibrates on
       the training frames.
@@ -185,14 +191,15 @@ class TrainConfig:
       0 turns pseudo-anomalies off.
     pseudo_anomaly_margin: the hinge pushes each pseudo-anomalous clip's latent error above
       this many times the mean error of the batch's normal clips.
-    pseudo_anomaly_speeds: comma-separated speed-ups s: a pseudo-anomalous clip takes its
+    pseudo_anomaly_speeds: comma-separated speed-ups s (>= 2): a pseudo-anomalous clip takes its
       inputs s * interval frames apart and its target s * delta frames after the last, as if
       the video played s times faster.
     init_from: a run directory, its checkpoints/ folder or one checkpoint whose model weights
       a new run starts from instead of random ones (the optimizer, the schedule position and
       the background start fresh); or a serving export, whose encoder and motion model start
-      a run that does not train the decoder (the export has none); ignored once the run has
-      checkpoints of its own.
+      a run that does not train the decoder (the export has none: only with
+      --train_epochs=0 --finetune_trains=motion); ignored once the run has checkpoints of its
+      own. The architecture must match.
   """
 
   model_dir: str = "runs/demo"
@@ -287,11 +294,14 @@ class EvalConfig:
   Attributes:
     output_dir: metrics.json, scores.csv and plots; defaults to <model_dir>/eval.
     normalize: "per_video" min-max (the paper's protocol) or "none" (online scores).
-    batch_size: frames encoded at once.
+    batch_size: frames encoded at once during evaluation.
     plots: write one score-curve PNG per test video.
-    perturb: test-time perturbation, "" or "brightness:<factor>" (HLS lightness scaled).
-    score: the frame score (a daml_tf.models.scores.SCORES name) of evaluation, calibration,
-      detection and exports.
+    perturb: test-time perturbation, "" or "brightness:<factor>": the HLS lightness of every
+      test frame scaled (0 < factor <= 1), as in the paper's robustness experiment.
+    score: the frame score of evaluation, calibration, detection and exports, a
+      daml_tf.models.scores.SCORES name: latent_mean (the paper), latent_max,
+      latent_top1/5/10 (mean of the worst 1/5/10% latent cells), cosine, frame_psnr or fusion
+      (these two decode the predicted frame: Keras runtime only).
     smoothing: temporal smoothing of the scores (daml_tf.smoothing spec): causal "ma:N" or
       "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
     heatmaps: write, for each test video, a PNG of each of its this many highest-scoring frames

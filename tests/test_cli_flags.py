@@ -2,9 +2,11 @@
 
 import pathlib
 
+from absl import flags
 import pytest
 
 import testing
+from daml_tf import cli_flags
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf.data import registry
@@ -116,3 +118,16 @@ def test_camera_config_can_start_from_the_shipped_ped2_model():
   assert (cfg.data.interval, cfg.data.delta) == (2, 4) and cfg.train.calibration_holdout > 0
   shipped = run_dir.load_config(str(REPO / "pretrained" / "ped2_cpu"))
   assert run_dir.architecture_differences(shipped, cfg, loss_fields=False) == []
+
+
+def test_every_flag_has_the_help_of_its_config_field():
+  """A flag's help is its field's description in the config class's docstring, written once."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  cli_flags.define_flags(flag_values)
+  for section, cls in cli_flags._SECTIONS.items():  # pylint: disable=protected-access
+    docs = cli_flags.field_docs(cls)
+    for field in dataclasses.fields(cls):
+      name = cli_flags._flag_name(section, field.name)  # pylint: disable=protected-access
+      assert docs.get(field.name), f"{cls.__name__}.{field.name} has no description"
+      assert flag_values[name].help.lower().startswith(docs[field.name][:20].lower())
