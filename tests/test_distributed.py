@@ -35,6 +35,7 @@ ONE_STEP = TINY_CONFIG + textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from daml_tf.training import loop as training
+    from daml_tf.training import schedule
     from daml_tf.data import synthetic
     from daml_tf.models import build
     out = sys.argv[1]
@@ -48,7 +49,7 @@ ONE_STEP = TINY_CONFIG + textwrap.dedent("""
       tf.keras.utils.set_random_seed(0)
       with strategy.scope():
         model = build.build_model(cfg)
-        training.compile_model(model, cfg.train)
+        schedule.compile_model(model, cfg.train)
       initial = [v.numpy() for v in model.trainable_variables]
       dataset = tf.data.Dataset.from_tensors(clip)
       batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
@@ -74,6 +75,7 @@ MIRRORED_RUN = TINY_CONFIG + textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from daml_tf.training import loop as training
+    from daml_tf.training import schedule
     from daml_tf.data import synthetic
     synthetic.generate(sys.argv[1] + "/data", num_train_videos=2, num_test_videos=1,
                        frames_per_video=24)

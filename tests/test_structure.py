@@ -125,7 +125,7 @@ def test_data_preparation_loads_no_model_or_inference_code(module):
 # Entry points (flags -> a frozen config -> one library call) sit on top, wherever they live.
 LAYERS = (
     ("base", ("errors", "fileio", "progress", "smoothing", "metrics", "dataclass_flags", "cli",
-              "localize")),
+              "localize", "mqtt_common")),
     ("data", ("data",)),
     ("config", ("config", "cli_flags")),
     ("models", ("models",)),

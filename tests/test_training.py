@@ -18,7 +18,12 @@ from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
 from daml_tf.evaluation import speedup_check
+from daml_tf.training import candidates as candidates_lib
+from daml_tf.training import checkpoints as checkpoints_lib
+from daml_tf.training import data as training_data
+from daml_tf.training import distributed
 from daml_tf.training import loop as training
+from daml_tf.training import schedule
 from daml_tf.inference import litert
 from daml_tf.inference import serving
 from daml_tf.models import build
@@ -122,9 +127,9 @@ def test_checkpoints_to_keep_zero_keeps_every_epoch(tiny_data, tmp_path):
 def test_resume_restores_optimizer_state(trained):
   cfg, _ = trained
   model = build.build_model(cfg)
-  training.compile_model(model, cfg.train)
+  schedule.compile_model(model, cfg.train)
   epochs_done = tf.Variable(0, dtype=tf.int64)
-  checkpoint = training.make_checkpoint(model, epochs_done)
+  checkpoint = checkpoints_lib.make_checkpoint(model, epochs_done)
   checkpoint.restore(tf.train.latest_checkpoint(
       os.path.join(cfg.train.model_dir, "checkpoints"))).assert_existing_objects_matched()
   assert int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
@@ -191,7 +196,7 @@ def test_resume_with_other_architecture_is_refused(trained):
 
 def test_finetune_phase_trains_what_the_config_says():
   cfg = short_run_config("", "unused", finetune_trains="motion")
-  assert [(p.name, p.trains) for p in training.phases(cfg.train)] == [
+  assert [(p.name, p.trains) for p in schedule.phases(cfg.train)] == [
       ("train", "all"), ("finetune", "motion")]
   with pytest.raises(errors.ConfigError, match="finetune_trains"):
     short_run_config("", "unused", finetune_trains="decoder")
@@ -251,19 +256,19 @@ def test_finetune_candidates_all_start_from_the_same_state(tiny_data, tmp_path):
   next one's start."""
   cfg = short_run_config(tiny_data, tmp_path / "model", export=False, calibrate=False,
                          finetune_trains="motion", finetune_candidates=3)
-  data = training.prepare_training_data(cfg, cfg.train.model_dir)
+  data = training_data.prepare_training_data(cfg, cfg.train.model_dir)
   model = build.build_model(cfg)
-  training.compile_model(model, cfg.train)
+  schedule.compile_model(model, cfg.train)
   model.set_background(data.background)
   strategy = tf.distribute.get_strategy()
   step = training._step_function(strategy, model, "motion", cfg.train)  # pylint: disable=protected-access
-  clips = training.make_clip_data(cfg, data).dataset
+  clips = training_data.make_clip_data(cfg, data).dataset
   batches = list(clips.take(STEPS_PER_EPOCH))
-  role = training.distributed.worker_role(strategy)
-  checkpoints = training._Checkpoints(model, cfg.train.model_dir, role, 3)  # pylint: disable=protected-access
-  candidates = training._FinetuneCandidates(cfg, model, data, role)  # pylint: disable=protected-access
-  finetune = [(training.phases(cfg.train)[1], 0)]
-  candidates.run(_SameBatchesLoop(step, batches), checkpoints, finetune)
+  role = distributed.worker_role(strategy)
+  checkpoints = checkpoints_lib.Checkpoints(model, cfg.train.model_dir, role, 3)
+  candidates = candidates_lib.FinetuneCandidates(cfg, model, data, role)
+  finetune = [(schedule.phases(cfg.train)[1], 0)]
+  candidates.run(_SameBatchesLoop(step, batches), checkpoints, finetune, training._run_epoch)  # pylint: disable=protected-access
   with open(os.path.join(cfg.train.model_dir, run_dir.FINETUNE_CANDIDATES_FILE)) as f:
     checks = json.load(f)["speedup_checks"]
   assert checks[0] == checks[1] == checks[2]
@@ -298,7 +303,7 @@ def test_checkpoint_without_the_step_counter_resumes(tiny_data, tmp_path):
   legacy_dir = run_dir.checkpoint_dir(cfg.train.model_dir)
   tf.io.gfile.rmtree(legacy_dir)
   epochs_done = tf.Variable(1, dtype=tf.int64)
-  training.make_checkpoint(model, epochs_done).save(os.path.join(legacy_dir, "ckpt"))
+  checkpoints_lib.make_checkpoint(model, epochs_done).save(os.path.join(legacy_dir, "ckpt"))
   longer = short_run_config(tiny_data, tmp_path / "model", finetune_epochs=1, export=False,
                             calibrate=False)
   assert training.train(longer).metrics["global_step"] == 2 * STEPS_PER_EPOCH

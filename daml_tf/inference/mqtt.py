@@ -30,25 +30,20 @@ from absl import logging
 from paho.mqtt import client as paho
 
 from daml_tf import errors
+from daml_tf import mqtt_common
 from daml_tf.inference import events
 
 DEFAULT_PORT = 1883
 DEFAULT_QOS = 1
-DEFAULT_QUEUE_SIZE = 1000
-DEFAULT_FLUSH_TIMEOUT_S = 5.0
-DEFAULT_KEEPALIVE_S = 30
-# Reconnection backoff (paho's reconnect_delay_set): 1 s, doubling up to 30 s, so a broker that
-# comes back is found within 30 s while a long outage costs one attempt per 30 s.
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
-# A TCP connect to an unreachable host gives up after this (paho's default is 5 s).
-CONNECT_TIMEOUT_S = 5.0
-# How long close() waits for paho's network thread to end after disconnecting.
-STOP_JOIN_S = 2.0
+DEFAULT_QUEUE_SIZE = mqtt_common.DEFAULT_QUEUE_SIZE
+DEFAULT_FLUSH_TIMEOUT_S = mqtt_common.DEFAULT_FLUSH_TIMEOUT_S
+DEFAULT_KEEPALIVE_S = mqtt_common.DEFAULT_KEEPALIVE_S
+RECONNECT_MIN_S = mqtt_common.RECONNECT_MIN_S
+RECONNECT_MAX_S = mqtt_common.RECONNECT_MAX_S
+CONNECT_TIMEOUT_S = mqtt_common.CONNECT_TIMEOUT_S
+STOP_JOIN_S = mqtt_common.STOP_JOIN_S
 USERNAME_ENV = "DAML_MQTT_USERNAME"
 PASSWORD_ENV = "DAML_MQTT_PASSWORD"
-# Characters a topic level of a camera name cannot hold: the level separator and wildcards.
-_TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +137,7 @@ def config_from_spec(spec: str, qos: int = DEFAULT_QOS, client_id: str = "",
                     password=environ.get(PASSWORD_ENV) or None)
 
 
-def topic_level(camera: str) -> str:
-  """A camera name as one topic level: '/', '+', '#' become '_' ("" becomes "camera")."""
-  return camera.translate(_TOPIC_UNSAFE) or "camera"
+topic_level = mqtt_common.topic_level
 
 
 class _Stats:

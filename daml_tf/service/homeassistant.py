@@ -61,6 +61,7 @@ from absl import logging
 from paho.mqtt import client as paho
 
 from daml_tf import errors
+from daml_tf import mqtt_common
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -70,31 +71,26 @@ ALARM_OFF = "OFF"
 EVENT_TYPES = ("alarm_start", "alarm_end")
 MANUFACTURER = "daml_tf"
 DEFAULT_MODEL = "video anomaly detector"
-DEFAULT_KEEPALIVE_S = 30
-DEFAULT_QUEUE_SIZE = 1000
-DEFAULT_FLUSH_TIMEOUT_S = 5.0
+DEFAULT_KEEPALIVE_S = mqtt_common.DEFAULT_KEEPALIVE_S
+DEFAULT_QUEUE_SIZE = mqtt_common.DEFAULT_QUEUE_SIZE
+DEFAULT_FLUSH_TIMEOUT_S = mqtt_common.DEFAULT_FLUSH_TIMEOUT_S
 DEFAULT_SCORE_INTERVAL_S = 1.0
-# As inference.mqtt: 1 s doubling up to 30 s between connection attempts.
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
-CONNECT_TIMEOUT_S = 5.0
-STOP_JOIN_S = 2.0
+RECONNECT_MIN_S = mqtt_common.RECONNECT_MIN_S
+RECONNECT_MAX_S = mqtt_common.RECONNECT_MAX_S
+CONNECT_TIMEOUT_S = mqtt_common.CONNECT_TIMEOUT_S
+STOP_JOIN_S = mqtt_common.STOP_JOIN_S
 # HA reads the service's availability through this, so that `stopped` (a clean exit) and the
 # Will's `offline` both make the entities unavailable (a payload that is neither
 # payload_available nor payload_not_available would leave them as they were).
 _AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"
 # HA's event entity wants a JSON object with event_type; the records call it `event`.
 _EVENT_TEMPLATE = '{"event_type": "{{ value_json.event }}"}'
-_TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 _ID_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 Record = Mapping[str, Any]
 
 
-def topic_level(camera: str) -> str:
-  """A camera name as one topic level: '/', '+', '#' become '_' ("" becomes "camera"); the
-  rule of inference.mqtt.topic_level (not imported: that module loads TensorFlow)."""
-  return camera.translate(_TOPIC_UNSAFE) or "camera"
+topic_level = mqtt_common.topic_level
 
 
 def object_id_part(name: str) -> str:
