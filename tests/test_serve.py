@@ -116,11 +116,12 @@ def _with_password(broker_):
   return broker_.start()
 
 
-def _udp_cameras(video, names):
-  """{name: (url, ffmpeg sending the looping video there)}."""
+def _udp_cameras(video, names, ports=None):
+  """{name: (url, ffmpeg sending the looping video there)}; distinct ports (`ports`, or new)."""
+  ports = ports or testing.free_ports(len(names), socket.SOCK_DGRAM)
   cameras = {}
-  for name in names:
-    url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  for name, port in zip(names, ports):
+    url = f"udp://127.0.0.1:{port}"
     cameras[name] = (url, testing.serve_ffmpeg(video, url, loop=True))
   return cameras
 
@@ -462,13 +463,18 @@ def test_a_camera_down_at_the_start_comes_up_later_while_the_other_runs(model_di
   """A live camera that is not streaming when the service starts does not stop it: the other
   camera is scored at once, and the late one from when it starts sending."""
   video, threshold = stream
-  (early_url, early_sender), = _udp_cameras(video, ["early"]).values()
-  late_url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  # Distinct ports: a late camera on the early one's port would take it from it.
+  early_port, late_port = testing.free_ports(2, socket.SOCK_DGRAM)
+  (early_url, early_sender), = _udp_cameras(video, ["early"], [early_port]).values()
+  late_url = f"udp://127.0.0.1:{late_port}"
   late_sender = None
   output_dir = tmp_path / "out"
+  # The late camera's opens give up after 2 s, so it is tried often. The early one keeps the
+  # default 10 s: the first model calls are traced while holding the GIL, which on a loaded
+  # machine delays its reads by more than 2 s.
   cameras = {name: {"input": url, "model_dir": model_dir, "threshold": threshold, "fps": FPS,
-                    "read_timeout_s": 2, "reconnect_initial_s": 0.5, "reconnect_max_s": 1}
-             for name, url in (("early", early_url), ("late", late_url))}
+                    "read_timeout_s": timeout, "reconnect_initial_s": 0.5, "reconnect_max_s": 1}
+             for name, url, timeout in (("early", early_url, 10), ("late", late_url, 2))}
   config = _write_config(tmp_path / "cameras.yaml", cameras, output_dir, alarm=ALARM)
   service = _serve(config, tmp_path, "--duration_s=6")
   try:

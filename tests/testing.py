@@ -252,6 +252,20 @@ def write_stream_video(path, frames, fps=25):
   return str(path)
 
 
+def free_ports(count: int, kind=None) -> list:
+  """`count` distinct ports of 127.0.0.1, free at the time of the call: all are held while they
+  are picked, so two of them cannot be the same (two free_port calls can be)."""
+  import socket  # pylint: disable=g-import-not-at-top
+  sockets = [socket.socket(socket.AF_INET, kind or socket.SOCK_STREAM) for _ in range(count)]
+  try:
+    for sock in sockets:
+      sock.bind(("127.0.0.1", 0))
+    return [sock.getsockname()[1] for sock in sockets]
+  finally:
+    for sock in sockets:
+      sock.close()
+
+
 def free_port(kind=None) -> int:
   """A port of 127.0.0.1 free at the time of the call (TCP, or socket.SOCK_DGRAM)."""
   import socket  # pylint: disable=g-import-not-at-top
