@@ -370,16 +370,12 @@ class Config:
 
 def load_config(path: str) -> Optional[Config]:
   """Reads a resolved config written by `save_config`."""
-  import tensorflow as tf  # Deferred: config objects are usable without TensorFlow.
-  from daml_tf.data import layout
-  layout.ensure_filesystem(path)
+  fileio.ensure_filesystem(path)
   with fileio.GFile(path) as f:
     return Config.from_dict(json.load(f))
 
 
 def save_config(config: Config, path: str) -> None:
-  import tensorflow as tf
-  from daml_tf.data import layout
-  layout.ensure_filesystem(path)
+  fileio.ensure_filesystem(path)
   with fileio.GFile(path, "w") as f:
     f.write(config.to_json())

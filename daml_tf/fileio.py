@@ -58,14 +58,14 @@ def _storage_options(scheme: str) -> Dict:
 
 
 def _fsspec(path: str):
-  """(fsspec filesystem, path as it expects) for a path TensorFlow does not serve."""
+  """The fsspec filesystem of a path TensorFlow does not serve."""
   import fsspec  # pylint: disable=g-import-not-at-top  (only remote runs pay its import)
   scheme = scheme_of(path)
   try:
     filesystem = fsspec.filesystem(scheme, **_storage_options(scheme))
   except (ImportError, ValueError) as error:
     raise DataError(f"{path!r}: no installed filesystem serves {scheme}:// ({error}).") from None
-  return filesystem, path
+  return filesystem
 
 
 def ensure_filesystem(path: str) -> None:
@@ -81,22 +81,22 @@ def ensure_filesystem(path: str) -> None:
 def exists(path: str) -> bool:
   if is_tf_native(path):
     return tf.io.gfile.exists(path)
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   return filesystem.exists(path)
 
 
 def isdir(path: str) -> bool:
   if is_tf_native(path):
     return tf.io.gfile.isdir(path)
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   return filesystem.isdir(path)
 
 
 def listdir(path: str) -> List[str]:
-  """The names (not paths) in a directory, like listdir."""
+  """The names (not paths) in a directory, like tf.io.gfile.listdir."""
   if is_tf_native(path):
     return tf.io.gfile.listdir(path)
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   if not filesystem.isdir(path):
     raise tf.errors.NotFoundError(None, None, f"{path} is not a directory")
   return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in filesystem.ls(path, detail=False)]
@@ -105,7 +105,7 @@ def listdir(path: str) -> List[str]:
 def glob(pattern: str) -> List[str]:
   if is_tf_native(pattern):
     return tf.io.gfile.glob(pattern)
-  filesystem, pattern = _fsspec(pattern)
+  filesystem = _fsspec(pattern)
   prefix = scheme_of(pattern) + "://"
   return sorted(p if "://" in p else prefix + p for p in filesystem.glob(pattern))
 
@@ -114,16 +114,16 @@ def makedirs(path: str) -> None:
   if is_tf_native(path):
     tf.io.gfile.makedirs(path)
     return
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   # Object stores have no directories; this is a no-op there.
   filesystem.makedirs(path, exist_ok=True)
 
 
 def GFile(path: str, mode: str = "r"):  # pylint: disable=invalid-name  (tf.io.gfile's name)
-  """An open file object, like GFile (a context manager)."""
+  """An open file object, like tf.io.gfile.GFile (a context manager)."""
   if is_tf_native(path):
     return tf.io.gfile.GFile(path, mode)
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   return filesystem.open(path, mode)
 
 
@@ -139,7 +139,7 @@ def remove(path: str) -> None:
   if is_tf_native(path):
     tf.io.gfile.remove(path)
     return
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   filesystem.rm_file(path)
 
 
@@ -147,7 +147,7 @@ def rmtree(path: str) -> None:
   if is_tf_native(path):
     tf.io.gfile.rmtree(path)
     return
-  filesystem, path = _fsspec(path)
+  filesystem = _fsspec(path)
   filesystem.rm(path, recursive=True)
 
 
@@ -155,7 +155,7 @@ def rename(source: str, destination: str, overwrite: bool = False) -> None:
   if is_tf_native(source) and is_tf_native(destination):
     tf.io.gfile.rename(source, destination, overwrite=overwrite)
     return
-  filesystem, source = _fsspec(source)
+  filesystem = _fsspec(source)
   if not overwrite and filesystem.exists(destination):
     raise tf.errors.AlreadyExistsError(None, None, f"{destination} exists")
   filesystem.mv(source, destination, recursive=filesystem.isdir(source))
@@ -168,7 +168,7 @@ def copy(source: str, destination: str, overwrite: bool = False) -> None:
   if not overwrite and exists(destination):
     raise tf.errors.AlreadyExistsError(None, None, f"{destination} exists")
   if not is_tf_native(destination) and not is_remote(source):
-    filesystem, destination = _fsspec(destination)
+    filesystem = _fsspec(destination)
     filesystem.put_file(source, destination)
     return
   with GFile(source, "rb") as reader, GFile(destination, "wb") as writer:
@@ -193,17 +193,17 @@ def read_file_op(path: tf.Tensor, native: bool) -> tf.Tensor:
 # ------------------------------------------------------------------------------------------------
 # Local mirrors of remote directories, for TensorFlow's own readers and writers.
 
-# {local mirror: remote directory}, for sync_mirrors.
-_MIRRORS: Dict[str, str] = {}
+# {local folder: its _Mirror}, for sync_mirrors.
+_MIRRORS: Dict[str, "_Mirror"] = {}
 _MIRRORS_LOCK = threading.Lock()
 
 
 def _download(remote: str, local: str) -> None:
-  filesystem, remote_path = _fsspec(remote)
-  if not filesystem.exists(remote_path):
+  filesystem = _fsspec(remote)
+  if not filesystem.exists(remote):
     return
-  root = remote_path.rstrip("/").split("://", 1)[-1]
-  for path in filesystem.find(remote_path):
+  root = remote.rstrip("/").split("://", 1)[-1]
+  for path in filesystem.find(remote):
     relative = path.split("://", 1)[-1][len(root):].lstrip("/")
     target = os.path.join(local, relative)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -230,7 +230,7 @@ class _Mirror:
     self._uploaded = _local_files(local)
 
   def sync(self) -> None:
-    filesystem, _ = _fsspec(self.remote)
+    filesystem = _fsspec(self.remote)
     now = _local_files(self.local)
     for relative, signature in sorted(now.items()):
       if self._uploaded.get(relative) != signature:
@@ -281,7 +281,6 @@ def sync_mirrors() -> None:
     mirrors = list(_MIRRORS.values())
   for mirror in mirrors:
     mirror.sync()
-
 
 
 # Marks a temporary sibling; cleaners (data.tfrecord) recognise their own by it.

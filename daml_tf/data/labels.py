@@ -14,7 +14,6 @@ import numpy as np
 import scipy.io
 
 from daml_tf import fileio
-from daml_tf.data import layout
 from daml_tf.data import registry
 from daml_tf.data.layout import Video, natural_key
 from daml_tf.errors import DataError
@@ -38,7 +37,7 @@ def find_label_file(spec, root: str, override: str = "") -> str:
     DataError: the override does not exist, or no label file was found.
   """
   if override:
-    layout.ensure_filesystem(override)
+    fileio.ensure_filesystem(override)
     if not fileio.exists(override):
       raise DataError(f"Label file {override!r} (--label_file) does not exist.")
     return override

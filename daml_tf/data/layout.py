@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from typing import List, Sequence, Tuple
 
 from absl import logging
@@ -56,11 +55,6 @@ def natural_key(name: str) -> Tuple:
   return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (name,)
 
 
-def ensure_filesystem(path: str) -> None:
-  """Raises DataError unless an installed filesystem serves `path` (see daml_tf.fileio)."""
-  fileio.ensure_filesystem(path)
-
-
 def _listdir(path: str) -> List[str]:
   # Some filesystems (GCS) mark directories with a trailing slash.
   return [entry.rstrip("/") for entry in fileio.listdir(path)]
@@ -88,7 +82,7 @@ def resolve_dataset_root(data_dir: str, spec) -> str:
     raise DataError(
         f"No data directory given for dataset {spec.name!r}: set --data_dir to the dataset "
         f"root (holding training/ and testing/) or to a folder holding {spec.name}/.")
-  ensure_filesystem(data_dir)
+  fileio.ensure_filesystem(data_dir)
   if not fileio.isdir(data_dir):
     raise DataError(f"Data directory {data_dir!r} does not exist or is not a folder.")
   if _has_split(data_dir):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from daml_tf import fileio
 from daml_tf.data import registry
 from daml_tf.data import tiff
-from daml_tf.data.layout import Video, check_clip_length, ensure_filesystem
+from daml_tf.data.layout import Video, check_clip_length
 from daml_tf.errors import DataError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -301,7 +301,7 @@ def load_or_compute_background(path: str, videos: Sequence[Video],
   Returns:
     float32 [height, width, channels].
   """
-  ensure_filesystem(path)
+  fileio.ensure_filesystem(path)
   shape = (image_size[0], image_size[1], channels)
   if fileio.exists(path):
     with fileio.GFile(path, "rb") as f:

@@ -113,8 +113,7 @@ class KerasBackend:
     self._encoders = {}
     # reduce_retracing: the multi-camera detector's batch size changes as cameras come and go;
     # after the second size the function is traced once for any.
-    self._predict = tf.function(lambda past: model.motion(past, training=False),
-                                reduce_retracing=True)
+    self._predict = tf.function(self.graph_predict, reduce_retracing=True)
 
   def _encoder_for(self, channels: int, dtype: tf.DType):
     """The preprocess+encode tf.function for frames of one channel count and dtype.
@@ -124,8 +123,6 @@ class KerasBackend:
     """
     key = (channels, dtype)
     if key not in self._encoders:
-      model = self._model
-
       self._encoders[key] = tf.function(
           self.graph_encode,
           input_signature=[tf.TensorSpec([None, None, None, channels], dtype)])

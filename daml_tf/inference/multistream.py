@@ -110,6 +110,8 @@ class MultiStreamDetector(streaming.ModelDetector):
     """step's results from one compiled call (graph_step), when every stream of the step gets a
     score and the frames share a shape and dtype (a steady state of same-model cameras);
     None otherwise."""
+    if not self.fuses:
+      return None
     pasts = [self._states[name].next_past_codes() for name in checked]
     if any(past is None for past in pasts) or len(
         {(frame.shape, frame.dtype.str) for frame in checked.values()}) != 1:

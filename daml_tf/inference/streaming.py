@@ -118,6 +118,8 @@ class ModelDetector:
     self.score_name = scores.check_runtime(score, has_decoder=False).name
     self._score_and_map = scores.host_scorer(self.score_name)
     self._graph_steps = {}
+    # LiteRT cannot be traced: its frames take the separate calls (see graph_step).
+    self.fuses = backends.traceable(backend)
 
   def graph_step(self, frames: np.ndarray, past: np.ndarray
                  ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -135,7 +137,7 @@ class ModelDetector:
       (codes [N, h, w, c], scores [N], error maps [N, h, w]), or None when the runtime cannot
       be traced (LiteRT): the caller then makes the separate calls.
     """
-    if not backends.traceable(self._backend):
+    if not self.fuses:
       return None
     key = (frames.shape[-1], frames.dtype.str, past.shape[1:])
     step = self._graph_steps.get(key)
@@ -402,7 +404,7 @@ class StreamingDetector(ModelDetector):
     """
     state = self._state
     frame = state.check_frame(frame)
-    past = state.next_past_codes()
+    past = state.next_past_codes() if self.fuses else None
     fused = None if past is None else self.graph_step(frame[np.newaxis], past)
     if fused is not None:
       code, score, error_map = fused

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -138,7 +138,6 @@ class CameraPipeline:
     self.gaps = self.scene_changes = 0
     self.last_frame_wall: Optional[float] = None
     self.online: Optional[bool] = None
-    self.last_score: Optional[float] = None
 
   # ----------------------------------------------------------------------------------------------
   # Per frame.
@@ -214,7 +213,6 @@ class CameraPipeline:
       self._on_event(event, frame, result, annotate)
     self.recorder.add_frame(epoch, frame, annotate)
     self._scores.append(index, timestamp_s, result)
-    self.last_score = smoothed
     if self._mqtt is not None and smoothed is not None:
       self._mqtt.publish_score(self.name, smoothed)
 
@@ -223,8 +221,7 @@ class CameraPipeline:
     return detection.annotate_frame(frame, result, self.threshold,
                                     smoothed=self._smoothing.kind != "none")
 
-  def _record(self, event: Dict[str, Any], result: FrameResult,
-              frame_size: Tuple[int, int]) -> Dict[str, Any]:
+  def _record(self, event: Dict[str, Any]) -> Dict[str, Any]:
     """The events.jsonl line (and MQTT payload) of an event."""
     event_type = event["event_type"]
     record = {"id": event.get("id"), "camera": self.name, "event_type": event_type,
@@ -263,7 +260,7 @@ class CameraPipeline:
       if event_type == alarms_lib.ALARM_START:
         self.alarm_count += 1
         self.recorder.start(event["id"], event["start_time"])
-        self._emit(self._record(event, result, frame_size))
+        self._emit(self._record(event))
         if self._mqtt is not None:
           self._mqtt.publish_alarm(self.name, True)
       jpeg = self.recorder.snapshot(event["id"], frame, annotate())
@@ -271,14 +268,14 @@ class CameraPipeline:
         self._mqtt.publish_snapshot(self.name, jpeg)
     elif event_type == alarms_lib.ALARM_END:
       self.recorder.end(event["id"], event["end_time"])
-      self._emit(self._record(event, result, frame_size))
+      self._emit(self._record(event))
       self._peak_box.pop(event["id"], None)
       if self._mqtt is not None:
         self._mqtt.publish_alarm(self.name, False)
     elif event_type == SCENE_CHANGE:
       logging.warning("Camera %s: scene change at frame %s (most of the picture changed at "
                       "once); its scoring starts over.", self.name, event.get("frame_index"))
-      self._emit(self._record(event, result, frame_size))
+      self._emit(self._record(event))
 
   def gap(self, gap: sources_lib.Gap) -> None:
     """The live input was lost and is back: the alarm ends, scoring starts over."""
@@ -320,6 +317,7 @@ class _Camera:
   pipeline: CameraPipeline
   reader: multicamera.FrameReader
   group: "_Group"
+  options: sources_lib.SourceOptions
   stop_reason: str = ""
   first_timestamp: Optional[float] = None
 
@@ -406,6 +404,7 @@ class Service:
     self.cfg = cfg
     self.options = options
     self.cameras: Dict[str, _Camera] = {}
+    self._groups: List[_Group] = []
     self.mqtt: Optional[homeassistant.ServiceMqtt] = None
     self._arrived = threading.Event()
     self.retention = retention_lib.Retention(
@@ -418,7 +417,7 @@ class Service:
     """Opens every model, then MQTT, then every input (a stream's frames would otherwise
     queue up while the models load); ConfigError or DataError before anything runs."""
     _check_inputs(self.cfg)
-    groups = open_detectors(self.cfg)
+    groups = self._groups = open_detectors(self.cfg)
     if self.cfg.mqtt is not None:
       m = self.cfg.mqtt
       self.mqtt = homeassistant.ServiceMqtt(
@@ -445,7 +444,7 @@ class Service:
               items, name, capacity=1 if live else multicamera.FILE_QUEUE_FRAMES,
               keep_newest=live, arrived=self._arrived, source_stop=stop)
           pipeline = CameraPipeline(camera, self.cfg.record, group.detector, fps, self.mqtt)
-          self.cameras[name] = _Camera(pipeline, reader, group)
+          self.cameras[name] = _Camera(pipeline, reader, group, options)
     except BaseException:
       for source in opened:
         source.close()
@@ -489,7 +488,7 @@ class Service:
   def step(self) -> int:
     """Scores the next frame of every camera that has one; the number of frames scored."""
     done = 0
-    for group in self._groups():
+    for group in self._groups:
       batch = {}
       for name in group.names:
         camera = self.cameras[name]
@@ -512,20 +511,12 @@ class Service:
       done += len(batch)
     return done
 
-  def _groups(self) -> List[_Group]:
-    seen, groups = set(), []
-    for camera in self.cameras.values():
-      if id(camera.group) not in seen:
-        seen.add(id(camera.group))
-        groups.append(camera.group)
-    return groups
-
   def _housekeeping(self, now: float, last_sweep: float) -> float:
     """Stream health on MQTT, and the retention sweep once a minute."""
     for camera in self.cameras.values():
       pipeline = camera.pipeline
-      timeout = source_options(pipeline.cfg).read_timeout_s
-      if pipeline.last_frame_wall is not None and now - pipeline.last_frame_wall > timeout:
+      if (pipeline.last_frame_wall is not None
+          and now - pipeline.last_frame_wall > camera.options.read_timeout_s):
         pipeline.set_online(False)
     if now - last_sweep < RETENTION_EVERY_S:
       return last_sweep
@@ -570,7 +561,7 @@ class Service:
   def close(self) -> None:
     """Closes the readers, then every camera's files and clips, then MQTT ("stopped")."""
     for camera in self.cameras.values():
-      camera.reader.close(source_options(camera.pipeline.cfg).read_timeout_s + 5)
+      camera.reader.close(camera.options.read_timeout_s + 5)
     for camera in self.cameras.values():
       camera.pipeline.close()
     if self.mqtt is not None:

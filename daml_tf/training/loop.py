@@ -20,7 +20,7 @@ from daml_tf.training import distributed
 from daml_tf import errors
 from daml_tf import progress as progress_lib
 from daml_tf import run_dir
-from daml_tf.data import layout
+from daml_tf import fileio
 from daml_tf.models import DAML
 from daml_tf.models import build
 from daml_tf.training.candidates import FinetuneCandidates
@@ -89,7 +89,7 @@ def train(cfg: config_lib.Config,
   strategy = strategy or distributed.make_strategy(cfg.train.strategy)
   role = distributed.worker_role(strategy)
   model_dir = cfg.train.model_dir
-  layout.ensure_filesystem(model_dir)
+  fileio.ensure_filesystem(model_dir)
   build.motion_class(cfg.model.motion)  # An unknown name stops the run before data is read.
   keras.utils.set_random_seed(cfg.data.seed)
   run_dir.check_resume_compatible(cfg, model_dir)

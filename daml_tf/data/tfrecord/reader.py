@@ -41,7 +41,7 @@ def load_index(tfrecord_dir: str) -> Dict:
   Raises:
     DataError: there is no index (no finished conversion) or it is not one of ours.
   """
-  layout.ensure_filesystem(tfrecord_dir)
+  fileio.ensure_filesystem(tfrecord_dir)
   path = os.path.join(tfrecord_dir, tfr_format.INDEX_FILE)
   if not fileio.exists(path):
     raise DataError(

@@ -178,7 +178,7 @@ def write_tfrecords(videos: Sequence[Video], output_dir: str, dataset: str,
                     f"({len(videos)}; a video is never split across shards), got {num_shards}.")
   if frames_per_record < 1:
     raise DataError(f"--frames_per_record must be >= 1, got {frames_per_record}.")
-  layout.ensure_filesystem(output_dir)
+  fileio.ensure_filesystem(output_dir)
   index_path = os.path.join(output_dir, tfr_format.INDEX_FILE)
   if fileio.exists(index_path) and not overwrite:
     raise DataError(f"{output_dir!r} already holds a TFRecord conversion "
