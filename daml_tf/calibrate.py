@@ -2,7 +2,8 @@
 
 `python -m daml_tf.calibrate --model_dir=runs/cam1 [--videos_dir=...] [--quantile=0.995]`
 
-Writes <model_dir>/threshold.json, which `daml_tf.detect` uses. See daml_tf.evaluation.calibration.
+Writes <model_dir>/threshold.json, which `daml_tf.detect` uses (and, for a score of motion
+evidence, motion_norm.json: the optical flow's normalisation on the same footage). See daml_tf.evaluation.calibration.
 """
 
 from absl import app
@@ -28,6 +29,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                      "(default: the run's --calibration_quantile).", flag_values=flag_values)
   flags.DEFINE_string("score", "", "The score to calibrate for (default: the run's --score; "
                       "see daml_tf/models/scores.py).", flag_values=flag_values)
+  flags.DEFINE_float("flow_scale", None, "For a score of motion evidence: the fraction of the "
+                     "input's resolution the optical flow is fitted and computed at (default: "
+                     "the run's --flow_scale).", flag_values=flag_values)
   flags.mark_flag_as_required("model_dir", flag_values=flag_values)
 
 
@@ -37,7 +41,8 @@ def main(argv):
   with cli.mirrored_flags(FLAGS, ("model_dir",)):
     threshold = cli.exit_on_expected_errors(
         calibration.calibrate_model_dir, FLAGS.model_dir, videos_dir=FLAGS.videos_dir,
-        data_dir=FLAGS.data_dir, quantile=FLAGS.quantile, score=FLAGS.score)
+        data_dir=FLAGS.data_dir, quantile=FLAGS.quantile, score=FLAGS.score,
+        flow_scale=FLAGS.flow_scale)
   logging.info("threshold=%.6g", threshold)
   cli.finish()
 

@@ -306,6 +306,10 @@ class EvalConfig:
       "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
     heatmaps: write, for each test video, a PNG of each of its this many highest-scoring frames
       with the latent error heatmap and the anomaly box (0: none).
+    flow_scale: for a score of motion evidence (motion_weighted, motion_product), the fraction
+      of the input's resolution the optical flow is computed at (0 < s <= 1); calibration fits
+      the flow's normalisation at it and stores both in motion_norm.json, which evaluation and
+      detection then follow.
   """
 
   output_dir: str = ""
@@ -316,9 +320,11 @@ class EvalConfig:
   score: str = "latent_mean"
   smoothing: str = "none"
   heatmaps: int = 0
+  flow_scale: float = 1.0
 
   def __post_init__(self):
     _require(self.heatmaps >= 0, f"--heatmaps must be >= 0, got {self.heatmaps}.")
+    _require(0 < self.flow_scale <= 1, f"--flow_scale must be in (0, 1], got {self.flow_scale}.")
     _require(self.normalize in metrics.NORMALIZE_MODES,
              f"--normalize must be one of {metrics.NORMALIZE_MODES}, got {self.normalize!r}.")
     _require(self.batch_size >= 1, f"--eval_batch_size must be >= 1, got {self.batch_size}.")

@@ -60,7 +60,8 @@ def export_model_dir(model_dir: str, export_dir: Optional[str] = None, version: 
   model = run_dir.restore_model(cfg, model_dir)
   written = {"saved_model": serving.export_serving(
       model, export_dir, version, data_cfg=cfg.data,
-      threshold=run_dir.load_threshold(model_dir), score=cfg.eval.score)}
+      threshold=run_dir.load_threshold(model_dir), score=cfg.eval.score,
+      motion_norm=run_dir.load_motion_norm(model_dir))}
   if tflite:
     try:
       written["litert"] = litert_convert.convert_in_subprocess(written["saved_model"],

@@ -5,6 +5,7 @@
     checkpoints/       tf.train checkpoints: weights, optimizer, position in the schedule
     background.npy     the per-pixel mean of the training frames
     threshold.json     the alarm threshold ({"threshold", "quantile"}; `load_threshold`)
+    motion_norm.json   a motion score's normalisation of the optical flow (`load_motion_norm`)
     train/             TensorBoard summaries
     eval/              what `daml_tf.evaluate` writes (metrics.json, scores.csv, plots;
                        heatmaps/<video>_<frame>.png with --heatmaps)
@@ -23,6 +24,7 @@ import tensorflow as tf
 from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import errors
+from daml_tf.data import motion_maps
 from daml_tf.models import DAML
 from daml_tf.models import build
 
@@ -31,6 +33,7 @@ CHECKPOINT_SUBDIR = "checkpoints"
 BACKGROUND_FILE = "background.npy"
 THRESHOLD_FILE = "threshold.json"
 SCORE_STATS_FILE = "score_stats.json"
+MOTION_NORM_FILE = "motion_norm.json"
 SPEEDUP_CHECK_FILE = "speedup_check.json"
 FINETUNE_CANDIDATES_FILE = "finetune_candidates.json"
 SUMMARY_SUBDIR = "train"
@@ -224,6 +227,23 @@ def load_score_stats(model_dir: str) -> Dict[str, Tuple[float, float]]:
                            f"daml_tf.calibrate --model_dir={model_dir} --score=<the fusion>.")
   with fileio.GFile(path) as f:
     return {name: (float(m), float(s)) for name, (m, s) in json.load(f).items()}
+
+
+def save_motion_norm(model_dir: str, norm: motion_maps.MotionNorm) -> str:
+  """Writes `<model_dir>/motion_norm.json` (a motion score's flow normalisation); returns it."""
+  return _write_json(os.path.join(model_dir, MOTION_NORM_FILE), norm.to_dict())
+
+
+def load_motion_norm(model_dir: str) -> Optional[motion_maps.MotionNorm]:
+  """The normalisation of `<model_dir>/motion_norm.json`, or None if there is none."""
+  path = os.path.join(model_dir, MOTION_NORM_FILE)
+  if not fileio.exists(path):
+    return None
+  with fileio.GFile(path) as f:
+    try:
+      return motion_maps.MotionNorm.from_dict(json.load(f))
+    except errors.DataError as error:
+      raise errors.DataError(f"{path!r}: {error}") from None
 
 
 def save_speedup_check(model_dir: str, values: Dict) -> str:

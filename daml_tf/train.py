@@ -39,7 +39,8 @@ def calibrate_and_export(cfg: config_lib.Config, trained: training.TrainedRun) -
     own_dir = distributed.own_dir(model_dir, trained.role)
     version_dir = serving.export_serving(trained.model, run_dir.export_dir(own_dir),
                                          data_cfg=cfg.data, threshold=stored,
-                                         score=cfg.eval.score)
+                                         score=cfg.eval.score,
+                                         motion_norm=run_dir.load_motion_norm(model_dir))
     if trained.role.is_chief:
       logging.info("Exported the serving SavedModel to %s", version_dir)
   distributed.remove_scratch(model_dir, trained.role)

@@ -150,11 +150,16 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol, score="la
   """Streams the frames of `folder` through the runtime of `runtime_dir` (a run directory or an
   export) and checks its scores against the batch evaluation of the Keras `model`.
 
+  A score of motion evidence gets a flow normalisation fitted on the video itself, given to
+  both sides.
+
   Returns:
     the streaming results.
   """
   # Deferred: dataset-only tests import this module without loading Keras.
+  from daml_tf.evaluation import calibration  # pylint: disable=g-import-not-at-top
   from daml_tf.evaluation import scoring as evaluation  # pylint: disable=g-import-not-at-top
+  from daml_tf.models import scores  # pylint: disable=g-import-not-at-top
   from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
   from daml_tf.data import layout  # pylint: disable=g-import-not-at-top
   from daml_tf.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -163,10 +168,13 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol, score="la
   video = layout.Video("video", tuple(video_io.list_frame_files(folder)))
   frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels,
                                model.background.numpy())
-  indices, expected = evaluation.VideoScorer(model, cfg.data, batch_size=8,
-                                             score=score).score(frames)
+  norm = (calibration.fit_motion_norm(model, [video], flow_scale=1.0)
+          if scores.get_score(score).needs_motion else None)
+  scorer = evaluation.VideoScorer(model, cfg.data, batch_size=8, score=score, motion_norm=norm)
+  indices, expected = scorer.score(frames, scorer.motion_of(video))
   opened = backends.open_model(str(runtime_dir))
-  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg, score=score)
+  detector = streaming.StreamingDetector(opened.backend, opened.data_cfg, score=score,
+                                         motion_norm=norm)
   results = [detector.process(frame) for _, _, frame in video_io.iter_frames(folder)]
   assert [r.index for r in results if r.score is not None] == list(indices)
   np.testing.assert_allclose([r.score for r in results if r.score is not None], expected,

@@ -19,7 +19,9 @@ from daml_tf import errors
 from daml_tf.evaluation import scoring as evaluation
 from daml_tf import run_dir
 from daml_tf.data import layout
+from daml_tf.data import motion_maps
 from daml_tf.data import pipeline
+from daml_tf.data import video_io
 from daml_tf.models import DAML
 from daml_tf.models import scores as scores_lib
 
@@ -27,15 +29,15 @@ from daml_tf.models import scores as scores_lib
 def normal_scores(model: DAML, data_cfg: config_lib.DataConfig,
                   videos: Sequence[layout.Video], batch_size: int = 32,
                   score: str = scores_lib.DEFAULT_SCORE,
-                  score_stats: Optional[Mapping[str, Tuple[float, float]]] = None
-                  ) -> np.ndarray:
+                  score_stats: Optional[Mapping[str, Tuple[float, float]]] = None,
+                  motion_norm: Optional[motion_maps.MotionNorm] = None) -> np.ndarray:
   """The raw scores of every predictable frame of `videos`, pooled."""
-  scorer = evaluation.VideoScorer(model, data_cfg, batch_size, score, score_stats)
+  scorer = evaluation.VideoScorer(model, data_cfg, batch_size, score, score_stats, motion_norm)
   background = model.background.numpy()
   values = []
   for video in videos:
     frames = pipeline.load_video(video, data_cfg.image_size, data_cfg.channels, background)
-    values.append(scorer.score(frames)[1])
+    values.append(scorer.score(frames, scorer.motion_of(video))[1])
   values = np.concatenate(values) if values else np.zeros([0], np.float32)
   if not values.size:
     raise ValueError(f"No frame of the {len(videos)} calibration video(s) could be scored "
@@ -53,11 +55,21 @@ def part_statistics(model: DAML, cfg: config_lib.Config, videos: Sequence[layout
   return stats
 
 
+def fit_motion_norm(model: DAML, videos: Sequence[layout.Video], flow_scale: float,
+                    quantile: float = motion_maps.DEFAULT_QUANTILE) -> motion_maps.MotionNorm:
+  """The flow normalisation of a score of motion evidence, fitted on normal `videos` read at
+  their own resolution (data.motion_maps.fit_norm), for the model's latent grid."""
+  grid = tuple(int(d) for d in model.code_shape[:2])
+  speeds = [motion_maps.video_speed((video_io.read_image(p) for p in video.frame_paths),
+                                    grid, flow_scale) for video in videos]
+  return motion_maps.fit_norm(speeds, flow_scale, quantile)
+
+
 def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
                         videos: Sequence[layout.Video], quantile: float = 0.995,
                         batch_size: int = 32, score: str = scores_lib.DEFAULT_SCORE,
-                        score_stats: Optional[Mapping[str, Tuple[float, float]]] = None
-                        ) -> float:
+                        score_stats: Optional[Mapping[str, Tuple[float, float]]] = None,
+                        motion_norm: Optional[motion_maps.MotionNorm] = None) -> float:
   """A threshold: the `quantile` of the raw scores of normal videos.
 
   The videos should be normal footage of the camera the model watches, ideally held out from
@@ -74,6 +86,7 @@ def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
     batch_size: frames encoded at once.
     score: the score the threshold is for.
     score_stats: a fusion score's part statistics.
+    motion_norm: a motion score's flow normalisation.
 
   Returns:
     The threshold on raw (unsmoothed) scores.
@@ -83,7 +96,7 @@ def calibrate_threshold(model: DAML, data_cfg: config_lib.DataConfig,
   """
   if not 0 < quantile <= 1:
     raise ValueError(f"quantile must be in (0, 1], got {quantile}.")
-  scores = normal_scores(model, data_cfg, videos, batch_size, score, score_stats)
+  scores = normal_scores(model, data_cfg, videos, batch_size, score, score_stats, motion_norm)
   threshold = float(np.quantile(scores.astype(np.float64), quantile))
   logging.info("Threshold %.6g: quantile %s of %d normal frame scores (%d videos)", threshold,
                quantile, scores.size, len(videos))
@@ -117,14 +130,20 @@ def calibrate_and_save(model: DAML, cfg: config_lib.Config, videos: Sequence[lay
                     "--videos_dir=...")
   score = scores_lib.get_score(cfg.eval.score)
   try:
-    stats = None
+    stats, norm = None, None
     if score.parts:
       stats = part_statistics(model, cfg, videos, score.name)
       logging.info("Normal-frame statistics of %s: %s written to %s", score.name, stats,
                    run_dir.save_score_stats(output_dir, stats))
+    if score.needs_motion:
+      # Fitted on the same normal footage as the threshold, so the two agree.
+      norm = fit_motion_norm(model, videos, cfg.eval.flow_scale)
+      logging.info("Optical flow normalisation of %s (flow at %g of the input's resolution, "
+                   "%d frame pairs) written to %s", score.name, norm.scale, norm.pairs,
+                   run_dir.save_motion_norm(output_dir, norm))
     threshold = calibrate_threshold(model, cfg.data, videos, quantile=quantile,
                                     batch_size=cfg.eval.batch_size, score=score.name,
-                                    score_stats=stats)
+                                    score_stats=stats, motion_norm=norm)
   except ValueError as error:  # Too-short videos or a bad quantile: a data/flag problem.
     raise errors.DataError(str(error)) from None
   path = run_dir.save_threshold(output_dir, threshold, quantile, score.name)
@@ -146,7 +165,8 @@ def calibrate_after_training(cfg: config_lib.Config, model: DAML,
 
 
 def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = "",
-                        quantile: Optional[float] = None, score: str = "") -> float:
+                        quantile: Optional[float] = None, score: str = "",
+                        flow_scale: Optional[float] = None) -> float:
   """Calibrates a trained run and writes `<model_dir>/threshold.json`.
 
   Args:
@@ -157,6 +177,7 @@ def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = ""
     data_dir: overrides the dataset location saved in the run's config.
     quantile: overrides the run's --calibration_quantile.
     score: overrides the run's --score (the threshold records which score it is for).
+    flow_scale: overrides the run's --flow_scale (a score of motion evidence).
 
   Returns:
     The threshold.
@@ -164,6 +185,8 @@ def calibrate_model_dir(model_dir: str, videos_dir: str = "", data_dir: str = ""
   cfg = run_dir.load_config(model_dir)
   if score:
     cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, score=score))
+  if flow_scale is not None:
+    cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, flow_scale=flow_scale))
   if videos_dir:
     _, videos = layout.find_videos(cfg.data.dataset, videos_dir, "training")
     held_out = True

@@ -18,6 +18,7 @@ from daml_tf import run_dir
 from daml_tf.data import video_io
 from daml_tf.data import labels as labels_lib
 from daml_tf.data import layout
+from daml_tf.data import motion_maps
 from daml_tf.data import perturb as perturb_lib
 from daml_tf.data import pipeline
 from daml_tf.data import registry
@@ -38,16 +39,22 @@ class VideoScorer:
     batch_size: frames encoded (and clips scored) at once.
     score: a daml_tf.models.scores.SCORES name.
     score_stats: {part: (mean, std)} of a fusion score's parts on normal frames.
+    motion_norm: the flow normalisation a score of motion evidence needs (`motion_of` makes a
+      video's motion maps with it).
   """
 
   def __init__(self, model: DAML, data_cfg: config_lib.DataConfig, batch_size: int,
                score: str = scores.DEFAULT_SCORE,
-               score_stats: Optional[Mapping[str, Tuple[float, float]]] = None):
+               score_stats: Optional[Mapping[str, Tuple[float, float]]] = None,
+               motion_norm: Optional[motion_maps.MotionNorm] = None):
     self._model = model
     self._data_cfg = data_cfg
     self._batch_size = batch_size
     self._score = scores.get_score(score)
     self._stats = score_stats
+    if self._score.needs_motion and motion_norm is None:
+      raise scores.missing_motion_norm(score)
+    self.motion_norm = motion_norm if self._score.needs_motion else None
     if self._score.parts and score_stats is None:
       raise errors.ConfigError(
           f"--score={score} needs the normal-frame statistics of its parts in "
@@ -62,12 +69,14 @@ class VideoScorer:
     self._encode = tf.function(skips_and_code)
     self._score_batch = tf.function(self._score_clips)
 
-  def _score_clips(self, past, target, last_skips, target_frames, with_maps=False):
+  def _score_clips(self, past, target, last_skips, target_frames, target_motion,
+                   with_maps=False):
     predicted = self._model.motion(past, training=False)
     predicted_frame = (self._model.decoder([self._model.predicted_latent_of(predicted)] +
                                            list(last_skips), training=False)
                        if self._score.needs_frames else None)
-    inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames)
+    inputs = scores.ScoreInputs(predicted, target, predicted_frame, target_frames,
+                                target_motion)
     values = scores.compute(self._score.name, inputs, self._stats)
     if with_maps:
       return values, scores.latent_error_map(predicted, target)
@@ -80,25 +89,40 @@ class VideoScorer:
                for start in range(0, len(frames), self._batch_size)]
     return [tf.concat(level, axis=0) for level in zip(*batches)]
 
-  def score(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  def score(self, frames: np.ndarray, motion: Optional[np.ndarray] = None
+            ) -> Tuple[np.ndarray, np.ndarray]:
     """Raw scores of the predictable frames of one video.
 
     Args:
       frames: [N, H, W, C] background-subtracted frames.
+      motion: [N, h, w] the video's motion maps (`motion_of`), for a score of motion evidence.
 
     Returns:
       (frame_indices, scores): the 0-based indices of the scored (target) frames and their
       scores; the first `clip_span` frames cannot be predicted and are absent.
     """
-    frame_indices, values, _ = self._score_frames(frames, with_maps=False)
+    frame_indices, values, _ = self._score_frames(frames, motion, with_maps=False)
     return frame_indices, values
 
-  def score_and_map(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def score_and_map(self, frames: np.ndarray, motion: Optional[np.ndarray] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`score`, plus each scored frame's latent error map: float32 [n, h, w]
     (daml_tf.models.scores.latent_error_map)."""
-    return self._score_frames(frames, with_maps=True)
+    return self._score_frames(frames, motion, with_maps=True)
 
-  def _score_frames(self, frames: np.ndarray, with_maps: bool):
+  def motion_of(self, video: layout.Video, perturbation=None) -> Optional[np.ndarray]:
+    """[N, h, w] the motion maps of every frame of `video`, from its frames as stored (the
+    camera's resolution) with the test-time `perturbation`; None unless the score needs them."""
+    if self.motion_norm is None:
+      return None
+    frames = (perturbed(video_io.read_image(path), perturbation) for path in video.frame_paths)
+    norm = self.motion_norm
+    return norm.normalize(motion_maps.video_speed(frames, norm.grid, norm.scale))
+
+  def _score_frames(self, frames: np.ndarray, motion: Optional[np.ndarray], with_maps: bool):
+    if self.motion_norm is not None and (motion is None or len(motion) != len(frames)):
+      raise ValueError(f"--score={self._score.name} needs a motion map for each of the "
+                       f"{len(frames)} frames.")
     cfg = self._data_cfg
     clips = pipeline.clip_indices(len(frames), cfg.time_steps, cfg.interval, cfg.delta)
     if not len(clips):
@@ -111,8 +135,9 @@ class VideoScorer:
       rows = clips[start:start + self._batch_size]
       last_skips = [tf.gather(level, rows[:, -2]) for level in features[:-1]]
       target_frames = tf.gather(frames, rows[:, -1]) if self._score.needs_frames else None
+      target_motion = None if motion is None else tf.gather(motion, rows[:, -1])
       out = self._score_batch(tf.gather(codes, rows[:, :-1]), tf.gather(codes, rows[:, -1]),
-                              last_skips, target_frames, with_maps)
+                              last_skips, target_frames, target_motion, with_maps)
       if with_maps:
         out, batch_maps = out
         maps.append(batch_maps.numpy())
@@ -120,11 +145,22 @@ class VideoScorer:
     return clips[:, -1], np.concatenate(values), np.concatenate(maps) if with_maps else None
 
 
+def perturbed(frame: np.ndarray, perturbation) -> np.ndarray:
+  """A uint8 frame with a test-time perturbation (perturb.parse_perturbation) applied."""
+  if perturbation is None:
+    return frame
+  return np.rint(np.asarray(perturbation(frame / np.float32(255))) * 255).astype(np.uint8)
+
+
 def scorer_for(model: DAML, cfg: config_lib.Config, model_dir: str) -> VideoScorer:
-  """The VideoScorer of cfg.eval.score, with a fusion's statistics from `model_dir`."""
+  """The VideoScorer of cfg.eval.score, with a fusion's statistics or a motion score's flow
+  normalisation from `model_dir`."""
   score = scores.get_score(cfg.eval.score)
   stats = run_dir.load_score_stats(model_dir) if score.parts else None
-  return VideoScorer(model, cfg.data, cfg.eval.batch_size, cfg.eval.score, stats)
+  norm = run_dir.load_motion_norm(model_dir) if score.needs_motion else None
+  if score.needs_motion and norm is None:
+    raise scores.missing_motion_norm(score.name, model_dir)
+  return VideoScorer(model, cfg.data, cfg.eval.batch_size, cfg.eval.score, stats, norm)
 
 
 def test_split(cfg: config_lib.Config):
@@ -147,10 +183,11 @@ def score_videos(scorer: VideoScorer, videos: Sequence[layout.Video],
   for number, (video, video_labels) in enumerate(zip(videos, labels), start=1):
     frames = pipeline.load_video(video, cfg.data.image_size, cfg.data.channels, background,
                                  transform=perturbation)
+    motion = scorer.motion_of(video, perturbation)
     if error_maps:
-      frame_indices, raw, maps = scorer.score_and_map(frames)
+      frame_indices, raw, maps = scorer.score_and_map(frames, motion)
     else:
-      (frame_indices, raw), maps = scorer.score(frames), None
+      (frame_indices, raw), maps = scorer.score(frames, motion), None
     yield video, frame_indices, raw, video_labels, maps
     progress.update(number, lambda: f"video {video.name} ({number}/{len(videos)}): "
                     f"{len(raw)} of {video.num_frames} frames scored")
@@ -175,9 +212,7 @@ def write_heatmaps(output_dir: str, video: layout.Video, result: report.VideoSco
   paths = []
   for position in top_frames(result.scores, count):
     frame_index = int(result.frame_indices[position])
-    frame = video_io.read_image(video.frame_paths[frame_index])
-    if perturbation is not None:
-      frame = np.rint(np.asarray(perturbation(frame / np.float32(255))) * 255).astype(np.uint8)
+    frame = perturbed(video_io.read_image(video.frame_paths[frame_index]), perturbation)
     anomalous = bool(result.labels[position])
     text = (f"{video.name} #{frame_index} score {result.scores[position]:.4g} "
             f"({result.normalized[position]:.2f}) {'anomalous' if anomalous else 'normal'}")

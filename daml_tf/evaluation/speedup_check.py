@@ -102,6 +102,11 @@ def speedup_check(model: DAML, cfg: config_lib.Config, videos: Sequence[layout.V
     DataError: no video is long enough for one sped-up clip.
   """
   score = cfg.eval.score
+  if scores_lib.get_score(score).needs_motion:
+    # The check compares models (seeds, finetunes) on the same footage, and the motion
+    # evidence is the footage's, the same for every model; its flow would also be taken
+    # between frames the sped-up clips skip. The model's own part decides.
+    score = scores_lib.DEFAULT_SCORE
   batch_size = cfg.eval.batch_size
   normal = calibration.normal_scores(model, cfg.data, videos, batch_size, score, score_stats)
   fast_cfg = sped_up(cfg.data, speedup)

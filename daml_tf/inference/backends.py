@@ -26,6 +26,7 @@ from daml_tf import fileio
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import run_dir
+from daml_tf.data import motion_maps
 from daml_tf.inference import litert
 from daml_tf.inference import litert_convert
 from daml_tf.inference import serving
@@ -218,12 +219,15 @@ class OpenedModel:
     data_cfg: the clip geometry (image size, channels, k, interval, delta).
     threshold: the stored threshold {"threshold", "quantile", "score"}, or None.
     score: the score the run was configured with (or the export recorded).
+    motion_norm: the motion normalisation of a score of motion evidence (motion_norm.json of a
+      run, or the one an export recorded), or None.
   """
 
   backend: Backend
   data_cfg: config_lib.DataConfig
   threshold: Optional[Dict[str, float]]
   score: str = scores.DEFAULT_SCORE
+  motion_norm: Optional[motion_maps.MotionNorm] = None
 
 
 class Runtime:
@@ -262,13 +266,23 @@ def _export_data_config(metadata: Dict[str, Any], path: str) -> config_lib.DataC
 
 
 
+def _opened_export(backend: Backend, path: str) -> OpenedModel:
+  """An export's OpenedModel from the metadata it recorded."""
+  metadata = backend.metadata
+  norm = metadata.get("motion_norm")
+  return OpenedModel(backend, _export_data_config(metadata, path), metadata.get("threshold"),
+                     metadata.get("score", scores.DEFAULT_SCORE),
+                     None if norm is None else motion_maps.MotionNorm.from_dict(norm))
+
+
 def _saved_model_in(model: DAML, cfg: config_lib.Config, work_dir: str) -> str:
   """A serving export of `model` under work_dir, written once for every runtime that needs it."""
   export_base = run_dir.export_dir(work_dir)
   versions = serving.version_numbers(export_base)
   if versions:
     return serving.version_dir(export_base, versions[0])
-  return serving.export_serving(model, export_base, data_cfg=cfg.data, score=cfg.eval.score)
+  return serving.export_serving(model, export_base, data_cfg=cfg.data,
+                                score=serving.signature_score(cfg.eval.score))
 
 
 class KerasRuntime(Runtime):
@@ -283,7 +297,7 @@ class KerasRuntime(Runtime):
     cfg = run_dir.load_config(path)
     model = run_dir.restore_model(cfg, path)
     return OpenedModel(KerasBackend(model), cfg.data, run_dir.load_threshold(path),
-                       cfg.eval.score)
+                       cfg.eval.score, run_dir.load_motion_norm(path))
 
   def write(self, model, cfg, work_dir):
     path = os.path.join(work_dir, "run")
@@ -302,9 +316,7 @@ class SavedModelRuntime(Runtime):
 
   def open(self, path, precision="float32", num_threads=None):
     backend = SavedModelBackend(path)
-    return OpenedModel(backend, _export_data_config(backend.metadata, path),
-                       backend.metadata.get("threshold"),
-                       backend.metadata.get("score", scores.DEFAULT_SCORE))
+    return _opened_export(backend, path)
 
   def write(self, model, cfg, work_dir):
     return _saved_model_in(model, cfg, work_dir)
@@ -321,9 +333,7 @@ class LiteRTRuntime(Runtime):
 
   def open(self, path, precision="float32", num_threads=None):
     backend = litert.LiteRTBackend(path, precision, num_threads=num_threads)
-    return OpenedModel(backend, _export_data_config(backend.metadata, path),
-                       backend.metadata.get("threshold"),
-                       backend.metadata.get("score", scores.DEFAULT_SCORE))
+    return _opened_export(backend, path)
 
   def write(self, model, cfg, work_dir):
     path = os.path.join(work_dir, run_dir.LITERT_SUBDIR)

@@ -14,7 +14,7 @@ paid once (see `python -m daml_tf.benchmark --streams=...`).
 """
 
 import collections
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -36,7 +36,8 @@ class MultiStreamDetector(streaming.ModelDetector):
     streams: the names of the streams (cameras), unique.
     threshold: every stream's alarm threshold (set `state(name).threshold` for one of its own);
       None: no alarms.
-    smoothing_window, smoothing, score: as for streaming.StreamingDetector, for every stream.
+    smoothing_window, smoothing, score, motion_norm: as for streaming.StreamingDetector, for
+      every stream (each stream tracks its own motion).
 
   Raises:
     errors.ConfigError: no stream, an empty name, or a name given twice.
@@ -52,10 +53,11 @@ class MultiStreamDetector(streaming.ModelDetector):
 
   def __init__(self, model, data_cfg: config_lib.DataConfig, streams: Sequence[str],
                threshold: Optional[float] = None, smoothing_window: int = 1,
-               score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
-    super().__init__(model, data_cfg, score)
+               score: str = scores.DEFAULT_SCORE, smoothing: str = "",
+               motion_norm=None):
+    super().__init__(model, data_cfg, score, motion_norm)
     check_stream_names(streams)
-    self._states = {name: streaming.StreamState(data_cfg, threshold, smoothing_window, smoothing)
+    self._states = {name: self.new_state(threshold, smoothing_window, smoothing)
                     for name in streams}
 
   @classmethod
@@ -72,7 +74,8 @@ class MultiStreamDetector(streaming.ModelDetector):
     logging.info("Multi-stream detector on %s for %d streams", opened.backend.name,
                  len(streams))
     return cls(opened.backend, opened.data_cfg, streams, threshold=threshold,
-               smoothing_window=smoothing_window, score=score, smoothing=smoothing)
+               smoothing_window=smoothing_window, score=score, smoothing=smoothing,
+               motion_norm=streaming.check_motion_norm(score, opened.motion_norm, model_dir))
 
   @property
   def streams(self) -> Tuple[str, ...]:
@@ -106,10 +109,11 @@ class MultiStreamDetector(streaming.ModelDetector):
         codes[name] = batch[row:row + 1].copy()
     return codes
 
-  def _fused_step(self, checked: Mapping[str, np.ndarray]) -> Optional[Dict[str, FrameResult]]:
+  def _fused_step(self, checked: Mapping[str, np.ndarray], motion: Mapping[str, Any]
+                  ) -> Optional[Dict[str, FrameResult]]:
     """step's results from one compiled call (graph_step), when every stream of the step gets a
     score and the frames share a shape and dtype (a steady state of same-model cameras);
-    None otherwise."""
+    None otherwise. `motion`: each stream's start_motion."""
     if not self.fuses:
       return None
     pasts = [self._states[name].next_past_codes() for name in checked]
@@ -125,7 +129,7 @@ class MultiStreamDetector(streaming.ModelDetector):
       state = self._states[name]
       # A copy: a view would keep the whole batch alive in the ring buffer.
       index = state.add_code(codes[row:row + 1].copy())
-      results[name] = state.result(index, values[row], error_maps[row])
+      results[name] = self.finish(state, index, values[row], error_maps[row], motion[name])
     return results
 
   def step(self, frames: Mapping[str, np.ndarray]) -> Dict[str, FrameResult]:
@@ -149,7 +153,9 @@ class MultiStreamDetector(streaming.ModelDetector):
     checked = {name: self._states[name].check_frame(frame) for name, frame in frames.items()}
     if not checked:
       return {}
-    fused = self._fused_step(checked)
+    motion = {name: self.start_motion(self._states[name], frame)
+              for name, frame in checked.items()}
+    fused = self._fused_step(checked, motion)
     if fused is not None:
       return fused
     codes = self._encode(checked)
@@ -162,7 +168,8 @@ class MultiStreamDetector(streaming.ModelDetector):
       predicted = np.asarray(self._backend.predict(past), np.float32)
       values, error_maps = self._score_and_map(predicted, observed)
       scored = {name: (values[row], error_maps[row]) for row, name in enumerate(full)}
-    return {name: self._states[name].result(indices[name], *scored.get(name, ()))
+    return {name: self.finish(self._states[name], indices[name], *scored.get(name, (None, None)),
+                              motion[name])
             for name in checked}
 
 

@@ -156,7 +156,7 @@ class ServingModule(tf.Module):
 
 def make_metadata(model: DAML, data_cfg=None,
                   threshold: Optional[Mapping[str, float]] = None,
-                  score: str = scores.DEFAULT_SCORE) -> Dict[str, Any]:
+                  score: str = scores.DEFAULT_SCORE, motion_norm=None) -> Dict[str, Any]:
   """The contents of daml_export.json.
 
   Args:
@@ -164,6 +164,9 @@ def make_metadata(model: DAML, data_cfg=None,
     data_cfg: its config.DataConfig; without it the export lacks interval and delta, which a
       streaming client needs (serving_default and score_latents do not).
     threshold: {"threshold": ..., "quantile": ...} as in threshold.json, or None.
+    score: the run's score; for a score of motion evidence the signatures compute the paper's
+      score (`signature_score`) and a streaming client weights the error by the motion maps.
+    motion_norm: the motion normalisation (data.motion_maps.MotionNorm) of a motion score.
   """
   metadata = {
       "format": EXPORT_FORMAT,
@@ -175,6 +178,8 @@ def make_metadata(model: DAML, data_cfg=None,
       "signatures": list(SIGNATURES),
       "threshold": dict(threshold) if threshold else None,
       "score": score,
+      "signature_score": signature_score(score),
+      "motion_norm": motion_norm.to_dict() if motion_norm is not None else None,
   }
   if data_cfg is not None:
     metadata.update(interval=int(data_cfg.interval), delta=int(data_cfg.delta),
@@ -212,9 +217,16 @@ def check_version_free(export_dir: str, version: int) -> str:
   return path
 
 
+def signature_score(score: str) -> str:
+  """The score the scoring signatures compute for a run of `score`: the score itself, or the
+  paper's for a score of motion evidence (the motion maps come from the camera frames, on the
+  client's side, and the signatures keep their inputs)."""
+  return scores.DEFAULT_SCORE if scores.get_score(score).needs_motion else score
+
+
 def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, data_cfg=None,
                    threshold: Optional[Mapping[str, float]] = None,
-                   score: str = scores.DEFAULT_SCORE) -> str:
+                   score: str = scores.DEFAULT_SCORE, motion_norm=None) -> str:
   """Writes the serving SavedModel as `<export_dir>/<version>/`.
 
   Args:
@@ -225,6 +237,7 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
     data_cfg: the run's config.DataConfig, recorded for streaming clients (interval, delta).
     threshold: the alarm threshold ({"threshold", "quantile"}), recorded when given.
     score: the score of the scoring signatures (a latent score), recorded too.
+    motion_norm: a motion score's normalisation, recorded (see make_metadata).
 
   Returns:
     The version directory.
@@ -239,8 +252,9 @@ def export_serving(model: DAML, export_dir: str, version: Optional[int] = None, 
   with tempfile.TemporaryDirectory() as scratch:
     metadata_path = os.path.join(scratch, METADATA_FILE)
     with open(metadata_path, "w") as f:
-      json.dump(make_metadata(model, data_cfg, threshold, score), f, indent=2, sort_keys=True)
-    module = ServingModule(build.float32_copy(model), metadata_path, score)
+      json.dump(make_metadata(model, data_cfg, threshold, score, motion_norm), f, indent=2,
+                sort_keys=True)
+    module = ServingModule(build.float32_copy(model), metadata_path, signature_score(score))
     fileio.write_atomically(final_dir, lambda path: tf.saved_model.save(
         module, path, signatures=module.signature_functions()), directory=True)
   logging.info("Serving SavedModel (signatures %s) written to %s", ", ".join(SIGNATURES),

@@ -11,6 +11,7 @@ frames (code buffer, smoother, threshold, index) is a `StreamState`, which
 """
 
 import collections
+from concurrent import futures
 import dataclasses
 from typing import Optional, Tuple
 
@@ -21,6 +22,7 @@ import tensorflow as tf
 from daml_tf import config as config_lib
 from daml_tf import errors
 from daml_tf import smoothing as smoothing_lib
+from daml_tf.data import motion_maps
 from daml_tf.inference import backends
 from daml_tf.models import DAML
 from daml_tf.models import scores
@@ -92,34 +94,99 @@ def resolve_threshold(opened: backends.OpenedModel, model_dir: str,
 def open_for_detection(model_dir: str, threshold: Optional[float],
                        runtime_options: backends.RuntimeOptions,
                        score: str) -> Tuple[backends.OpenedModel, Optional[float], str]:
-  """(the opened model, its threshold, its score) for a detector's from_model_dir: `score` or
-  the model's, `threshold` or the one stored for that score (resolve_threshold)."""
+  """(the opened model, its threshold, its score) for a detector's from_model_dir: `score`, or
+  the stored threshold's, or the model's; `threshold` or the one stored for that score
+  (resolve_threshold)."""
   opened = backends.open_model(model_dir, runtime_options)
-  score = score or opened.score
+  # Without a score asked for, the one the stored threshold was calibrated for (calibrate
+  # --score=... then detect), else the run's.
+  score = score or (opened.threshold or {}).get("score") or opened.score
   return opened, resolve_threshold(opened, model_dir, threshold, score), score
+
+
+def check_motion_norm(score: str, motion_norm: Optional[motion_maps.MotionNorm],
+                      model_dir: str = "") -> Optional[motion_maps.MotionNorm]:
+  """The normalisation a score of motion evidence needs (None for the other scores).
+
+  Raises:
+    errors.ConfigError: the score needs one and there is none.
+  """
+  if not scores.get_score(score).needs_motion:
+    return None
+  if motion_norm is None:
+    raise scores.missing_motion_norm(score, model_dir)
+  return motion_norm
 
 
 class ModelDetector:
   """What a detector of one or of several streams holds: the runtime, the model's clip config
   and the frame score.
 
+  A score of motion evidence (models.scores, `needs_motion`) takes each frame's motion map
+  (data.motion_maps.MotionTracker, one per stream): it is computed on the host in a thread of
+  its own while the model's call runs (OpenCV and TensorFlow both release the GIL), then the
+  score's `weigh` combines it with the latent error map the call returns. The model's call and
+  the exports are the same as for the other scores.
+
   Args:
     model: a DAML model (restored, with its background set), run by a backends.KerasBackend,
       or any backends.Backend.
     data_cfg: the model's DataConfig; ValueError unless it matches the model's geometry.
     score: a latent score name of daml_tf.models.scores.SCORES.
+    motion_norm: the motion normalisation (run_dir.load_motion_norm) a score of motion
+      evidence needs; errors.ConfigError without one.
   """
 
-  def __init__(self, model, data_cfg: config_lib.DataConfig, score: str):
+  def __init__(self, model, data_cfg: config_lib.DataConfig, score: str,
+               motion_norm: Optional[motion_maps.MotionNorm] = None):
     backend = as_backend(model)
     check_geometry(backend, data_cfg)
     self._backend = backend
     self._data_cfg = data_cfg
     self.score_name = scores.check_runtime(score, has_decoder=False).name
-    self._score_and_map = scores.host_scorer(self.score_name)
+    self.motion_norm = check_motion_norm(self.score_name, motion_norm)
+    # With motion evidence, the model's call computes the paper's score (unused) and the error
+    # map; the weighting happens on the host once the motion map is there.
+    self._model_score = scores.DEFAULT_SCORE if self.motion_norm else self.score_name
+    self._score_and_map = scores.host_scorer(self._model_score)
+    self._weigh = scores.host_weigher(self.score_name) if self.motion_norm else None
+    # Two workers: the flows of two cameras at once on the 2-core machines this targets; a
+    # single camera's flow overlaps the model's call either way.
+    self._flow_pool = (futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="flow")
+                       if self.motion_norm else None)
     self._graph_steps = {}
     # LiteRT cannot be traced: its frames take the separate calls (see graph_step).
     self.fuses = backends.traceable(backend)
+
+  def new_state(self, threshold: Optional[float] = None, smoothing_window: int = 1,
+                smoothing: str = "") -> "StreamState":
+    """A stream's state for this detector (with a motion tracker for a motion score)."""
+    return StreamState(self._data_cfg, threshold, smoothing_window, smoothing,
+                       motion_norm=self.motion_norm)
+
+  def start_motion(self, state: "StreamState", frame: np.ndarray
+                   ) -> Optional[futures.Future]:
+    """Starts the motion map of the stream's next frame in the flow thread (None without a
+    motion score); `finish` collects it. Frames of one stream must be started in order."""
+    if state.motion is None:
+      return None
+    return self._flow_pool.submit(state.motion.update, frame)
+
+  def finish(self, state: "StreamState", index: int, score=None, error_map=None,
+             motion: Optional[futures.Future] = None) -> FrameResult:
+    """state.result of a frame, its score weighted by the motion map `motion` (from
+    start_motion) for a motion score."""
+    if motion is not None:
+      motion_map = motion.result()
+      if score is not None:
+        score = self._weigh(np.asarray(error_map, np.float32)[np.newaxis],
+                            motion_map[np.newaxis])[0]
+    return state.result(index, score, error_map)
+
+  def close(self) -> None:
+    """Stops the flow thread (a no-op without a motion score)."""
+    if self._flow_pool is not None:
+      self._flow_pool.shutdown(wait=True)
 
   def graph_step(self, frames: np.ndarray, past: np.ndarray
                  ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -142,7 +209,7 @@ class ModelDetector:
     key = (frames.shape[-1], frames.dtype.str, past.shape[1:])
     step = self._graph_steps.get(key)
     if step is None:
-      backend, name = self._backend, self.score_name
+      backend, name = self._backend, self._model_score
 
       def fused(frames, past):
         codes = backend.graph_encode(frames)
@@ -181,15 +248,20 @@ class StreamState:
     threshold: see StreamingDetector.
     smoothing_window: see StreamingDetector.
     smoothing: see StreamingDetector.
+    motion_norm: for a score of motion evidence, its normalisation: the state then tracks the
+      stream's motion (`motion`).
 
   Attributes:
     threshold: the raw (smoothed) score above which a frame raises an alarm; None: never.
     smoothing: the parsed smoothing_lib.Smoothing.
     smoothing_window: as given.
+    motion: the stream's motion_maps.MotionTracker, or None.
   """
 
   def __init__(self, data_cfg: config_lib.DataConfig, threshold: Optional[float] = None,
-               smoothing_window: int = 1, smoothing: str = ""):
+               smoothing_window: int = 1, smoothing: str = "",
+               motion_norm: Optional[motion_maps.MotionNorm] = None):
+    self.motion = None if motion_norm is None else motion_maps.MotionTracker(motion_norm)
     self._data_cfg = data_cfg
     self.threshold = None if threshold is None else float(threshold)
     if smoothing_window < 1:
@@ -223,6 +295,8 @@ class StreamState:
     self._codes.clear()
     self._smoother.reset()
     self._next_index = 0
+    if self.motion is not None:
+      self.motion.reset()
 
   def check_frame(self, frame) -> np.ndarray:
     """The frame as the backends take it: [H, W, 1|3], alpha dropped; ValueError if unusable.
@@ -315,6 +389,7 @@ class StreamingDetector(ModelDetector):
     smoothing_window: causal moving average over this many raw scores before thresholding.
     score: a latent score name of daml_tf.models.scores.SCORES.
     smoothing: a causal daml_tf.smoothing spec ("ma:N", "ema:A"); overrides smoothing_window.
+    motion_norm: see ModelDetector.
 
   Example:
     detector = StreamingDetector.from_model_dir("runs/demo", smoothing_window=5)
@@ -326,9 +401,10 @@ class StreamingDetector(ModelDetector):
 
   def __init__(self, model, data_cfg: config_lib.DataConfig,
                threshold: Optional[float] = None, smoothing_window: int = 1,
-               score: str = scores.DEFAULT_SCORE, smoothing: str = ""):
-    super().__init__(model, data_cfg, score)
-    self._state = StreamState(data_cfg, threshold, smoothing_window, smoothing)
+               score: str = scores.DEFAULT_SCORE, smoothing: str = "",
+               motion_norm: Optional[motion_maps.MotionNorm] = None):
+    super().__init__(model, data_cfg, score, motion_norm)
+    self._state = self.new_state(threshold, smoothing_window, smoothing)
 
   @classmethod
   def from_model_dir(cls, model_dir: str, threshold: Optional[float] = None,
@@ -358,7 +434,8 @@ class StreamingDetector(ModelDetector):
     opened, threshold, score = open_for_detection(model_dir, threshold, runtime_options, score)
     logging.info("Streaming detector on %s", opened.backend.name)
     return cls(opened.backend, opened.data_cfg, threshold=threshold,
-               smoothing_window=smoothing_window, score=score, smoothing=smoothing)
+               smoothing_window=smoothing_window, score=score, smoothing=smoothing,
+               motion_norm=check_motion_norm(score, opened.motion_norm, model_dir))
 
   @property
   def threshold(self) -> Optional[float]:
@@ -404,14 +481,15 @@ class StreamingDetector(ModelDetector):
     """
     state = self._state
     frame = state.check_frame(frame)
+    motion = self.start_motion(state, frame)
     past = state.next_past_codes() if self.fuses else None
     fused = None if past is None else self.graph_step(frame[np.newaxis], past)
     if fused is not None:
       code, score, error_map = fused
-      return state.result(state.add_code(code), score[0], error_map[0])
+      return self.finish(state, state.add_code(code), score[0], error_map[0], motion)
     index = state.add_code(self._backend.encode(frame))
     if not state.full:
-      return state.result(index)
+      return self.finish(state, index, motion=motion)
     predicted = np.asarray(self._backend.predict(state.past_codes()), np.float32)
     score, error_map = self._score_and_map(predicted, state.observed_code())
-    return state.result(index, score[0], error_map[0])
+    return self.finish(state, index, score[0], error_map[0], motion)

@@ -32,12 +32,16 @@ class ScoreInputs:
     predicted_frame: [B, H, W, C] the predicted code (the first head's) decoded with the skips
       of the last input frame (background subtracted), or None when the score does not need it.
     observed_frame: [B, H, W, C] the target frame, background subtracted, or None.
+    motion: [B, h, w] the target frame's motion map (daml_tf.data.motion_maps: the optical
+      flow speed of each grid cell from the frame before, normalised per row on normal
+      footage), or None when the score does not need it.
   """
 
   predicted_latent: tf.Tensor
   observed_latent: tf.Tensor
   predicted_frame: Optional[tf.Tensor] = None
   observed_frame: Optional[tf.Tensor] = None
+  motion: Optional[tf.Tensor] = None
 
 
 def heads_of(predicted_latent, observed_latent) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -134,6 +138,26 @@ def frame_psnr(inputs: ScoreInputs) -> tf.Tensor:
   return 10.0 * tf.math.log(tf.maximum(mse, 1e-12)) / math.log(10.0)
 
 
+def motion_weighted(gain: Optional[float]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """(error maps [B, h, w], motion maps [B, h, w]) -> [B]: the mean over the grid of each
+  cell's latent error times its motion weight, `1 + gain * motion`, or `motion` itself when
+  gain is None (the product: a cell that does not move counts for nothing).
+
+  Why: the latent error is measured at the model's low resolution, where a small object moving
+  fast far from the camera covers a few cells and changes them little; its optical flow at the
+  camera's resolution is large. With `1 + gain * motion` the latent error still counts where
+  nothing moves (an object left behind, a person lying still).
+  """
+
+  def weigh(error_maps, motion):
+    error_maps = tf.cast(error_maps, tf.float32)
+    motion = tf.cast(motion, tf.float32)
+    weights = motion if gain is None else 1.0 + gain * motion
+    return tf.reduce_mean(error_maps * weights, axis=[1, 2])
+
+  return weigh
+
+
 @dataclasses.dataclass(frozen=True)
 class Score:
   """A registered score.
@@ -144,12 +168,34 @@ class Score:
     needs_frames: it reads predicted_frame and observed_frame (the decoder runs too).
     parts: for a fusion, the scores it standardises and adds; their mean and spread on normal
       training frames are stored in the model directory (score_stats.json).
+    weigh: for a score of motion evidence, (latent error maps [B, h, w], motion maps
+      [B, h, w]) -> [B]; it reads ScoreInputs.motion, whose normalisation is stored in the
+      model directory (motion_norm.json). The streaming runtimes compute the motion map beside
+      the model and apply `weigh` to the error map the model returns.
   """
 
   name: str
   fn: Optional[Callable[[ScoreInputs], tf.Tensor]]
   needs_frames: bool = False
   parts: Tuple[str, ...] = ()
+  weigh: Optional[Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = None
+
+  @property
+  def needs_motion(self) -> bool:
+    return self.weigh is not None
+
+
+def motion_score(name: str, gain: Optional[float]) -> Score:
+  """A registered score of motion evidence: `motion_weighted(gain)` of the latent error map."""
+  weigh = motion_weighted(gain)
+
+  def score(inputs: ScoreInputs) -> tf.Tensor:
+    if inputs.motion is None:
+      raise ValueError(f"Score {name!r} needs the motion maps of the target frames.")
+    return weigh(latent_error_map(inputs.predicted_latent, inputs.observed_latent),
+                 inputs.motion)
+
+  return Score(name, score, weigh=weigh)
 
 
 SCORES: Dict[str, Score] = {
@@ -162,6 +208,8 @@ SCORES: Dict[str, Score] = {
         Score("cosine", cosine_distance),
         Score("frame_psnr", frame_psnr, needs_frames=True),
         Score("fusion", None, needs_frames=True, parts=("latent_mean", "frame_psnr")),
+        motion_score("motion_weighted", gain=4.0),
+        motion_score("motion_product", gain=None),
     )
 }
 
@@ -171,6 +219,14 @@ def get_score(name: str) -> Score:
   if name not in SCORES:
     raise errors.ConfigError(f"--score must be one of {', '.join(SCORES)}, got {name!r}.")
   return SCORES[name]
+
+
+def missing_motion_norm(name: str, where: str = "") -> errors.ConfigError:
+  """The error of a score of motion evidence without its normalisation (`where`: its model)."""
+  return errors.ConfigError(
+      f"--score={name} needs the optical flow's normalisation fitted on normal footage "
+      f"(motion_norm.json), and there is none{' with ' + where if where else ''}: run python -m "
+      f"daml_tf.calibrate --score={name} (then export again, for an export).")
 
 
 def check_runtime(name: str, has_decoder: bool) -> Score:
@@ -190,6 +246,13 @@ def graph_score_and_map(name: str, predicted: tf.Tensor,
   """(scores [B], error maps [B, h, w]) of predicted and observed codes, as graph ops (inside
   the streaming detector's one call per frame, or host_scorer's)."""
   return (compute(name, ScoreInputs(predicted, observed)), latent_error_map(predicted, observed))
+
+
+def host_weigher(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+  """The motion weighting of score `name` for host arrays: (error maps [B, h, w], motion maps
+  [B, h, w]) -> scores [B] float32, in one graph call (see host_scorer)."""
+  weigh = tf.function(get_score(name).weigh, reduce_retracing=True)
+  return lambda error_maps, motion: weigh(error_maps, motion).numpy()
 
 
 def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
