@@ -46,6 +46,7 @@ from daml_tf import cli
 from daml_tf import cli_flags
 from daml_tf import config as config_lib
 from daml_tf import run_dir
+from daml_tf.data import motion_maps
 from daml_tf.data import video_io
 from daml_tf.inference import backends
 from daml_tf.inference import multistream
@@ -332,14 +333,37 @@ def time_backend(backend, cfg: config_lib.Config, runs: int, warmup: int,
   return entry
 
 
+def _time_detector(detector: streaming.StreamingDetector, frames, warm: int
+                   ) -> Tuple[Dict[str, object], Tuple[int, ...]]:
+  """Steady-state frames/s of one detector over `frames()` (the first `warm` frames fill its
+  buffer untimed), and the shape of its error maps."""
+  stream = frames()
+  for _ in range(warm):
+    detector.process(next(stream))
+  scored, shape = 0, ()
+  start = time.perf_counter()
+  for frame in stream:
+    result = detector.process(frame)
+    if result.score is not None:
+      scored += 1
+      shape = result.error_map.shape
+  seconds = time.perf_counter() - start
+  return {"frames_per_second": scored / seconds, "ms_per_frame": 1000.0 * seconds / scored,
+          "scored_frames": int(scored)}, shape
+
+
 def time_video(backends: Dict[str, object], cfg: config_lib.Config, video: str,
-               max_frames: int) -> Dict[str, object]:
+               max_frames: int, flow_scales: Sequence[float] = ()) -> Dict[str, object]:
   """End-to-end streaming detection on a video file, per runtime, plus decoding alone.
 
   The file is decoded anew for each runtime, as a camera feed would be. The first
   `interval*(k-1)+delta` frames only fill the code buffer (no motion model runs for them), so
   they are processed before the clock starts: the figure is the steady-state cost of a scored
   frame, decoding included.
+
+  With `flow_scales`, the same again with the motion_weighted score and its optical flow at
+  each fraction of the video's resolution (its normalisation fitted on the first 50 frames:
+  the cost does not depend on it), and the flow alone per frame.
   """
   def frames():
     for index, _, frame in video_io.iter_frames(video):
@@ -358,17 +382,27 @@ def time_video(backends: Dict[str, object], cfg: config_lib.Config, video: str,
   result = {"video": video, "frames": count, "timed_frames": count - warm,
             "frame_shape": list(shape),
             "decode_only_frames_per_second": count / decode_seconds, "runtimes": {}}
+  grid = ()
   for name, backend in backends.items():
-    detector = streaming.StreamingDetector(backend, cfg.data)
-    stream = frames()
-    for _ in range(warm):
-      detector.process(next(stream))
-    start = time.perf_counter()
-    scored = sum(detector.process(frame).score is not None for frame in stream)
-    seconds = time.perf_counter() - start
-    result["runtimes"][name] = {"frames_per_second": scored / seconds,
-                                "ms_per_frame": 1000.0 * seconds / scored,
-                                "scored_frames": int(scored)}
+    result["runtimes"][name], grid = _time_detector(
+        streaming.StreamingDetector(backend, cfg.data), frames, warm)
+  if flow_scales:
+    sample = [frame for _, frame in zip(range(50), frames())]
+    result["motion_weighted"] = {}
+    for scale in flow_scales:
+      norm = motion_maps.fit_norm([motion_maps.video_speed(sample, grid, scale)], scale)
+      tracker = motion_maps.MotionTracker(norm)
+      start = time.perf_counter()
+      flows = sum(1 for frame in frames() if tracker.update(frame) is not None)
+      flow_seconds = time.perf_counter() - start
+      entry = {"flow_shape": list(motion_maps.flow_input(sample[0], scale).shape),
+               "flow_only_ms_per_frame": 1000.0 * flow_seconds / flows, "runtimes": {}}
+      for name, backend in backends.items():
+        detector = streaming.StreamingDetector(backend, cfg.data, score="motion_weighted",
+                                               motion_norm=norm)
+        entry["runtimes"][name], _ = _time_detector(detector, frames, warm)
+        detector.close()
+      result["motion_weighted"][f"{scale:g}"] = entry
   return result
 
 
@@ -437,7 +471,8 @@ def time_streams(backend, cfg: config_lib.Config, streams: Iterable[int], runs: 
 def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs: int,
                           warmup: int, threads: int, video: str = "",
                           max_video_frames: int = 300, streams: Sequence[int] = (),
-                          trained_model_dir: str = "") -> Dict[str, object]:
+                          trained_model_dir: str = "", flow_scales: Sequence[float] = ()
+                          ) -> Dict[str, object]:
   """Batch-1 decoupled/coupled timing per runtime, with `video` end-to-end frames/s, with
   `streams` the multi-stream timing (time_streams); on `trained_model_dir` if given."""
   model = build.float32_model(cfg)
@@ -456,7 +491,7 @@ def run_runtime_benchmark(cfg: config_lib.Config, runtimes: Sequence[str], runs:
       result["streams"] = {name: time_streams(backend, cfg, streams, runs, warmup)
                            for name, backend in backends.items()}
     if video:
-      result["end_to_end"] = time_video(backends, cfg, video, max_video_frames)
+      result["end_to_end"] = time_video(backends, cfg, video, max_video_frames, flow_scales)
   return result
 
 
@@ -516,6 +551,13 @@ def format_table(result: Dict[str, object]) -> str:
     for name, entry in video["runtimes"].items():
       lines.append(f"{name:<15} {entry['frames_per_second']:8.1f} frames/s "
                    f"({entry['ms_per_frame']:.2f} ms/frame)")
+    for scale, motion in video.get("motion_weighted", {}).items():
+      lines.append(f"With motion_weighted, flow at {scale} of the input "
+                   f"({'x'.join(map(str, motion['flow_shape']))}; the flow alone "
+                   f"{motion['flow_only_ms_per_frame']:.2f} ms/frame, in its own thread):")
+      for name, entry in motion["runtimes"].items():
+        lines.append(f"{name:<15} {entry['frames_per_second']:8.1f} frames/s "
+                     f"({entry['ms_per_frame']:.2f} ms/frame)")
   return "\n".join(lines)
 
 
@@ -557,6 +599,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "1,4,8): one multi-stream step over all against separate detectors.",
                       flag_values=flag_values)
   if "trained_model_dir" not in flag_values:
+    flags.DEFINE_list("flow_scales", [], "With --video, also time detection with the "
+                      "motion_weighted score, its optical flow at each of these fractions of "
+                      "the video's resolution (e.g. 1,0.5,0.25).", flag_values=flag_values)
     flags.DEFINE_string("trained_model_dir", "", "Time the runtimes on this training run "
                         "(its checkpoint, and its exports for saved_model and litert) rather "
                         "than on an untrained model of the config; its geometry must be the "
@@ -577,7 +622,8 @@ def main(argv):
     result.update(cli.exit_on_expected_errors(
         run_runtime_benchmark, cfg, flag_values.runtimes, flag_values.runs, flag_values.warmup,
         flag_values.threads, flag_values.video, flag_values.video_frames,
-        [int(count) for count in flag_values.streams], flag_values.trained_model_dir))
+        [int(count) for count in flag_values.streams], flag_values.trained_model_dir,
+        [float(scale) for scale in flag_values.flow_scales]))
   result["config"] = {"dataset": cfg.data.dataset, "ignored_mixed_precision":
                       cfg.train.mixed_precision}
   logging.info("Benchmark (dec/coup = decoupled / coupled frames/s):\n%s", format_table(result))

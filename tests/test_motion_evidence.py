@@ -40,8 +40,11 @@ def test_motion_weighted_and_product_against_a_hand_computation():
   # (0 + 1 + 3 + 8) / 4
   assert scores.compute("motion_product", inputs).numpy() == pytest.approx([3.0])
   # The host weighting of the streaming runtimes is the same maths.
-  assert scores.host_weigher("motion_weighted")(
-      np.asarray(errors_, np.float32), np.asarray(motion, np.float32)) == pytest.approx([14.5])
+  values, weighted = scores.host_weigher("motion_weighted")(
+      np.asarray(errors_, np.float32), np.asarray(motion, np.float32))
+  assert values == pytest.approx([14.5])
+  # The weighted map (the heatmap, and what a mask averages): each cell's term.
+  np.testing.assert_allclose(weighted, [[[1.0, 6.0], [15.0, 36.0]]])
   # Where nothing moves, motion_weighted is the paper's score and the product is zero.
   still = _inputs(errors_, np.zeros((1, 2, 2)))
   assert scores.compute("motion_weighted", still).numpy() == pytest.approx(
@@ -227,3 +230,47 @@ def test_detect_command_takes_the_motion_score_of_an_export(motion_run, tmp_path
   assert result.returncode == 0, result.stderr[-3000:]
   rows = testing.csv_rows(tmp_path / "out" / "scores.csv")
   assert sum(1 for row in rows if row["score"]) == 16 - cfg.data.clip_span
+
+
+def test_the_service_scores_several_cameras_with_the_motion_score_and_masks_its_weighted_map(
+    motion_run, tmp_path):
+  """Two cameras of one model in the service, one under a mask of its left half: the
+  unmasked camera's scores are the streaming detector's; the masked one's are the mean of the
+  detector's motion-weighted map over the cells left (service.masks)."""
+  import yaml  # pylint: disable=g-import-not-at-top
+  from daml_tf.service import config as service_config  # pylint: disable=g-import-not-at-top
+  from daml_tf.service import masks as masks_lib  # pylint: disable=g-import-not-at-top
+  _, _, model_dir, _ = motion_run
+  frames = {"gate": testing.moving_frames(14, seed=6), "yard": testing.moving_frames(14, seed=7)}
+  cameras = {name: {"input": str(testing.write_pngs(tmp_path / name, video)),
+                    "model_dir": str(model_dir), "fps": 10, "score": "motion_weighted"}
+             for name, video in frames.items()}
+  left_half = "0,0,0.5,0,0.5,1,0,1"
+  cameras["yard"]["masks"] = [left_half]
+  config = tmp_path / "cameras.yaml"
+  config.write_text(yaml.safe_dump({"cameras": cameras,
+                                    "record": {"output_dir": str(tmp_path / "out")}}))
+  result = subprocess.run([sys.executable, "-m", "daml_tf.serve", f"--config={config}",
+                           "--log_every=0"], cwd=testing.REPO, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-5000:]
+  for name, video in frames.items():
+    detector = streaming.StreamingDetector.from_model_dir(str(model_dir))
+    expected = []
+    for frame in video:
+      streamed = detector.process(frame)
+      if streamed.score is None:
+        expected.append(None)
+      elif name == "gate":
+        expected.append(streamed.score)
+        # The score is the mean of the weighted map the result carries (the heatmap's).
+        assert streamed.error_map.mean() == pytest.approx(streamed.score, rel=1e-5)
+      else:
+        weights = masks_lib.cell_mask([service_config.parse_polygon(left_half)],
+                                      streamed.error_map.shape)
+        expected.append(masks_lib.masked_mean(streamed.error_map, weights))
+    rows = testing.csv_rows(tmp_path / "out" / name / "scores.csv")
+    got = [float(row["score"]) if row["score"] else None for row in rows]
+    assert [g is None for g in got] == [e is None for e in expected]
+    np.testing.assert_allclose([g for g in got if g is not None],
+                               [e for e in expected if e is not None], rtol=1e-4)

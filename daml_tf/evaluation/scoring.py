@@ -111,13 +111,9 @@ class VideoScorer:
     return self._score_frames(frames, motion, with_maps=True)
 
   def motion_of(self, video: layout.Video, perturbation=None) -> Optional[np.ndarray]:
-    """[N, h, w] the motion maps of every frame of `video`, from its frames as stored (the
-    camera's resolution) with the test-time `perturbation`; None unless the score needs them."""
-    if self.motion_norm is None:
-      return None
-    frames = (perturbed(video_io.read_image(path), perturbation) for path in video.frame_paths)
-    norm = self.motion_norm
-    return norm.normalize(motion_maps.video_speed(frames, norm.grid, norm.scale))
+    """`motion_of` the video with this scorer's normalisation; None unless the score needs
+    motion maps."""
+    return None if self.motion_norm is None else motion_of(video, self.motion_norm, perturbation)
 
   def _score_frames(self, frames: np.ndarray, motion: Optional[np.ndarray], with_maps: bool):
     if self.motion_norm is not None and (motion is None or len(motion) != len(frames)):
@@ -143,6 +139,14 @@ class VideoScorer:
         maps.append(batch_maps.numpy())
       values.append(out.numpy())
     return clips[:, -1], np.concatenate(values), np.concatenate(maps) if with_maps else None
+
+
+def motion_of(video: layout.Video, norm: motion_maps.MotionNorm,
+              perturbation=None) -> np.ndarray:
+  """[N, h, w] the motion maps of every frame of `video`, from its frames as stored (the
+  camera's resolution) with the test-time `perturbation`."""
+  frames = (perturbed(video_io.read_image(path), perturbation) for path in video.frame_paths)
+  return norm.normalize(motion_maps.video_speed(frames, norm.grid, norm.scale))
 
 
 def perturbed(frame: np.ndarray, perturbation) -> np.ndarray:

@@ -174,13 +174,15 @@ class ModelDetector:
 
   def finish(self, state: "StreamState", index: int, score=None, error_map=None,
              motion: Optional[futures.Future] = None) -> FrameResult:
-    """state.result of a frame, its score weighted by the motion map `motion` (from
-    start_motion) for a motion score."""
+    """state.result of a frame; for a motion score, its latent error map weighted by the
+    motion map `motion` (from start_motion): the score is its mean, and the result's error map
+    the weighted one."""
     if motion is not None:
       motion_map = motion.result()
       if score is not None:
-        score = self._weigh(np.asarray(error_map, np.float32)[np.newaxis],
-                            motion_map[np.newaxis])[0]
+        values, weighted = self._weigh(np.asarray(error_map, np.float32)[np.newaxis],
+                                       motion_map[np.newaxis])
+        score, error_map = values[0], weighted[0]
     return state.result(index, score, error_map)
 
   def close(self) -> None:

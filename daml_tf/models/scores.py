@@ -138,10 +138,13 @@ def frame_psnr(inputs: ScoreInputs) -> tf.Tensor:
   return 10.0 * tf.math.log(tf.maximum(mse, 1e-12)) / math.log(10.0)
 
 
-def motion_weighted(gain: Optional[float]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-  """(error maps [B, h, w], motion maps [B, h, w]) -> [B]: the mean over the grid of each
-  cell's latent error times its motion weight, `1 + gain * motion`, or `motion` itself when
-  gain is None (the product: a cell that does not move counts for nothing).
+def motion_weighted(gain: Optional[float]
+                    ) -> Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]:
+  """(error maps [B, h, w], motion maps [B, h, w]) -> (scores [B], weighted maps [B, h, w]):
+  each cell's latent error times its motion weight, `1 + gain * motion`, or `motion` itself
+  when gain is None (the product: a cell that does not move counts for nothing); the score is
+  the mean of the weighted map over the grid, the weighted map what the heatmap shows (and
+  what a mask of cells averages, see service.masks).
 
   Why: the latent error is measured at the model's low resolution, where a small object moving
   fast far from the camera covers a few cells and changes them little; its optical flow at the
@@ -152,8 +155,8 @@ def motion_weighted(gain: Optional[float]) -> Callable[[tf.Tensor, tf.Tensor], t
   def weigh(error_maps, motion):
     error_maps = tf.cast(error_maps, tf.float32)
     motion = tf.cast(motion, tf.float32)
-    weights = motion if gain is None else 1.0 + gain * motion
-    return tf.reduce_mean(error_maps * weights, axis=[1, 2])
+    weighted = error_maps * (motion if gain is None else 1.0 + gain * motion)
+    return tf.reduce_mean(weighted, axis=[1, 2]), weighted
 
   return weigh
 
@@ -169,7 +172,7 @@ class Score:
     parts: for a fusion, the scores it standardises and adds; their mean and spread on normal
       training frames are stored in the model directory (score_stats.json).
     weigh: for a score of motion evidence, (latent error maps [B, h, w], motion maps
-      [B, h, w]) -> [B]; it reads ScoreInputs.motion, whose normalisation is stored in the
+      [B, h, w]) -> (scores [B], weighted maps [B, h, w]); it reads ScoreInputs.motion, whose normalisation is stored in the
       model directory (motion_norm.json). The streaming runtimes compute the motion map beside
       the model and apply `weigh` to the error map the model returns.
   """
@@ -193,7 +196,7 @@ def motion_score(name: str, gain: Optional[float]) -> Score:
     if inputs.motion is None:
       raise ValueError(f"Score {name!r} needs the motion maps of the target frames.")
     return weigh(latent_error_map(inputs.predicted_latent, inputs.observed_latent),
-                 inputs.motion)
+                 inputs.motion)[0]
 
   return Score(name, score, weigh=weigh)
 
@@ -250,9 +253,15 @@ def graph_score_and_map(name: str, predicted: tf.Tensor,
 
 def host_weigher(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
   """The motion weighting of score `name` for host arrays: (error maps [B, h, w], motion maps
-  [B, h, w]) -> scores [B] float32, in one graph call (see host_scorer)."""
+  [B, h, w]) -> (scores [B], weighted maps [B, h, w]) float32, in one graph call (see
+  host_scorer)."""
   weigh = tf.function(get_score(name).weigh, reduce_retracing=True)
-  return lambda error_maps, motion: weigh(error_maps, motion).numpy()
+
+  def weigher(error_maps, motion):
+    values, weighted = weigh(error_maps, motion)
+    return values.numpy(), weighted.numpy()
+
+  return weigher
 
 
 def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:

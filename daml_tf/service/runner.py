@@ -37,6 +37,7 @@ from daml_tf.inference import multicamera
 from daml_tf.inference import sources as sources_lib
 from daml_tf.inference.multistream import MultiStreamDetector
 from daml_tf.inference.streaming import FrameResult
+from daml_tf.models import scores as scores_lib
 from daml_tf.service import alarms as alarms_lib
 from daml_tf.service import config as config_lib
 from daml_tf.service import homeassistant
@@ -45,8 +46,10 @@ from daml_tf.service import recorder as recorder_lib
 from daml_tf.service import retention as retention_lib
 
 SCENE_CHANGE = alarms_lib.SCENE_CHANGE
-# Scores the masks can apply to: the mean of the latent error map over the cells kept.
-MASKABLE_SCORES = ("latent_mean",)
+# Scores the masks can apply to: the mean of the result's error map over the cells kept (the
+# latent error map, or for a motion score the motion-weighted one, whose mean is the score).
+MASKABLE_SCORES = ("latent_mean",) + tuple(
+    name for name, score in scores_lib.SCORES.items() if score.needs_motion)
 # Seconds between retention sweeps.
 RETENTION_EVERY_S = 60.0
 # The scene-change guard compares frames subsampled by this stride (a full-resolution
@@ -118,8 +121,8 @@ class CameraPipeline:
     if cfg.masks:
       if detector.score_name not in MASKABLE_SCORES:
         raise errors.ConfigError(
-            f"cameras.{cfg.name}.masks: masks need the score {MASKABLE_SCORES[0]} (the model's "
-            f"score is {detector.score_name}); set score: {MASKABLE_SCORES[0]}.")
+            f"cameras.{cfg.name}.masks: masks need the score {' or '.join(MASKABLE_SCORES)} "
+            f"(the model's score is {detector.score_name}); set score: {MASKABLE_SCORES[0]}.")
     self._smoothing = smoothing_lib.parse(cfg.smoothing or "none")
     self._smoother = smoothing_lib.CausalSmoother(self._smoothing)
     self.alarms = alarms_lib.AlarmController.from_config(self.threshold, cfg.alarm)

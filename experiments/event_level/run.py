@@ -39,6 +39,8 @@ flags.DEFINE_list("heldout", [], "Training videos the model did not train on (no
 flags.DEFINE_integer("brightness_step", 0, "Also replay the held-out videos with this many gray "
                      "levels added to every frame after the middle.")
 flags.DEFINE_string("output", "", "Write the results as JSON here.")
+flags.DEFINE_string("score", "", "The cameras' score (default: the one the model's threshold "
+                    "was calibrated for); e.g. motion_weighted for experiments/motion_evidence.")
 FPS = 10.0
 # "before": no controls; "after": the defaults the rule in README.md fixed before the runs.
 SETTINGS = {
@@ -52,6 +54,8 @@ def _yaml(cameras, output_dir, model_dir, alarm):
   for name, folder in cameras.items():
     lines += [f"  \"{name}\":", f"    input: {folder}", f"    model_dir: {model_dir}",
               f"    fps: {FPS:g}"]
+    if FLAGS.score:
+      lines.append(f"    score: {FLAGS.score}")
   lines += ["record:", f"  output_dir: {output_dir}", "  pre_capture_s: 1",
             "  post_capture_s: 1", "alarm:"]
   lines += [f"  {key}: {value}" for key, value in alarm.items()]
@@ -124,7 +128,8 @@ def main(argv):
   for name, folder in heldout.items():
     count = len(list(video_io.iter_frames(folder)))
     labels[name] = {i: 0 for i in range(count)}
-  results = {"model_dir": FLAGS.model_dir, "fps": FPS, "settings": SETTINGS, "runs": {}}
+  results = {"model_dir": FLAGS.model_dir, "score": FLAGS.score or "(the threshold's)",
+             "fps": FPS, "settings": SETTINGS, "runs": {}}
   for setting, alarm in SETTINGS.items():
     with tempfile.TemporaryDirectory() as work:
       per_camera = _serve({**test, **heldout}, FLAGS.model_dir, alarm, work)

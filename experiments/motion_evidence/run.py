@@ -109,7 +109,7 @@ def study_run(model_dir: str, data_dir: str, variants, cache=None):
     gain, scale = VARIANTS[name]
     motion = cache.maps(_scale(scale, cfg, frame_height), videos)
     weigh = scores_lib.motion_weighted(gain)
-    weighted = [weigh(error_maps, video_motion[frame_indices]).numpy().astype(np.float64)
+    weighted = [weigh(error_maps, video_motion[frame_indices])[0].numpy().astype(np.float64)
                 for error_maps, video_motion, frame_indices in zip(maps, motion, indices)]
     rows[name] = metrics_row(weighted, scored_labels, none)
     logging.info("%s %s: %s", model_dir, name, rows[name])
