@@ -301,7 +301,9 @@ class EvalConfig:
     score: the frame score of evaluation, calibration, detection and exports, a
       daml_tf.models.scores.SCORES name: latent_mean (the paper), latent_max,
       latent_top1/5/10 (mean of the worst 1/5/10% latent cells), cosine, frame_psnr or fusion
-      (these two decode the predicted frame: Keras runtime only).
+      (these two decode the predicted frame: Keras runtime only), motion_weighted or
+      motion_product (the latent error weighted by the optical flow at the input's resolution:
+      calibrate fits the flow's normalisation, motion_norm.json).
     smoothing: temporal smoothing of the scores (daml_tf.smoothing spec): causal "ma:N" or
       "ema:A", or the centred "gauss:S" for recorded video with --normalize=per_video only.
     heatmaps: write, for each test video, a PNG of each of its this many highest-scoring frames
