@@ -138,25 +138,43 @@ def frame_psnr(inputs: ScoreInputs) -> tf.Tensor:
   return 10.0 * tf.math.log(tf.maximum(mse, 1e-12)) / math.log(10.0)
 
 
-def motion_weighted(gain: Optional[float]
-                    ) -> Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]:
-  """(error maps [B, h, w], motion maps [B, h, w]) -> (scores [B], weighted maps [B, h, w]):
-  each cell's latent error times its motion weight, `1 + gain * motion`, or `motion` itself
-  when gain is None (the product: a cell that does not move counts for nothing); the score is
-  the mean of the weighted map over the grid, the weighted map what the heatmap shows (and
-  what a mask of cells averages, see service.masks).
+def motion_weights(motion, gain: Optional[float]):
+  """Each cell's weight, `1 + gain * motion`, or `motion` itself when gain is None (the
+  product: a cell that does not move counts for nothing). Operators only, so the same line
+  weighs tensors in a graph and NumPy arrays on the host.
 
   Why: the latent error is measured at the model's low resolution, where a small object moving
   fast far from the camera covers a few cells and changes them little; its optical flow at the
   camera's resolution is large. With `1 + gain * motion` the latent error still counts where
   nothing moves (an object left behind, a person lying still).
   """
+  return motion if gain is None else 1.0 + gain * motion
+
+
+def motion_weighted(gain: Optional[float]
+                    ) -> Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]:
+  """(error maps [B, h, w], motion maps [B, h, w]) -> (scores [B], weighted maps [B, h, w]):
+  each cell's latent error times its `motion_weights`; the score is the mean of the weighted
+  map over the grid, the weighted map what the heatmap shows (and what a mask of cells
+  averages, see service.masks)."""
 
   def weigh(error_maps, motion):
-    error_maps = tf.cast(error_maps, tf.float32)
-    motion = tf.cast(motion, tf.float32)
-    weighted = error_maps * (motion if gain is None else 1.0 + gain * motion)
+    weighted = tf.cast(error_maps, tf.float32) * motion_weights(tf.cast(motion, tf.float32),
+                                                                gain)
     return tf.reduce_mean(weighted, axis=[1, 2]), weighted
+
+  return weigh
+
+
+def motion_weighted_host(gain: Optional[float]
+                         ) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+  """`motion_weighted` on host arrays, with NumPy: at batch 1 a TensorFlow call costs about a
+  millisecond of Python around a few microseconds of arithmetic."""
+
+  def weigh(error_maps, motion):
+    weighted = (np.asarray(error_maps, np.float32) *
+                motion_weights(np.asarray(motion, np.float32), gain)).astype(np.float32)
+    return weighted.mean(axis=(1, 2), dtype=np.float32), weighted
 
   return weigh
 
@@ -172,16 +190,19 @@ class Score:
     parts: for a fusion, the scores it standardises and adds; their mean and spread on normal
       training frames are stored in the model directory (score_stats.json).
     weigh: for a score of motion evidence, (latent error maps [B, h, w], motion maps
-      [B, h, w]) -> (scores [B], weighted maps [B, h, w]); it reads ScoreInputs.motion, whose normalisation is stored in the
-      model directory (motion_norm.json). The streaming runtimes compute the motion map beside
-      the model and apply `weigh` to the error map the model returns.
+      [B, h, w]) -> (scores [B], weighted maps [B, h, w]); it reads ScoreInputs.motion, whose
+      normalisation is stored in the model directory (motion_norm.json). The streaming
+      runtimes compute the motion map beside the model and apply `host_weigh` (the same maths
+      with NumPy) to the error map the model returns.
+    host_weigh: `weigh` for host arrays.
   """
 
   name: str
   fn: Optional[Callable[[ScoreInputs], tf.Tensor]]
   needs_frames: bool = False
   parts: Tuple[str, ...] = ()
-  weigh: Optional[Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = None
+  weigh: Optional[Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]] = None
+  host_weigh: Optional[Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]] = None
 
   @property
   def needs_motion(self) -> bool:
@@ -198,7 +219,7 @@ def motion_score(name: str, gain: Optional[float]) -> Score:
     return weigh(latent_error_map(inputs.predicted_latent, inputs.observed_latent),
                  inputs.motion)[0]
 
-  return Score(name, score, weigh=weigh)
+  return Score(name, score, weigh=weigh, host_weigh=motion_weighted_host(gain))
 
 
 SCORES: Dict[str, Score] = {
@@ -251,17 +272,10 @@ def graph_score_and_map(name: str, predicted: tf.Tensor,
   return (compute(name, ScoreInputs(predicted, observed)), latent_error_map(predicted, observed))
 
 
-def host_weigher(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def host_weigher(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
   """The motion weighting of score `name` for host arrays: (error maps [B, h, w], motion maps
-  [B, h, w]) -> (scores [B], weighted maps [B, h, w]) float32, in one graph call (see
-  host_scorer)."""
-  weigh = tf.function(get_score(name).weigh, reduce_retracing=True)
-
-  def weigher(error_maps, motion):
-    values, weighted = weigh(error_maps, motion)
-    return values.numpy(), weighted.numpy()
-
-  return weigher
+  [B, h, w]) -> (scores [B], weighted maps [B, h, w]) float32 (motion_weighted_host)."""
+  return get_score(name).host_weigh
 
 
 def host_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
