@@ -9,8 +9,8 @@ Each model's latent error maps are computed once (evaluation.VideoScorer, the pa
 each variant then weights them with the motion maps of one flow resolution, through the same
 functions `evaluate` and `detect` use (scores.motion_weighted, data.motion_maps): the flow of
 every test frame from the frame before at that fraction of the frames' stored resolution,
-normalised per grid row by the 0.99 quantile over the training videos (what `calibrate`
-fits). The normalisation and the motion maps depend on the footage and the grid only, so they
+normalised per grid row by the 0.99 quantile over the calibration footage (what `calibrate`
+fits: the training videos of the study's runs). The normalisation and the motion maps depend on the footage and the grid only, so they
 are computed once per resolution for all models of one grid.
 """
 
@@ -25,7 +25,6 @@ import numpy as np
 
 from daml_tf import run_dir
 from daml_tf import smoothing as smoothing_lib
-from daml_tf.data import layout
 from daml_tf.data import video_io
 from daml_tf.evaluation import calibration
 from daml_tf.evaluation import scoring as evaluation
@@ -72,7 +71,9 @@ class MotionCache:
   def __init__(self, cfg, model):
     self._cfg, self._model = cfg, model
     self._norms, self._maps = {}, {}
-    _, self._training = layout.find_videos(cfg.data.dataset, cfg.data.data_dir, "training")
+    # calibrate's footage: the held-out tails of the training videos, else (the study's runs,
+    # --calibration_holdout=0) the training videos.
+    self._training, _ = calibration.calibration_videos(cfg)
 
   def maps(self, scale: float, videos):
     key = round(scale, 6)
