@@ -442,6 +442,9 @@ class WebServer:
     self._socket = socket.socket(family, socket.SOCK_STREAM)
     self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     self._socket.bind((cfg.host, cfg.port))
+    # Listening from here: a client connecting before uvicorn's loop runs waits in the backlog
+    # instead of being refused.
+    self._socket.listen(128)
     self.port = self._socket.getsockname()[1]
     self._server = uvicorn.Server(uvicorn.Config(
         web_app.app, log_level="warning", access_log=False, lifespan="off",
