@@ -19,9 +19,12 @@ function drawChart(canvas, points, threshold) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
-  const values = points.map(p => p.score).filter(v => v !== null);
-  const top = Math.max(threshold * 1.5, ...values, 1e-9);
-  const y = v => h - 4 - (v / top) * (h - 8);
+  // The scores' own range (and the threshold's): they often sit close to the threshold.
+  const values = points.map(p => p.score).filter(v => v !== null).concat([threshold]);
+  let low = Math.min(...values), high = Math.max(...values);
+  const pad = Math.max((high - low) * 0.1, Math.abs(threshold) * 0.01, 1e-12);
+  low -= pad; high += pad;
+  const y = v => h - 4 - ((v - low) / (high - low)) * (h - 8);
   const x = i => (i / Math.max(HISTORY - 1, 1)) * w;
   ctx.strokeStyle = "#f80"; ctx.setLineDash([6, 4]); ctx.beginPath();
   ctx.moveTo(0, y(threshold)); ctx.lineTo(w, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
