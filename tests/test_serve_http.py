@@ -528,3 +528,68 @@ def test_the_page_in_a_real_browser(live, tmp_path):
       shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
   finally:
     driver.quit()
+
+
+# ------------------------------------------------------------------------------------------
+# detect --http: the same server over detect's cameras.
+
+
+@pytest.mark.slow
+def test_detect_serves_the_same_page_and_api(model_dir, stream, tmp_path):
+  """`detect --http=127.0.0.1:PORT` on a live camera: the page, the camera's state and picture,
+  its scores, and its alarms (detect's event lines, which have no id, snapshot or clip) in the
+  API; a bad --http stops it with one line."""
+  if shutil.which("ffmpeg") is None:
+    pytest.skip("no ffmpeg CLI (`make test` installs it)")
+  video, threshold = stream
+  url = f"udp://127.0.0.1:{testing.free_port(socket.SOCK_DGRAM)}"
+  sender = testing.serve_ffmpeg(video, url, loop=True)
+  port = testing.free_port()
+  base = f"http://127.0.0.1:{port}"
+
+  def get(path):
+    try:
+      with urllib.request.urlopen(base + path, timeout=5) as response:
+        return response.status, response.read()
+    except urllib.error.HTTPError as error:
+      return error.code, error.read()
+
+  try:
+    with testing.detect_process(f"--model_dir={model_dir}", f"--input={url}",
+                                f"--output_dir={tmp_path / 'out'}", "--camera_name=gate",
+                                f"--threshold={threshold}", "--smoothing_window=1",
+                                f"--http=127.0.0.1:{port}", "--log_every=0") as process:
+      testing.wait_until(lambda: _up(get), 180, "detect's /healthz 200", poll_s=0.5,
+                         process=process)
+      cameras = json.loads(get("/api/cameras")[1])
+      assert cameras["gate"]["frames"] > 0 and cameras["gate"]["threshold"] == threshold
+      status, body = get("/api/gate/latest.jpg")
+      assert status == 200 and Image.open(io.BytesIO(body)).size == (FRAME_SIZE[1],
+                                                                      FRAME_SIZE[0])
+      assert get("/")[0] == 200 and b"daml_tf" in get("/")[1]
+      events = []
+
+      def alarmed():
+        events[:] = json.loads(get("/api/events?camera=gate")[1])
+        return any(e["end_time"] is not None for e in events)
+      testing.wait_until(alarmed, 60, "an alarm of detect in the API", poll_s=0.5,
+                         process=process)
+      event = next(e for e in events if e["end_time"] is not None)
+      assert not event["has_snapshot"] and not event["has_clip"] and event["camera"] == "gate"
+      assert json.loads(get(f"/api/events/{event['id']}")[1])["id"] == event["id"]
+      assert get(f"/api/events/{event['id']}/snapshot.jpg")[0] == 404
+      stderr = testing.sigterm(process)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"http://127.0.0.1:{port}/" in stderr and "Traceback" not in stderr
+  finally:
+    testing.stop_server(sender)
+  bad = testing.run_detect(f"--model_dir={model_dir}", f"--input={video}",
+                           f"--output_dir={tmp_path / 'bad'}", "--http=0.0.0.0:8080")
+  assert bad.returncode == 1 and "--http: 0.0.0.0 is not a loopback address" in bad.stderr
+
+
+def _up(get):
+  try:
+    return get("/healthz")[0] == 200
+  except OSError:
+    return False

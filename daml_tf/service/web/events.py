@@ -1,14 +1,17 @@
 """The service's events as the API shows them, read from each camera's events.jsonl.
 
 No second store: the lines the runner writes (one at an alarm's start, one at its end, both
-with the alarm's id) are merged by id into one event in Frigate's shape. Each file is read
-incrementally (from where the last read stopped), so a request costs only the new lines.
+with the alarm's id) are merged by id into one event in Frigate's shape. `detect --http` reads
+detect's lines, which have no id (nor snapshot or clip): an alarm_end closes the alarm_start
+before it, and the id is made from the start's time and frame in the same pattern. Each file is
+read incrementally (from where the last read stopped), so a request costs only the new lines.
 
 Event ids come from URLs: `resolve_file` accepts only an id of the service's own pattern that
 names an event folder of a configured camera, and a path that resolves inside the output
 folder; anything else is None (a 404), before any file is opened.
 """
 
+import datetime
 import json
 import os
 import re
@@ -33,6 +36,7 @@ class _CameraLog:
     self.path = path
     self.offset = 0
     self.events: Dict[str, Dict[str, Any]] = {}
+    self._open_id: Optional[str] = None  # detect's lines: the alarm_start not yet ended.
 
   def refresh(self) -> None:
     try:
@@ -40,7 +44,7 @@ class _CameraLog:
     except OSError:
       return
     if size < self.offset:  # Replaced (a new run in the same folder): read it again.
-      self.offset, self.events = 0, {}
+      self.offset, self.events, self._open_id = 0, {}, None
     if size == self.offset:
       return
     with open(self.path, "rb") as file:
@@ -57,6 +61,10 @@ class _CameraLog:
       self._merge(record)
 
   def _merge(self, record: Dict[str, Any]) -> None:
+    if "event_type" not in record:
+      record = self._from_detect(record)
+      if record is None:
+        return
     event_type = record.get("event_type")
     event_id = record.get("id")
     if event_type not in (alarms_lib.ALARM_START, alarms_lib.ALARM_END) or not event_id:
@@ -74,24 +82,55 @@ class _CameraLog:
       if record.get("box") is not None:
         event["box"] = record["box"]
 
+  def _from_detect(self, record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A line of detect (events.AlarmEventWriter) as the service writes it, or None."""
+    event_type = record.get("event")
+    try:
+      epoch = datetime.datetime.fromisoformat(
+          str(record.get("time")).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+      return None
+    if event_type == alarms_lib.ALARM_START:
+      self._open_id = _detect_id(epoch, int(record.get("frame") or 0))
+      return dict(record, event_type=event_type, id=self._open_id, start_time=epoch)
+    if event_type == alarms_lib.ALARM_END and self._open_id is not None:
+      event_id, self._open_id = self._open_id, None
+      return dict(record, event_type=event_type, id=event_id, end_time=epoch)
+    return None
+
+
+def _detect_id(epoch: float, frame: int) -> str:
+  """An id in EVENT_ID's pattern for a detect alarm: its start time and frame (base 36)."""
+  digits, frame = "", frame % 36 ** 6
+  for _ in range(6):
+    frame, digit = divmod(frame, 36)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+  return f"{epoch:.6f}-{digits}"
+
 
 class EventStore:
   """Every camera's events, Frigate-shaped.
 
   Args:
-    output_dir: record.output_dir.
+    output_dir: record.output_dir (no file outside it is ever served).
     cameras: the configured camera names (the only folders ever opened).
+    folders: each camera's folder, when not <output_dir>/<camera> (detect with one input
+      writes in output_dir itself).
   """
 
-  def __init__(self, output_dir: str, cameras: Sequence[str]):
+  def __init__(self, output_dir: str, cameras: Sequence[str],
+               folders: Optional[Dict[str, str]] = None):
     self.root = os.path.realpath(output_dir)
     self.cameras = tuple(cameras)
-    self._logs = {name: _CameraLog(os.path.join(self.root, name, events_lib.EVENTS_FILE))
-                  for name in self.cameras}
+    self._folders = {name: os.path.realpath((folders or {}).get(name)
+                                            or os.path.join(self.root, name))
+                     for name in self.cameras}
+    self._logs = {name: _CameraLog(os.path.join(folder, events_lib.EVENTS_FILE))
+                  for name, folder in self._folders.items()}
     self._lock = threading.Lock()
 
   def _folder(self, camera: str, event_id: str) -> str:
-    return os.path.join(self.root, camera, recorder_lib.EVENTS_DIR, event_id)
+    return os.path.join(self._folders[camera], recorder_lib.EVENTS_DIR, event_id)
 
   def _shaped(self, event: Dict[str, Any]) -> Dict[str, Any]:
     folder = self._folder(event["camera"], event["id"])

@@ -37,11 +37,11 @@ class CameraFeed:
   Args:
     name: the camera.
     annotate: draws the heatmap, box and score on a frame (runner.CameraPipeline.annotate).
-    threshold: the camera's alarm threshold (the chart's line).
+    threshold: the camera's alarm threshold (the chart's line), or None (detect without one).
   """
 
   def __init__(self, name: str, annotate: Callable[[np.ndarray, FrameResult], np.ndarray],
-               threshold: float, clock: Callable[[], float] = time.monotonic):
+               threshold: Optional[float], clock: Callable[[], float] = time.monotonic):
     self.name = name
     self.threshold = threshold
     self._annotate = annotate
@@ -76,7 +76,9 @@ class CameraFeed:
       self.alarm = bool(result.alarm)
 
   def event(self, record: Dict[str, Any]) -> None:
-    notice = {"id": record.get("id"), "camera": self.name, "type": record.get("event_type")}
+    # The service's records say event_type, detect's say event.
+    notice = {"id": record.get("id"), "camera": self.name,
+              "type": record.get("event_type") or record.get("event")}
     with self._lock:
       self._event_seq += 1
       self._events.append((self._event_seq, notice))
@@ -136,13 +138,17 @@ class Hub:
   run in one process (tests).
   """
 
-  def __init__(self, feeds: Sequence[CameraFeed]):
+  def __init__(self, feeds: Sequence[CameraFeed] = ()):
+    # detect adds its cameras' feeds as it opens them (add), the service all at once.
     self.feeds: Dict[str, CameraFeed] = {feed.name: feed for feed in feeds}
     self.registry = prometheus_client.CollectorRegistry()
     self.inference_seconds = prometheus_client.Histogram(
         "daml_inference_seconds", "Seconds of one batched model call (every camera of a model).",
         buckets=INFERENCE_BUCKETS, registry=self.registry)
     self.closed = threading.Event()
+
+  def add(self, feed: CameraFeed) -> None:
+    self.feeds = dict(self.feeds, **{feed.name: feed})
 
   def inference(self, seconds: float) -> None:
     self.inference_seconds.observe(seconds)

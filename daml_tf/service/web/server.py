@@ -302,7 +302,9 @@ class WebApp:
 
   async def healthz(self, request: requests.Request) -> responses.Response:
     del request
-    stale = health(self.status())
+    status = self.status()
+    # detect opens its cameras after the model loads: none yet is not healthy either.
+    stale = health(status) if status else {"*": "no camera opened yet"}
     if stale:
       return responses.JSONResponse({"status": "stale", "stale": stale}, status_code=503)
     return responses.JSONResponse({"status": "ok"})

@@ -20,16 +20,21 @@ function drawChart(canvas, points, threshold) {
   const w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
   // The scores' own range (and the threshold's): they often sit close to the threshold.
-  const values = points.map(p => p.score).filter(v => v !== null).concat([threshold]);
+  // (detect without a threshold: no line.)
+  const values = points.map(p => p.score).filter(v => v !== null);
+  if (threshold !== null) values.push(threshold);
+  if (values.length === 0) return;
   let low = Math.min(...values), high = Math.max(...values);
-  const pad = Math.max((high - low) * 0.1, Math.abs(threshold) * 0.01, 1e-12);
+  const pad = Math.max((high - low) * 0.1, Math.abs(high) * 0.01, 1e-12);
   low -= pad; high += pad;
   const y = v => h - 4 - ((v - low) / (high - low)) * (h - 8);
   const x = i => (i / Math.max(HISTORY - 1, 1)) * w;
-  ctx.strokeStyle = "#f80"; ctx.setLineDash([6, 4]); ctx.beginPath();
-  ctx.moveTo(0, y(threshold)); ctx.lineTo(w, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
-  ctx.fillStyle = "#ccc"; ctx.font = "12px sans-serif";
-  ctx.fillText("threshold " + threshold.toPrecision(3), 4, Math.max(12, y(threshold) - 4));
+  if (threshold !== null) {
+    ctx.strokeStyle = "#f80"; ctx.setLineDash([6, 4]); ctx.beginPath();
+    ctx.moveTo(0, y(threshold)); ctx.lineTo(w, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = "#ccc"; ctx.font = "12px sans-serif";
+    ctx.fillText("threshold " + threshold.toPrecision(3), 4, Math.max(12, y(threshold) - 4));
+  }
   const offset = HISTORY - points.length;
   for (let i = 1; i < points.length; i++) {
     const a = points[i - 1], b = points[i];
@@ -98,7 +103,7 @@ function eventItem(ev) {
   const start = new Date(ev.start_time * 1000).toLocaleString();
   text.appendChild(el("div", {}, `${ev.camera} · ${start}`));
   text.appendChild(el("div", {}, ev.end_time === null ? "ongoing" :
-      `${(ev.end_time - ev.start_time).toFixed(1)} s · top score ${Number(ev.top_score).toPrecision(3)}`));
+      `${(ev.end_time - ev.start_time).toFixed(1)} s · top score ${ev.top_score === null ? "–" : Number(ev.top_score).toPrecision(3)}`));
   if (ev.clip_url) text.appendChild(el("a", {href: ev.clip_url}, "clip"));
   li.appendChild(text);
   return li;
