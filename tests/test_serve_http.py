@@ -388,7 +388,7 @@ def test_a_client_that_stops_reading_is_dropped(monkeypatch):
   from daml_tf.service import config  # pylint: disable=g-import-not-at-top
   from daml_tf.service.web import events, hub, server  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(server, "SEND_TIMEOUT_S", 1.0)
-  feed = hub.CameraFeed("gate", lambda frame, result: frame, 1.0)
+  feed = hub.CameraFeed("gate", lambda frame, result: frame, 1.0, max_fps=15)
   the_hub = hub.Hub([feed])
   status = lambda: {"gate": {"frames": 0, "dropped": 0, "last_frame_age_s": 0.0,
                              "read_timeout_s": 10, "reconnects": 0, "gaps": 0, "alarms": 0,
@@ -426,6 +426,56 @@ def test_a_client_that_stops_reading_is_dropped(monkeypatch):
     stalled.close()
     web.stop()
   assert max(slowest) < 0.05, max(slowest)
+
+
+def test_pictures_are_encoded_at_most_viewer_fps_however_many_watch():
+  """Four viewers of a camera delivering 50 frames/s with viewer_fps 4: about 4 pictures a
+  second are encoded, shared by the viewers; none once they have left."""
+  from daml_tf.inference.streaming import FrameResult  # pylint: disable=g-import-not-at-top
+  from daml_tf.service import config  # pylint: disable=g-import-not-at-top
+  from daml_tf.service.web import events, hub, server  # pylint: disable=g-import-not-at-top
+  feed = hub.CameraFeed("gate", lambda frame, result: frame, 1.0, max_fps=4)
+  status = lambda: {"gate": {"frames": 0, "dropped": 0, "last_frame_age_s": 0.0,
+                             "read_timeout_s": 10, "reconnects": 0, "gaps": 0, "alarms": 0,
+                             "events": 0, "online": True, "stopped": None}}
+  web = server.WebServer(server.WebApp(
+      config.HttpConfig(port=0, viewer_fps=4), hub.Hub([feed]),
+      events.EventStore("/nonexistent", ["gate"]), status)).start()
+  stop = threading.Event()
+  frame = np.full((48, 64, 3), 100, np.uint8)
+
+  def camera():
+    i = 0
+    while not stop.is_set():
+      feed.frame(time.time(), frame, FrameResult(index=i, score=0.1, smoothed=0.1, alarm=False))
+      i += 1
+      time.sleep(0.02)
+
+  writer = threading.Thread(target=camera, daemon=True)
+  writer.start()
+  connections, parts = [], []
+  try:
+    for _ in range(4):
+      connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=20)
+      connection.request("GET", "/api/gate/stream.mjpeg")
+      connections.append((connection, connection.getresponse()))
+    began, encoded = time.monotonic(), feed.encoded
+    for _, response in connections:
+      parts.append(len(_mjpeg_parts(response, 8)))
+    seconds = time.monotonic() - began
+    rate = (feed.encoded - encoded) / seconds
+    for connection, _ in connections:
+      connection.close()
+    testing.wait_until(lambda: feed.viewers == 0, 10, "the viewers to leave")
+    after = feed.encoded
+    time.sleep(1.0)
+    assert feed.encoded == after
+  finally:
+    stop.set()
+    writer.join()
+    web.stop()
+  assert parts == [8] * 4
+  assert rate <= 4 * 1.3, rate
 
 
 # ------------------------------------------------------------------------------------------

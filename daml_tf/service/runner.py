@@ -476,7 +476,8 @@ class Service:
     feeds = []
     for camera in self.cameras.values():
       pipeline = camera.pipeline
-      pipeline.feed = web_hub.CameraFeed(pipeline.name, pipeline.annotate, pipeline.threshold)
+      pipeline.feed = web_hub.CameraFeed(pipeline.name, pipeline.annotate, pipeline.threshold,
+                                         http.viewer_fps)
       feeds.append(pipeline.feed)
     self.hub = web_hub.Hub(feeds)
     store = web_events.EventStore(self.cfg.record.output_dir, list(self.cameras))

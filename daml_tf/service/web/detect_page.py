@@ -88,6 +88,7 @@ class DetectPage:
                read_timeout_s: float):
     self.cameras = tuple(cameras)
     self._read_timeout_s = read_timeout_s
+    self._viewer_fps = http.viewer_fps
     self._observers: Dict[str, _Camera] = {}
     self._lock = threading.Lock()
     self.hub = hub_lib.Hub()
@@ -109,7 +110,8 @@ class DetectPage:
     smoothed = state.smoothing.kind != "none"
     feed = hub_lib.CameraFeed(
         name, lambda frame, result: detection.annotate_frame(frame, result, state.threshold,
-                                                             smoothed), state.threshold)
+                                                             smoothed), state.threshold,
+        self._viewer_fps)
     observer = _Camera(feed)
     with self._lock:
       self._observers[name] = observer

@@ -3,7 +3,7 @@
 The frame loop (runner.Service) calls `Hub.frame`, `Hub.event` and `Hub.inference`; each takes
 a lock for a few list operations and returns. Nothing is encoded there: the newest frame and its
 result are kept by reference, and the web thread annotates and encodes a JPEG only when a viewer
-asks for one (at most once per frame, however many viewers share it). Scores and events go to
+asks for one, at most `max_fps` a second per camera however many viewers share it. Scores and events go to
 bounded rings with sequence numbers; each server-sent-events client keeps its own cursor, so a
 slow client skips what fell off the ring instead of growing a queue.
 """
@@ -38,12 +38,16 @@ class CameraFeed:
     name: the camera.
     annotate: draws the heatmap, box and score on a frame (runner.CameraPipeline.annotate).
     threshold: the camera's alarm threshold (the chart's line), or None (detect without one).
+    max_fps: live pictures encoded per second at most (http.viewer_fps): a picture younger
+      than 1 / max_fps is served again rather than a newer frame encoded.
   """
 
   def __init__(self, name: str, annotate: Callable[[np.ndarray, FrameResult], np.ndarray],
-               threshold: Optional[float], clock: Callable[[], float] = time.monotonic):
+               threshold: Optional[float], max_fps: float = 4.0,
+               clock: Callable[[], float] = time.monotonic):
     self.name = name
     self.threshold = threshold
+    self.period_s = 1.0 / max_fps
     self._annotate = annotate
     self._clock = clock
     self._lock = threading.Lock()
@@ -51,6 +55,7 @@ class CameraFeed:
     self._latest: Optional[Tuple[int, np.ndarray, FrameResult]] = None
     self._frame_seq = 0
     self._jpeg: Tuple[int, Optional[bytes]] = (0, None)
+    self._jpeg_at = -float("inf")
     self._arrivals: Deque[float] = collections.deque(maxlen=FPS_WINDOW)
     self._scores: Deque[Tuple[int, Dict[str, Any]]] = collections.deque(maxlen=SCORE_HISTORY)
     self._score_seq = 0
@@ -101,17 +106,21 @@ class CameraFeed:
     return self._frame_seq
 
   def jpeg(self) -> Tuple[int, Optional[bytes]]:
-    """(frame number, the newest frame annotated as JPEG), encoded here once per frame; (0,
-    None) before the first frame."""
+    """(frame number, the newest frame annotated as JPEG); (0, None) before the first frame.
+    Encoded here, on the caller's (web) thread, only when the last picture is of an older
+    frame and at least period_s old: the cost is bounded per camera, not per viewer."""
     with self._lock:
       latest = self._latest
     if latest is None:
       return 0, None
     seq, frame, result = latest
     with self._encode_lock:
-      if self._jpeg[0] != seq:
+      now = self._clock()
+      if self._jpeg[0] != seq and (self._jpeg[1] is None
+                                   or now - self._jpeg_at >= 0.95 * self.period_s):
         self._jpeg = (seq, recorder_lib.encode_jpeg(self._annotate(frame, result),
                                                     LIVE_JPEG_QUALITY))
+        self._jpeg_at = now
         self.encoded += 1
       return self._jpeg
 

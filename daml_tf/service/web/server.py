@@ -376,8 +376,9 @@ class WebApp:
         sent = 0
         while not hub.closed.is_set():
           if feed.frame_seq != sent:
-            sent, jpeg = await concurrency.run_in_threadpool(feed.jpeg)
-            if jpeg is not None:
+            seq, jpeg = await concurrency.run_in_threadpool(feed.jpeg)
+            if jpeg is not None and seq != sent:
+              sent = seq
               yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                      % len(jpeg) + jpeg + b"\r\n")
           await asyncio.sleep(period)
