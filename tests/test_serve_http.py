@@ -8,7 +8,6 @@ import http.client
 import io
 import json
 import os
-import pathlib
 import shutil
 import signal
 import socket

@@ -93,9 +93,10 @@ class _Stream:
     headers = [(b"content-type", self.media_type.encode()), (b"cache-control", b"no-store"),
                (b"x-accel-buffering", b"no")]
     headers += [(k.encode(), v.encode()) for k, v in self.headers.items()]
+    chunks = self.chunks()
     try:
       await send({"type": "http.response.start", "status": 200, "headers": headers})
-      async for chunk in self.chunks():
+      async for chunk in chunks:
         if gone.is_set():
           break
         try:
@@ -110,6 +111,8 @@ class _Stream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
       watcher.cancel()
+      # At once, not when the generator is collected: its viewer count must drop now.
+      await chunks.aclose()
 
 
 class _TokenAuth:
