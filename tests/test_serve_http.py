@@ -542,7 +542,7 @@ def _browser():
 def test_the_page_in_a_real_browser(live, tmp_path):
   """Chromium loads the page; from the page itself: the picture keeps changing, the chart has
   scores, and an alarm raised during the test shows in the event list with its thumbnail
-  loaded. The screenshot goes to tmp_path (and to $DAML_SERVICE_SCREENSHOT when set: the
+  loaded; at a phone's width it fits the screen. The screenshot goes to tmp_path (and to $DAML_SERVICE_SCREENSHOT when set: the
   README's picture)."""
   driver = _browser()
   try:
@@ -575,6 +575,13 @@ def test_the_page_in_a_real_browser(live, tmp_path):
     assert Image.open(shot).size[0] > 0
     if os.environ.get(SCREENSHOT_ENV):
       shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
+    # A phone's width: one column, nothing wider than the screen, the picture still shown.
+    driver.set_window_size(390, 844)
+    time.sleep(0.5)
+    assert script("return document.documentElement.scrollWidth <= window.innerWidth")
+    width = script("return document.querySelector('#camera-gate img.live').clientWidth")
+    assert 300 <= width <= 390, width
+    driver.save_screenshot(str(tmp_path / "service_page_phone.png"))
   finally:
     driver.quit()
 
