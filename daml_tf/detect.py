@@ -4,6 +4,7 @@
 `python -m daml_tf.detect --model_dir=runs/demo --input=rtsp://camera/stream --output_dir=out`
 `python -m daml_tf.detect --model_dir=runs/demo --input=a.avi --input=b.avi --output_dir=out`
 (several cameras; names: [--camera_names=gate,hall])
+`python -m daml_tf.detect ... --http=127.0.0.1:8080` (the camera service's page and API)
 
 Writes out/scores.csv (frame,timestamp_s,score,alarm) and out/events.jsonl (one line per alarm
 start and end; with --mqtt=host:port/topic also published on MQTT, topic <topic>/<camera>)
@@ -29,6 +30,11 @@ daml_tf.inference.multicamera.
 (runs/demo/export/1, run through its encode and predict_latent signatures) or a LiteRT export
 (runs/demo/export/litert/1, run with the LiteRT interpreter; --litert_precision=float16 picks
 the float16-weight flatbuffers). A directory of numbered versions runs the highest.
+
+With --http=host:port, the camera service's page and read-only API (docs/guide/service.md) are
+served while detect runs: the live annotated picture, the score chart and the events of every
+camera, /healthz and /metrics. Another address than loopback needs the token in
+$DAML_HTTP_TOKEN, or --http_allow_unauthenticated.
 """
 
 import dataclasses
@@ -45,6 +51,7 @@ from daml_tf.inference import detection
 from daml_tf.inference import mqtt as mqtt_lib
 from daml_tf.inference import multicamera
 from daml_tf.inference import sources
+from daml_tf.service.web import detect_page
 
 FLAGS = flags.FLAGS
 option = dataclass_flags.option
@@ -125,6 +132,13 @@ class DetectFlags:
                                 "warning.")
   mqtt_flush_timeout_s: float = option(mqtt_lib.DEFAULT_FLUSH_TIMEOUT_S, "At exit, wait at most "
                                        "this long for queued events to reach the broker.")
+  http: str = option("", "Serve the camera service's page and read-only API (live annotated "
+                     "picture, score chart, events, /healthz, /metrics) on host:port while "
+                     "detecting, e.g. 127.0.0.1:8080 (empty: off). Another address than "
+                     f"loopback needs the token in ${detect_page.TOKEN_ENV}.")
+  http_allow_unauthenticated: bool = option(False, "With --http on another address than "
+                                            "loopback: serve it without a token (logged as a "
+                                            "warning).")
 
   def to_config(self) -> detection.DetectConfig:
     """The frozen config run_detection takes (ConfigError names a bad flag)."""
@@ -157,11 +171,26 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> detection.Detect
   return dataclass_flags.config_from_flags(DetectFlags, flag_values).to_config()
 
 
+def run(flags_cfg: DetectFlags):
+  """multicamera.run of the flags, with the page of --http around it."""
+  cfg = flags_cfg.to_config()
+  if not flags_cfg.http:
+    return multicamera.run(cfg)
+  page = detect_page.DetectPage(
+      detect_page.parse_address(flags_cfg.http, flags_cfg.http_allow_unauthenticated),
+      cfg.output_dir, cfg.cameras, cfg.read_timeout_s).start()
+  try:
+    return multicamera.run(cfg, page.observe)
+  finally:
+    page.stop()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   with cli.mirrored_flags(FLAGS, ("model_dir", "output_dir")):
-    summaries = cli.exit_on_expected_errors(lambda: multicamera.run(config_from_flags()))
+    summaries = cli.exit_on_expected_errors(
+        lambda: run(dataclass_flags.config_from_flags(DetectFlags, FLAGS)))
   # Giving up on a live input is a failure for a supervisor, though every file is complete.
   cli.finish(status=int(any(summary.stop_reason == detection.STOP_SOURCE_LOST
                             for summary in summaries.values())))

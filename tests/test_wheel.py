@@ -48,6 +48,8 @@ def test_wheel_holds_the_package_and_its_labels(installed):
   names = zipfile.ZipFile(wheel).namelist()
   assert "daml_tf/serve.py" in names and "daml_tf/service/runner.py" in names
   assert "daml_tf/data/labels/ped2.mat" in names
+  assert {"daml_tf/service/web/static/index.html", "daml_tf/service/web/static/app.js",
+          "daml_tf/service/web/static/style.css"} <= set(names)
   assert not [n for n in names if n.startswith(("tests/", "experiments/", "tools/"))]
   metadata = zipfile.ZipFile(wheel).read(
       next(n for n in names if n.endswith("METADATA"))).decode()

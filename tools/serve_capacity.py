@@ -30,15 +30,22 @@ FLAGS = flags.FLAGS
 _TOTAL = re.compile(r"cameras=(\d+) frames=(\d+) total_fps=([\d.]+)")
 
 
-def _run(count, model_dirs, work):
+def write_config(count, model_dirs, work, extra_lines=()):
+  """work/cameras.yaml: `count` cameras cam0.. reading --video, the models in turn, output in
+  work/out, then extra_lines (another section); its path. tools/http_viewers.py uses it too."""
   lines = ["cameras:"]
   for i in range(count):
     lines += [f"  cam{i}:", f"    input: {os.path.abspath(FLAGS.video)}",
               f"    model_dir: {model_dirs[i % len(model_dirs)]}"]
-  lines += ["record:", f"  output_dir: {work}/out"]
+  lines += ["record:", f"  output_dir: {work}/out", *extra_lines]
   config = os.path.join(work, "cameras.yaml")
   with open(config, "w") as f:
     f.write("\n".join(lines) + "\n")
+  return config
+
+
+def _run(count, model_dirs, work):
+  config = write_config(count, model_dirs, work)
   result = subprocess.run([sys.executable, "-m", "daml_tf.serve", f"--config={config}",
                            f"--max_frames={FLAGS.max_frames}", "--log_every=0"],
                           capture_output=True, text=True, check=False)

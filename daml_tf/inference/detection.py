@@ -15,7 +15,8 @@ import os
 import signal
 import threading
 import time
-from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, Iterator, Optional, Protocol, Sequence, Tuple,
+                    Union)
 from urllib import parse
 
 from absl import logging
@@ -347,6 +348,30 @@ def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threadi
       signal.signal(sig, old)
 
 
+class FrameObserver(Protocol):
+  """Who watches a camera as it is scored (detect --http's page): told of every frame, gap
+  and event line in the frame loop, so each call must return at once (keep references,
+  encode nothing)."""
+
+  def frame(self, index: int, timestamp: float, frame: np.ndarray,
+            result: FrameResult) -> None:
+    ...
+
+  def gap(self) -> None:
+    ...
+
+  def emit(self, record: Dict[str, Any]) -> None:
+    ...
+
+  def close(self) -> None:
+    ...
+
+
+# Makes a camera's observer from its name and what gives its threshold and smoothing (a
+# StreamingDetector, or a stream's StreamState).
+Observe = Callable[[str, Any], FrameObserver]
+
+
 class FrameRecorder:
   """One camera's per-frame outputs: scores.csv and events.jsonl appended and flushed per frame,
   the annotated video, running counters (no per-frame list: the stream may be endless) and the
@@ -363,16 +388,21 @@ class FrameRecorder:
     plot_window: frames shown in scores.png (the last ones).
     writer: the annotated video's writer (not closed here), or None.
     sinks: where the alarm events go besides events.jsonl (not closed here).
+    observer: told of every frame, gap and event line (FrameObserver), or None.
   """
 
   def __init__(self, output_dir: str, camera: str, state,
                plot_window: int = DEFAULT_PLOT_WINDOW,
                writer: Optional[video_io.VideoWriter] = None,
-               sinks: Sequence[events_lib.EventSink] = ()):
+               sinks: Sequence[events_lib.EventSink] = (),
+               observer: Optional[FrameObserver] = None):
     self.output_dir = output_dir
     self.camera = camera
     self._state = state
     self._writer = writer
+    self._observer = observer
+    if observer is not None:
+      sinks = [*sinks, observer]
     self.annotated_video: Optional[str] = None
     self._scores_csv = ScoresCsvWriter(os.path.join(output_dir, SCORES_FILE))
     self._events = events_lib.AlarmEventWriter(os.path.join(output_dir, events_lib.EVENTS_FILE),
@@ -391,6 +421,8 @@ class FrameRecorder:
     last frame before the gap ends there, as at the end of an input
     (AlarmEventWriter.close), not at the first frame after it."""
     self.gaps += 1
+    if self._observer is not None:
+      self._observer.gap()
     if self._events.in_alarm and self._recent:
       _, timestamp, last = self._recent[-1]
       # No box is computed for a frame out of alarm, hence no frame size.
@@ -413,6 +445,8 @@ class FrameRecorder:
     if self._writer is not None:
       self._writer.write(annotate_frame(frame, result, self._state.threshold,
                                         self._state.smoothing.kind != "none"))
+    if self._observer is not None:
+      self._observer.frame(index, timestamp, frame, result)
 
   def close_files(self) -> None:
     """Closes scores.csv and events.jsonl (the writer is the caller's)."""
@@ -438,7 +472,8 @@ def detect_frames(detector: StreamingDetector,
                   max_frames: int = 0, duration_s: float = 0.0,
                   plot_window: int = DEFAULT_PLOT_WINDOW, log_every: int = 100,
                   stop: Optional[threading.Event] = None,
-                  sinks: Sequence[events_lib.EventSink] = ()) -> DetectionSummary:
+                  sinks: Sequence[events_lib.EventSink] = (),
+                  observer: Optional[FrameObserver] = None) -> DetectionSummary:
   """The detection loop: scores each frame, appends it to scores.csv and writes alarm events.
 
   Memory stays bounded on an endless iterator: scores.csv and events.jsonl are appended and
@@ -462,6 +497,7 @@ def detect_frames(detector: StreamingDetector,
     stop: when set (stop_on_signals), the loop ends after the current frame (a live source
       given the same event also stops waiting to reopen).
     sinks: where the alarm events go besides events.jsonl (not closed here).
+    observer: told of every frame, gap and event (FrameObserver), or None.
 
   Returns:
     DetectionSummary (annotated_video None: the caller knows it).
@@ -469,7 +505,7 @@ def detect_frames(detector: StreamingDetector,
   Raises:
     errors.DataError: no frame could be read.
   """
-  recorder = FrameRecorder(output_dir, camera, detector, plot_window, writer, sinks)
+  recorder = FrameRecorder(output_dir, camera, detector, plot_window, writer, sinks, observer)
   stopped_at, stop_reason = None, STOP_END
   start = window_start = time.perf_counter()
   try:
@@ -534,7 +570,7 @@ def annotated_writer(output_dir: str, fps: float) -> Tuple[video_io.VideoWriter,
   return video_io.VideoWriter(video_path, fps=fps, codec=codec, fit_size=True), video_path
 
 
-def run_detection(cfg: DetectConfig) -> DetectionSummary:
+def run_detection(cfg: DetectConfig, observe: Optional[Observe] = None) -> DetectionSummary:
   """Runs the streaming detector over a recorded video, a frames folder or a live input.
 
   Writes, as frames are scored, `<output_dir>/scores.csv` (frame,timestamp_s,score,alarm; empty
@@ -553,6 +589,7 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
 
   Args:
     cfg: what to run on what (DetectConfig).
+    observe: makes the camera's FrameObserver (detect --http), or None.
 
   Returns:
     DetectionSummary.
@@ -592,7 +629,8 @@ def run_detection(cfg: DetectConfig) -> DetectionSummary:
         summary = detect_frames(
             detector, source, cfg.output_dir, camera, writer, max_frames=cfg.max_frames,
             duration_s=cfg.duration_s, plot_window=cfg.plot_window, log_every=cfg.log_every,
-            stop=stop, sinks=sinks)
+            stop=stop, sinks=sinks,
+            observer=None if observe is None else observe(camera, detector))
       except errors.DataError as e:
         raise errors.DataError(f"Input {sources.redact(cfg.input_path)!r}: {e}") from e
       finally:

@@ -170,17 +170,19 @@ class CameraRecorder(detection.FrameRecorder):
     annotate_fps: the frame rate of the camera's annotated video (detection.annotated_writer),
       or None for none.
     sinks: where the alarm events go besides events.jsonl (not closed here).
+    observer: told of every frame, gap and event (detection.FrameObserver), or None.
   """
 
   def __init__(self, output_dir: str, camera: str, state: StreamState,
                plot_window: int = detection.DEFAULT_PLOT_WINDOW,
                annotate_fps: Optional[float] = None,
-               sinks: Sequence[events_lib.EventSink] = ()):
+               sinks: Sequence[events_lib.EventSink] = (),
+               observer: Optional[detection.FrameObserver] = None):
     fileio.makedirs(output_dir)
     writer = video_path = None
     if annotate_fps is not None:
       writer, video_path = detection.annotated_writer(output_dir, annotate_fps)
-    super().__init__(output_dir, camera, state, plot_window, writer, sinks)
+    super().__init__(output_dir, camera, state, plot_window, writer, sinks, observer)
     self.annotated_video = video_path
 
   def close(self, stop_reason: str, elapsed: float,
@@ -328,7 +330,8 @@ def _open_sources(cfg: detection.DetectConfig) -> List[Tuple[sources_lib.Source,
 
 def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
                   arrived: threading.Event,
-                  sinks: Sequence[events_lib.EventSink]) -> Dict[str, _Camera]:
+                  sinks: Sequence[events_lib.EventSink],
+                  observe: Optional[detection.Observe] = None) -> Dict[str, _Camera]:
   """A reader (not started) and a recorder per input, in `<output_dir>/<camera>/`."""
   cameras = {}
   for name, path, (source, source_stop) in zip(cfg.cameras, cfg.inputs, _open_sources(cfg)):
@@ -336,8 +339,10 @@ def _open_cameras(cfg: detection.DetectConfig, detector: MultiStreamDetector,
     # A file: every frame, in order; a live input: the newest frame (see the module doc).
     reader = FrameReader(source, name, capacity=1 if source.live else FILE_QUEUE_FRAMES,
                          keep_newest=source.live, arrived=arrived, source_stop=source_stop)
-    recorder = CameraRecorder(output_dir, name, detector.state(name), cfg.plot_window,
-                              source.fps if cfg.annotate else None, sinks)
+    recorder = CameraRecorder(
+        output_dir, name, detector.state(name), cfg.plot_window,
+        source.fps if cfg.annotate else None, sinks,
+        None if observe is None else observe(name, detector.state(name)))
     cameras[name] = _Camera(path, reader, recorder)
   return cameras
 
@@ -353,7 +358,8 @@ def _check_inputs(cfg: detection.DetectConfig) -> None:
     raise FileNotFoundError(f"Model directory {cfg.model_dir!r} does not exist.")
 
 
-def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.DetectionSummary]:
+def run_multi_detection(cfg: detection.DetectConfig, observe: Optional[detection.Observe] = None
+                        ) -> Dict[str, detection.DetectionSummary]:
   """Runs one multi-stream detector over several inputs, one camera each.
 
   Writes in `<output_dir>/<camera>/` what detection.run_detection writes in output_dir for one
@@ -363,6 +369,7 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
 
   Args:
     cfg: the inputs, camera names and everything else (DetectConfig).
+    observe: makes each camera's detection.FrameObserver (detect --http), or None.
 
   Returns:
     {camera: DetectionSummary}, in the order of the inputs; stop_reason "source_lost" for a
@@ -390,7 +397,7 @@ def run_multi_detection(cfg: detection.DetectConfig) -> Dict[str, detection.Dete
   try:
     with detection.stop_on_signals() as stop:
       # Opened after the model: a live stream's frames would otherwise queue up while it loads.
-      cameras = _open_cameras(cfg, detector, arrived, sinks)
+      cameras = _open_cameras(cfg, detector, arrived, sinks, observe)
       start = time.perf_counter()
       try:
         for camera in cameras.values():
@@ -430,10 +437,11 @@ def _log_summaries(summaries: Dict[str, detection.DetectionSummary], dropped: Di
                total / max(elapsed, 1e-9), total / max(elapsed, 1e-9) / max(len(summaries), 1))
 
 
-def run(cfg: detection.DetectConfig) -> Dict[str, detection.DetectionSummary]:
+def run(cfg: detection.DetectConfig, observe: Optional[detection.Observe] = None
+        ) -> Dict[str, detection.DetectionSummary]:
   """What `python -m daml_tf.detect` runs: {camera: summary}, by run_detection for one input
   (its files directly in output_dir, as before there were several), by run_multi_detection
-  for several."""
+  for several. observe: makes each camera's detection.FrameObserver (detect --http)."""
   if len(cfg.inputs) == 1:
-    return {cfg.cameras[0]: detection.run_detection(cfg)}
-  return run_multi_detection(cfg)
+    return {cfg.cameras[0]: detection.run_detection(cfg, observe)}
+  return run_multi_detection(cfg, observe)

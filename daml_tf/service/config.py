@@ -16,6 +16,10 @@ The file, Frigate-like:
     host: 127.0.0.1
     password: ${MQTT_PASSWORD}
   alarm: {...}                 # AlarmConfig defaults of every camera
+  http:                        # optional: the page and the API (daml_tf.service.web)
+    host: 127.0.0.1            # another address needs token_env or allow_unauthenticated
+    port: 8080
+    token_env: DAML_HTTP_TOKEN # the variable holding the bearer token
   x-anything: ...              # ignored: a place for YAML anchors (`<<: *name` merges them)
 
 `${VAR}` and `${VAR:-default}` (default when VAR is unset or empty) in a string value are
@@ -216,6 +220,40 @@ class ServiceMqttConfig:
   qos: int = 1
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_VIEWER_FPS = 4.0
+# More than this per viewer would cost the frame loop's CPU on a small machine for no use: the
+# picture is for a person, not for analysis.
+MAX_VIEWER_FPS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+  """The page and the HTTP API (daml_tf.service.web), read-only.
+
+  Attributes:
+    host, port: where it listens (port 0: any free port, logged).
+    token_env: the environment variable holding the bearer token every request must carry
+      (`Authorization: Bearer <token>`, or `?token=`); "" for none. Required when host is not
+      a loopback address, unless allow_unauthenticated.
+    allow_unauthenticated: serve another address without a token (logged loudly).
+    viewer_fps: at most this many annotated pictures a second per camera while someone watches.
+    token: the token read from token_env (never shown in repr).
+  """
+
+  host: str = "127.0.0.1"
+  port: int = DEFAULT_HTTP_PORT
+  token_env: str = ""
+  allow_unauthenticated: bool = False
+  viewer_fps: float = DEFAULT_VIEWER_FPS
+  token: str = dataclasses.field(default="", repr=False)
+
+  @property
+  def loopback(self) -> bool:
+    return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
 @dataclasses.dataclass(frozen=True)
 class ServiceConfig:
   """A whole configuration file.
@@ -224,6 +262,7 @@ class ServiceConfig:
     cameras: in file order, names unique.
     record: where and how long events are kept.
     mqtt: the broker, or None for no MQTT.
+    http: the page and the API, or None (the default) for none.
     alarm: the top-level alarm defaults (each camera's `alarm` already holds its merged
       settings).
     source_name: the file, for messages.
@@ -235,6 +274,7 @@ class ServiceConfig:
   record: RecordConfig
   mqtt: Optional[ServiceMqttConfig] = None
   alarm: AlarmConfig = AlarmConfig()
+  http: Optional[HttpConfig] = None
   source_name: str = ""
   substituted_secrets: FrozenSet[str] = dataclasses.field(default=frozenset(), repr=False,
                                                           compare=False)
@@ -332,6 +372,8 @@ def secret_values(cfg: ServiceConfig) -> Set[str]:
     secrets |= url_passwords(text)
   if cfg.mqtt is not None and cfg.mqtt.password:
     secrets.add(cfg.mqtt.password)
+  if cfg.http is not None and cfg.http.token:
+    secrets.add(cfg.http.token)
   secrets.discard("")
   return secrets
 
@@ -752,6 +794,43 @@ class _Parser:
         values[key] = self.string(value_node, key_path, optional=True)
     return ServiceMqttConfig(**values)
 
+  def http(self, node: _Node) -> HttpConfig:
+    path = "http"
+    names = [field.name for field in dataclasses.fields(HttpConfig) if field.name != "token"]
+    fields = self.mapping(node, path, names)
+    values: Dict[str, Any] = {}
+    for key, value_node in fields.items():
+      key_path = _join(path, key)
+      if key == "host":
+        values[key] = self.string(value_node, key_path, empty=False)
+      elif key == "port":
+        values[key] = self.number(value_node, key_path, integer=True, minimum=0, maximum=65535)
+      elif key == "viewer_fps":
+        values[key] = self.number(value_node, key_path, above=0.0, maximum=MAX_VIEWER_FPS)
+      elif key == "allow_unauthenticated":
+        if not isinstance(value_node.value, bool):
+          raise self.fail(value_node, key_path,
+                          f"expected true or false, got {_type_name(value_node.value)}")
+        values[key] = value_node.value
+      else:  # token_env
+        name = self.string(value_node, key_path) or ""
+        if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+          raise self.fail(value_node, key_path,
+                          f"expected the name of an environment variable, got {name!r}")
+        if name:
+          token = self.environ.get(name, "")
+          if not token:
+            raise self.fail(value_node, key_path, f"the variable {name} is not set (or empty)")
+          values["token"] = token
+        values[key] = name
+    http = HttpConfig(**values)
+    if not http.loopback and not http.token and not http.allow_unauthenticated:
+      raise self.fail(fields.get("host", node), _join(path, "host"),
+                      f"{http.host} is not a loopback address: set token_env (the variable "
+                      "holding a token every request must carry) or, on a network you trust, "
+                      "allow_unauthenticated: true")
+    return http
+
   def masks(self, node: _Node, path: str) -> Tuple[Polygon, ...]:
     if node.value is None:
       return ()
@@ -861,7 +940,7 @@ class _Parser:
     if root is None or root.kind != "mapping":
       raise self.fail(root, "", "the configuration must be a mapping with the keys 'cameras' "
                       "and 'record'")
-    top = self.mapping(root, "", ["cameras", "record", "mqtt", "alarm"],
+    top = self.mapping(root, "", ["cameras", "record", "mqtt", "alarm", "http"],
                        required=("record",), extensions=True)
     alarm_defaults = self.alarm(top.get("alarm"), "alarm", AlarmConfig())
     cameras_node = top.get("cameras")
@@ -875,7 +954,10 @@ class _Parser:
     record = self.record(top["record"])
     mqtt_node = top.get("mqtt")
     mqtt = None if mqtt_node is None or mqtt_node.value is None else self.mqtt(mqtt_node)
+    http_node = top.get("http")
+    http = None if http_node is None or http_node.value is None else self.http(http_node)
     return ServiceConfig(cameras=cameras, record=record, mqtt=mqtt, alarm=alarm_defaults,
+                         http=http,
                          source_name=self.source_name,
                          substituted_secrets=frozenset(self.secrets))
 

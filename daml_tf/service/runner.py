@@ -12,6 +12,9 @@
    alarms.AlarmController applies debounce, hysteresis and cooldown; alarm events go to
    `events.jsonl` and MQTT, with a snapshot and a clip (recorder.EventRecorder) per alarm.
 4. Old events are deleted by retention.Retention, never those of an open alarm.
+5. With `http:` in the file, each camera's newest frame, score and events are handed to the
+   page's hub (web.hub: references only, nothing encoded in this loop) and web.server serves
+   the page and the API from its own thread.
 
 Files, per camera, in `<record.output_dir>/<camera>/`: scores.csv (a row per frame, flushed),
 events.jsonl (a line per event, flushed), events/<id>/{snapshot.jpg, snapshot-clean.jpg,
@@ -44,6 +47,9 @@ from daml_tf.service import homeassistant
 from daml_tf.service import masks as masks_lib
 from daml_tf.service import recorder as recorder_lib
 from daml_tf.service import retention as retention_lib
+from daml_tf.service.web import events as web_events
+from daml_tf.service.web import hub as web_hub
+from daml_tf.service.web import server as web_server
 
 SCENE_CHANGE = alarms_lib.SCENE_CHANGE
 # Scores the masks can apply to: the mean of the result's error map over the cells kept (the
@@ -138,8 +144,11 @@ class CameraPipeline:
     self._brightness_offset = 0.0
     self._peak_box: Dict[str, Any] = {}
     self.frames = self.scored = self.alarm_count = self.event_count = 0
-    self.gaps = self.scene_changes = 0
+    self.gaps = self.scene_changes = self.reconnects = 0
     self.last_frame_wall: Optional[float] = None
+    self.last_frame_epoch: Optional[float] = None
+    # The page's feed of this camera (http: in the file), or None.
+    self.feed: Optional[web_hub.CameraFeed] = None
     self.online: Optional[bool] = None
 
   # ----------------------------------------------------------------------------------------------
@@ -193,7 +202,7 @@ class CameraPipeline:
     self.frames += 1
     self.last_frame_wall = time.monotonic()
     self.set_online(True)
-    epoch = self.epoch_of(timestamp_s)
+    epoch = self.last_frame_epoch = self.epoch_of(timestamp_s)
     result = self._masked(result)
     smoothed = None
     if scene_changed:
@@ -216,6 +225,8 @@ class CameraPipeline:
       self._on_event(event, frame, result, annotate)
     self.recorder.add_frame(epoch, frame, annotate)
     self._scores.append(index, timestamp_s, result)
+    if self.feed is not None:
+      self.feed.frame(epoch, frame, result)
     if self._mqtt is not None and smoothed is not None:
       self._mqtt.publish_score(self.name, smoothed)
 
@@ -250,6 +261,8 @@ class CameraPipeline:
   def _emit(self, record: Dict[str, Any]) -> None:
     self._events.emit(record)
     self.event_count += 1
+    if self.feed is not None:
+      self.feed.event(record)
     if self._mqtt is not None:
       self._mqtt.publish_event(self.name, record)
 
@@ -283,6 +296,8 @@ class CameraPipeline:
   def gap(self, gap: sources_lib.Gap) -> None:
     """The live input was lost and is back: the alarm ends, scoring starts over."""
     self.gaps += 1
+    if gap.attempts:
+      self.reconnects += 1
     self.detector.reset(self.name)
     self._smoother.reset()
     self._previous_small = None
@@ -415,6 +430,8 @@ class Service:
     self.steps = 0
     self.started = time.perf_counter()
     self.elapsed = 0.0
+    self.hub: Optional[web_hub.Hub] = None
+    self.web: Optional[web_server.WebServer] = None
 
   def open(self) -> None:
     """Opens every model, then MQTT, then every input (a stream's frames would otherwise
@@ -448,12 +465,51 @@ class Service:
               keep_newest=live, arrived=self._arrived, source_stop=stop)
           pipeline = CameraPipeline(camera, self.cfg.record, group.detector, fps, self.mqtt)
           self.cameras[name] = _Camera(pipeline, reader, group, options)
+      if self.cfg.http is not None:
+        self._open_web(self.cfg.http)
     except BaseException:
       for source in opened:
         source.close()
       for camera in self.cameras.values():
         camera.pipeline.close()
       raise
+
+  def _open_web(self, http: config_lib.HttpConfig) -> None:
+    """The page's hub, fed by every pipeline, and its server (listening from here on)."""
+    feeds = []
+    for camera in self.cameras.values():
+      pipeline = camera.pipeline
+      pipeline.feed = web_hub.CameraFeed(pipeline.name, pipeline.annotate, pipeline.threshold,
+                                         http.viewer_fps)
+      feeds.append(pipeline.feed)
+    self.hub = web_hub.Hub(feeds)
+    store = web_events.EventStore(self.cfg.record.output_dir, list(self.cameras))
+    app = web_server.WebApp(http, self.hub, store, self.status,
+                            lambda: self.mqtt.stats() if self.mqtt is not None else None)
+    try:
+      self.web = web_server.WebServer(app)
+    except OSError as error:
+      raise errors.ConfigError(f"http: cannot listen on {http.host}:{http.port}: "
+                               f"{error.strerror or error}") from None
+    self.web.start()
+
+  def status(self) -> Dict[str, Dict[str, Any]]:
+    """Every camera's counters and stream state (the page, /healthz and /metrics); read from
+    another thread, so only plain attributes."""
+    now = time.monotonic()
+    states = {}
+    for name, camera in self.cameras.items():
+      p = camera.pipeline
+      last = p.last_frame_wall
+      states[name] = {
+          "frames": p.frames, "dropped": camera.reader.dropped, "alarms": p.alarm_count,
+          "events": p.event_count, "gaps": p.gaps, "reconnects": p.reconnects,
+          "scene_changes": p.scene_changes,
+          "last_frame_age_s": None if last is None else now - last,
+          "last_frame_time": p.last_frame_epoch, "threshold": p.threshold,
+          "read_timeout_s": camera.options.read_timeout_s, "online": p.online,
+          "stopped": camera.stop_reason or None}
+    return states
 
   def _take(self, camera: _Camera) -> Optional[Tuple[int, float, np.ndarray]]:
     """The camera's next frame, or None (none yet, or it stopped)."""
@@ -504,8 +560,11 @@ class Service:
         continue
       prepared = {name: self.cameras[name].pipeline.before_model(item[2])
                   for name, item in batch.items()}
+      began = time.perf_counter()
       results = group.detector.step({name: model_frame
                                      for name, (model_frame, _) in prepared.items()})
+      if self.hub is not None:
+        self.hub.inference(time.perf_counter() - began)
       for name, (index, timestamp, frame) in batch.items():
         camera = self.cameras[name]
         camera.pipeline.handle(index, timestamp, frame, results[name], prepared[name][1])
@@ -562,7 +621,10 @@ class Service:
     return {name: c.stop_reason for name, c in self.cameras.items()}
 
   def close(self) -> None:
-    """Closes the readers, then every camera's files and clips, then MQTT ("stopped")."""
+    """Stops the page, closes the readers, then every camera's files and clips, then MQTT
+    ("stopped")."""
+    if self.web is not None:
+      self.web.stop()
     for camera in self.cameras.values():
       camera.reader.close(camera.options.read_timeout_s + 5)
     for camera in self.cameras.values():
