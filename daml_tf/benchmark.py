@@ -363,7 +363,7 @@ def time_video(backends: Dict[str, object], cfg: config_lib.Config, video: str,
 
   With `flow_scales`, the same again with the motion_weighted score and its optical flow at
   each fraction of the video's resolution (its normalisation fitted on the first 50 frames:
-  the cost does not depend on it), and the flow alone per frame.
+  the cost does not depend on it), and the flow alone per frame (decoding included).
   """
   def frames():
     for index, _, frame in video_io.iter_frames(video):
@@ -554,7 +554,8 @@ def format_table(result: Dict[str, object]) -> str:
     for scale, motion in video.get("motion_weighted", {}).items():
       lines.append(f"With motion_weighted, flow at {scale} of the input "
                    f"({'x'.join(map(str, motion['flow_shape']))}; the flow alone "
-                   f"{motion['flow_only_ms_per_frame']:.2f} ms/frame, in its own thread):")
+                   f"{motion['flow_only_ms_per_frame']:.2f} ms/frame with decoding; in its own "
+                   "thread beside the model):")
       for name, entry in motion["runtimes"].items():
         lines.append(f"{name:<15} {entry['frames_per_second']:8.1f} frames/s "
                      f"({entry['ms_per_frame']:.2f} ms/frame)")
