@@ -49,16 +49,9 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stream(model_dir, tmp_path_factory):
-  """(the looping camera video, a threshold its scores cross both ways), as test_serve's."""
-  from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
-  from daml_tf.inference import streaming  # pylint: disable=g-import-not-at-top
-  video = testing.write_stream_video(
-      tmp_path_factory.mktemp("stream") / "camera.ts",
-      testing.camera_frames(LOOP_FRAMES, 3, size=FRAME_SIZE), fps=FPS)
-  frames = [frame for _, _, frame in video_io.iter_frames(video)]
-  detector = streaming.StreamingDetector.from_model_dir(model_dir)
-  scores = [detector.process(frame).score for _ in range(3) for frame in frames]
-  return video, float(np.percentile([s for s in scores if s is not None], 70))
+  """(the looping camera video, a threshold that its scores cross both ways)."""
+  return testing.looping_stream(model_dir, tmp_path_factory.mktemp("stream"), LOOP_FRAMES,
+                                FRAME_SIZE, FPS)
 
 
 class Service:

@@ -183,6 +183,23 @@ def assert_streams_as_evaluated(cfg, model, runtime_dir, folder, rtol, score="la
   return results
 
 
+def looping_stream(model_dir, folder, num_frames, size, fps):
+  """(a camera video to loop as a live stream, a threshold its scores cross both ways).
+
+  The threshold is the 70th percentile of the scores of the video's own decoded frames, looped
+  three times as ffmpeg loops them, so alarms both start and end on the live stream.
+  """
+  # Deferred: dataset-only tests import this module without loading Keras.
+  from daml_tf.data import video_io  # pylint: disable=g-import-not-at-top
+  from daml_tf.inference import streaming  # pylint: disable=g-import-not-at-top
+  video = write_stream_video(pathlib.Path(folder) / "camera.ts",
+                             camera_frames(num_frames, 3, size=size), fps=fps)
+  frames = [frame for _, _, frame in video_io.iter_frames(video)]
+  detector = streaming.StreamingDetector.from_model_dir(str(model_dir))
+  scores = [detector.process(frame).score for _ in range(3) for frame in frames]
+  return video, float(np.percentile([s for s in scores if s is not None], 70))
+
+
 def tiny_clips(num_frames, seed, batch=2):
   """float32 [batch, num_frames, HEIGHT, WIDTH, 1] of normal noise: clips for a tiny model."""
   return np.random.default_rng(seed).normal(size=(batch, num_frames, HEIGHT, WIDTH, 1)).astype(
