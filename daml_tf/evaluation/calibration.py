@@ -21,7 +21,6 @@ from daml_tf import run_dir
 from daml_tf.data import layout
 from daml_tf.data import motion_maps
 from daml_tf.data import pipeline
-from daml_tf.data import video_io
 from daml_tf.models import DAML
 from daml_tf.models import scores as scores_lib
 
@@ -60,8 +59,7 @@ def fit_motion_norm(model: DAML, videos: Sequence[layout.Video], flow_scale: flo
   """The flow normalisation of a score of motion evidence, fitted on normal `videos` read at
   their own resolution (data.motion_maps.fit_norm), for the model's latent grid."""
   grid = tuple(int(d) for d in model.code_shape[:2])
-  speeds = [motion_maps.video_speed((video_io.read_image(p) for p in video.frame_paths),
-                                    grid, flow_scale) for video in videos]
+  speeds = [evaluation.video_speed(video, grid, flow_scale) for video in videos]
   return motion_maps.fit_norm(speeds, flow_scale, quantile)
 
 

@@ -52,9 +52,7 @@ class VideoScorer:
     self._batch_size = batch_size
     self._score = scores.get_score(score)
     self._stats = score_stats
-    if self._score.needs_motion and motion_norm is None:
-      raise scores.missing_motion_norm(score)
-    self.motion_norm = motion_norm if self._score.needs_motion else None
+    self.motion_norm = scores.motion_norm_for(score, motion_norm)
     if self._score.parts and score_stats is None:
       raise errors.ConfigError(
           f"--score={score} needs the normal-frame statistics of its parts in "
@@ -141,12 +139,18 @@ class VideoScorer:
     return clips[:, -1], np.concatenate(values), np.concatenate(maps) if with_maps else None
 
 
+def video_speed(video: layout.Video, grid: Tuple[int, int], scale: float,
+                perturbation=None) -> np.ndarray:
+  """[N, h, w] the pooled flow speed of every frame of `video` (motion_maps.video_speed), from
+  its frames as stored (the camera's resolution) with the test-time `perturbation`."""
+  frames = (perturbed(video_io.read_image(path), perturbation) for path in video.frame_paths)
+  return motion_maps.video_speed(frames, grid, scale)
+
+
 def motion_of(video: layout.Video, norm: motion_maps.MotionNorm,
               perturbation=None) -> np.ndarray:
-  """[N, h, w] the motion maps of every frame of `video`, from its frames as stored (the
-  camera's resolution) with the test-time `perturbation`."""
-  frames = (perturbed(video_io.read_image(path), perturbation) for path in video.frame_paths)
-  return norm.normalize(motion_maps.video_speed(frames, norm.grid, norm.scale))
+  """[N, h, w] the motion maps of every frame of `video` (video_speed, normalised)."""
+  return norm.normalize(video_speed(video, norm.grid, norm.scale, perturbation))
 
 
 def perturbed(frame: np.ndarray, perturbation) -> np.ndarray:
@@ -161,9 +165,7 @@ def scorer_for(model: DAML, cfg: config_lib.Config, model_dir: str) -> VideoScor
   normalisation from `model_dir`."""
   score = scores.get_score(cfg.eval.score)
   stats = run_dir.load_score_stats(model_dir) if score.parts else None
-  norm = run_dir.load_motion_norm(model_dir) if score.needs_motion else None
-  if score.needs_motion and norm is None:
-    raise scores.missing_motion_norm(score.name, model_dir)
+  norm = scores.motion_norm_for(score.name, run_dir.load_motion_norm(model_dir), model_dir)
   return VideoScorer(model, cfg.data, cfg.eval.batch_size, cfg.eval.score, stats, norm)
 
 

@@ -75,7 +75,7 @@ class MultiStreamDetector(streaming.ModelDetector):
                  len(streams))
     return cls(opened.backend, opened.data_cfg, streams, threshold=threshold,
                smoothing_window=smoothing_window, score=score, smoothing=smoothing,
-               motion_norm=streaming.check_motion_norm(score, opened.motion_norm, model_dir))
+               motion_norm=scores.motion_norm_for(score, opened.motion_norm, model_dir))
 
   @property
   def streams(self) -> Tuple[str, ...]:

@@ -104,20 +104,6 @@ def open_for_detection(model_dir: str, threshold: Optional[float],
   return opened, resolve_threshold(opened, model_dir, threshold, score), score
 
 
-def check_motion_norm(score: str, motion_norm: Optional[motion_maps.MotionNorm],
-                      model_dir: str = "") -> Optional[motion_maps.MotionNorm]:
-  """The normalisation a score of motion evidence needs (None for the other scores).
-
-  Raises:
-    errors.ConfigError: the score needs one and there is none.
-  """
-  if not scores.get_score(score).needs_motion:
-    return None
-  if motion_norm is None:
-    raise scores.missing_motion_norm(score, model_dir)
-  return motion_norm
-
-
 class ModelDetector:
   """What a detector of one or of several streams holds: the runtime, the model's clip config
   and the frame score.
@@ -144,7 +130,7 @@ class ModelDetector:
     self._backend = backend
     self._data_cfg = data_cfg
     self.score_name = scores.check_runtime(score, has_decoder=False).name
-    self.motion_norm = check_motion_norm(self.score_name, motion_norm)
+    self.motion_norm = scores.motion_norm_for(self.score_name, motion_norm)
     # With motion evidence, the model's call computes the paper's score (unused) and the error
     # map; the weighting happens on the host once the motion map is there.
     self._model_score = scores.DEFAULT_SCORE if self.motion_norm else self.score_name
@@ -437,7 +423,7 @@ class StreamingDetector(ModelDetector):
     logging.info("Streaming detector on %s", opened.backend.name)
     return cls(opened.backend, opened.data_cfg, threshold=threshold,
                smoothing_window=smoothing_window, score=score, smoothing=smoothing,
-               motion_norm=check_motion_norm(score, opened.motion_norm, model_dir))
+               motion_norm=scores.motion_norm_for(score, opened.motion_norm, model_dir))
 
   @property
   def threshold(self) -> Optional[float]:

@@ -172,8 +172,9 @@ def motion_weighted_host(gain: Optional[float]
   millisecond of Python around a few microseconds of arithmetic."""
 
   def weigh(error_maps, motion):
-    weighted = (np.asarray(error_maps, np.float32) *
-                motion_weights(np.asarray(motion, np.float32), gain)).astype(np.float32)
+    # Python floats do not promote float32 arrays (NumPy 2): the result stays float32.
+    weighted = np.asarray(error_maps, np.float32) * motion_weights(np.asarray(motion, np.float32),
+                                                                   gain)
     return weighted.mean(axis=(1, 2), dtype=np.float32), weighted
 
   return weigh
@@ -245,12 +246,21 @@ def get_score(name: str) -> Score:
   return SCORES[name]
 
 
-def missing_motion_norm(name: str, where: str = "") -> errors.ConfigError:
-  """The error of a score of motion evidence without its normalisation (`where`: its model)."""
-  return errors.ConfigError(
-      f"--score={name} needs the optical flow's normalisation fitted on normal footage "
-      f"(motion_norm.json), and there is none{' with ' + where if where else ''}: run python -m "
-      f"daml_tf.calibrate --score={name} (then export again, for an export).")
+def motion_norm_for(name: str, motion_norm, where: str = ""):
+  """The flow normalisation (data.motion_maps.MotionNorm) score `name` uses: `motion_norm` for a
+  score of motion evidence, None for the other scores.
+
+  Raises:
+    errors.ConfigError: a score of motion evidence without one (`where`: its model).
+  """
+  if not get_score(name).needs_motion:
+    return None
+  if motion_norm is None:
+    raise errors.ConfigError(
+        f"--score={name} needs the optical flow's normalisation fitted on normal footage "
+        f"(motion_norm.json), and there is none{' with ' + where if where else ''}: run "
+        f"python -m daml_tf.calibrate --score={name} (then export again, for an export).")
+  return motion_norm
 
 
 def check_runtime(name: str, has_decoder: bool) -> Score:
