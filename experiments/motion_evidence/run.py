@@ -69,7 +69,7 @@ class MotionCache:
   maps of every test video (both depend on the footage and the grid only)."""
 
   def __init__(self, cfg, model):
-    self._cfg, self._model = cfg, model
+    self._model = model
     self._norms, self._maps = {}, {}
     # calibrate's footage: the held-out tails of the training videos, else (the study's runs,
     # --calibration_holdout=0) the training videos.
